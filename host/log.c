@@ -1,0 +1,120 @@
+/* log: scrubbed, levelled output to stderr. See log.h. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "log.h"
+
+static const char *level_names[] = { "error", "warn", "info", "debug" };
+
+static struct {
+    int level;
+    int json;
+    char **secrets;
+    int nsecrets;
+} log_state = { LOG_INFO, 0, NULL, 0 };
+
+void log_init(void) { log_state.json = !isatty(STDERR_FILENO); }
+
+void log_free(void)
+{
+    for (int i = 0; i < log_state.nsecrets; i++) free(log_state.secrets[i]);
+    free(log_state.secrets);
+    log_state.secrets = NULL;
+    log_state.nsecrets = 0;
+}
+
+int log_level(void) { return log_state.level; }
+void thorp_log_set_level(int level) { log_state.level = level < 0 ? 0 : level > 3 ? 3 : level; }
+int thorp_log_get_level(void) { return log_state.level; }
+int thorp_log_is_json(void) { return log_state.json; }
+void thorp_log_set_json(int on) { log_state.json = on; }
+
+void thorp_log_secret_add(const char *secret)
+{
+    if (!secret || strlen(secret) < 4) return; /* too short to be a secret, too risky to scrub */
+    for (int i = 0; i < log_state.nsecrets; i++)
+        if (!strcmp(log_state.secrets[i], secret)) return;
+    char **n = realloc(log_state.secrets, sizeof(char *) * (log_state.nsecrets + 1));
+    if (!n) return;
+    log_state.secrets = n;
+    log_state.secrets[log_state.nsecrets++] = strdup(secret);
+}
+
+int thorp_log_scrub(const char *s, char *out, int cap)
+{
+    int o = 0;
+    while (*s && o < cap - 1) {
+        int hit = 0;
+        for (int i = 0; i < log_state.nsecrets; i++) {
+            size_t n = strlen(log_state.secrets[i]);
+            if (!strncmp(s, log_state.secrets[i], n)) {
+                for (const char *r = "***"; *r && o < cap - 1; r++) out[o++] = *r;
+                s += n;
+                hit = 1;
+                break;
+            }
+        }
+        if (!hit) out[o++] = *s++;
+    }
+    out[o] = 0;
+    return o;
+}
+
+void thorp_log_write(int level, const char *line)
+{
+    if (level > log_state.level) return;
+    char buf[8192];
+    int n = thorp_log_scrub(line, buf, sizeof buf - 1);
+    buf[n++] = '\n';
+    fwrite(buf, 1, n, stderr);
+    fflush(stderr);
+}
+
+/* JSON-escape src into dst; returns bytes written. */
+static int log_escape(char *dst, int cap, const char *src)
+{
+    int o = 0;
+    for (; *src && o < cap - 7; src++) {
+        unsigned char c = (unsigned char)*src;
+        if (c == '"' || c == '\\') { dst[o++] = '\\'; dst[o++] = c; }
+        else if (c == '\n') { dst[o++] = '\\'; dst[o++] = 'n'; }
+        else if (c == '\t') { dst[o++] = '\\'; dst[o++] = 't'; }
+        else if (c < 0x20) o += snprintf(dst + o, cap - o, "\\u%04x", c);
+        else dst[o++] = c;
+    }
+    dst[o] = 0;
+    return o;
+}
+
+void log_emit(int level, const char *module, const char *reqid, const char *fmt, ...)
+{
+    if (level > log_state.level) return;
+    char msg[4096], esc[6144], line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    int w = (int)strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + w, sizeof when - w, ".%03ldZ", ts.tv_nsec / 1000000);
+    if (log_state.json) {
+        log_escape(esc, sizeof esc, msg);
+        int n = snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"%s\"", when,
+                         level_names[level], module ? module : "host");
+        if (reqid && *reqid) n += snprintf(line + n, sizeof line - n, ",\"request_id\":\"%s\"", reqid);
+        snprintf(line + n, sizeof line - n, ",\"msg\":\"%s\"}", esc);
+    } else if (reqid && *reqid) {
+        snprintf(line, sizeof line, "%s %-5s [%s] (%s) %s", when, level_names[level], module ? module : "host",
+                 reqid, msg);
+    } else {
+        snprintf(line, sizeof line, "%s %-5s [%s] %s", when, level_names[level], module ? module : "host", msg);
+    }
+    thorp_log_write(level, line);
+}

@@ -1,0 +1,56 @@
+-- host: brings the host's modules up in order and down in reverse.
+--
+-- Each concern (journal, shutdown, rpc pool, bus, policy, console, http) is
+-- a module that may export start(cfg, mode) -> true | nil, err and stop().
+-- mode is "run", "exec", "test" or "repl". A start error is fatal for the
+-- process (exit code 2: bad config, locked journal, ...).
+local ffi = require "ffi"
+ffi.cdef [[
+const char *thorp_version(void);
+const char *thorp_dev_root(void);
+]]
+local log = require "thorp.log"
+
+local M = {}
+
+M.ORDER = { "thorp.journal", "thorp.shutdown", "thorp.backpressure", "thorp.rpc", "thorp.bus",
+            "thorp.policy", "thorp.console", "thorp.http" }
+
+function M.version() return ffi.string(ffi.C.thorp_version()) end
+function M.dev_root() return ffi.string(ffi.C.thorp_dev_root()) end
+
+local started = {}
+
+local function find(name)
+  local ok, m = pcall(require, name)
+  if ok then return m end
+  if tostring(m):find("module '" .. name .. "' not found", 1, true) then return nil end
+  error(m, 0)
+end
+
+--- start(cfg, mode, opts) -> true | nil, err
+function M.start(cfg, mode, opts)
+  for _, name in ipairs(M.ORDER) do
+    local m = find(name)
+    if m and m.start then
+      local ok, res, err = pcall(m.start, cfg, mode, opts or {})
+      if not ok then return nil, ("%s: %s"):format(name, tostring(res)) end
+      if res == nil and err then return nil, err end
+      started[#started + 1] = m
+    end
+  end
+  return true
+end
+
+function M.stop()
+  for i = #started, 1, -1 do
+    local m = started[i]
+    if m.stop then
+      local ok, err = pcall(m.stop)
+      if not ok then log.error("module stop failed", { error = tostring(err) }) end
+    end
+    started[i] = nil
+  end
+end
+
+return M

@@ -1,0 +1,106 @@
+-- log: structured logging for Lua code, through the host's scrubbed sink.
+--
+--   local log = require "thorp.log"
+--   log.info("trade sent", { request_id = rid, token = "BONK" })
+--
+-- JSON lines when stderr is not a terminal, readable text when it is (the
+-- C side decides, host/log.c). Every line is scrubbed of registered secrets
+-- before it is written; log.secret(s) registers one.
+local ffi = require "ffi"
+ffi.cdef [[
+void thorp_log_set_level(int level);
+int thorp_log_get_level(void);
+int thorp_log_is_json(void);
+void thorp_log_set_json(int on);
+void thorp_log_secret_add(const char *secret);
+void thorp_log_write(int level, const char *line);
+int thorp_log_scrub(const char *s, char *out, int cap);
+double thorp_wall(void);
+]]
+local C = ffi.C
+local cjson = require "cjson.safe"
+
+local M = {}
+local LEVELS = { error = 0, warn = 1, info = 2, debug = 3 }
+local NAMES = { [0] = "error", "warn", "info", "debug" }
+M.LEVELS = LEVELS
+
+function M.set_level(name)
+  local l = LEVELS[name]
+  if not l then return nil, ("log level %q: allowed error, warn, info, debug"):format(tostring(name)) end
+  C.thorp_log_set_level(l)
+  return true
+end
+function M.level() return NAMES[C.thorp_log_get_level()] end
+function M.enabled(name) return LEVELS[name] <= C.thorp_log_get_level() end
+function M.set_json(on) C.thorp_log_set_json(on and 1 or 0) end
+function M.secret(s) if type(s) == "string" and #s >= 4 then C.thorp_log_secret_add(s) end end
+
+local scrub_buf = ffi.new("char[?]", 8192)
+--- Return s with every registered secret replaced by ***.
+function M.scrub(s)
+  s = tostring(s)
+  if #s >= 8192 then s = s:sub(1, 8191) end
+  local n = C.thorp_log_scrub(s, scrub_buf, 8192)
+  return ffi.string(scrub_buf, n)
+end
+
+local function timestamp()
+  local ms = C.thorp_wall()
+  local sec = math.floor(ms / 1000)
+  return os.date("!%Y-%m-%dT%H:%M:%S", sec) .. (".%03dZ"):format(math.floor(ms - sec * 1000))
+end
+
+local function text_value(v)
+  if type(v) == "table" then return cjson.encode(v) or tostring(v) end
+  return tostring(v)
+end
+
+function M.write(level, msg, fields, module)
+  local l = LEVELS[level]
+  if l > C.thorp_log_get_level() then return end
+  local line
+  if C.thorp_log_is_json() ~= 0 then
+    local rec = { ts = timestamp(), level = level, module = module or "lua", msg = tostring(msg) }
+    if fields then for k, v in pairs(fields) do if rec[k] == nil then rec[k] = v end end end
+    line = cjson.encode(rec) or ('{"level":"' .. level .. '","msg":"(unencodable log record)"}')
+  else
+    local parts = { timestamp(), ("%-5s"):format(level), "[" .. (module or "lua") .. "]" }
+    if fields and fields.request_id then parts[#parts + 1] = "(" .. tostring(fields.request_id) .. ")" end
+    parts[#parts + 1] = tostring(msg)
+    if fields then
+      local keys = {}
+      for k in pairs(fields) do if k ~= "request_id" and k ~= "error" then keys[#keys + 1] = k end end
+      table.sort(keys)
+      for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. text_value(fields[k]) end
+      if fields.error then parts[#parts + 1] = "\n  " .. tostring(fields.error):gsub("\n", "\n  ") end
+    end
+    line = table.concat(parts, " ")
+  end
+  C.thorp_log_write(l, line)
+end
+
+function M.error(msg, fields, module) M.write("error", msg, fields, module) end
+function M.warn(msg, fields, module) M.write("warn", msg, fields, module) end
+function M.info(msg, fields, module) M.write("info", msg, fields, module) end
+function M.debug(msg, fields, module) if C.thorp_log_get_level() >= 3 then M.write("debug", msg, fields, module) end end
+
+--- A logger bound to a module name: log.for_module("pool").warn(...)
+function M.for_module(name)
+  return {
+    error = function(msg, f) M.write("error", msg, f, name) end,
+    warn = function(msg, f) M.write("warn", msg, f, name) end,
+    info = function(msg, f) M.write("info", msg, f, name) end,
+    debug = function(msg, f) if C.thorp_log_get_level() >= 3 then M.write("debug", msg, f, name) end end,
+  }
+end
+
+-- Request ids: short, unique within the process, sortable by time.
+local rid_seq = 0
+local rid_prefix = ("%x"):format(math.floor(C.thorp_wall()) % 0xffffff)
+function M.request_id()
+  rid_seq = rid_seq + 1
+  return rid_prefix .. "-" .. rid_seq
+end
+
+return M

@@ -1,0 +1,400 @@
+-- sched: coroutines, timers and the inbox on the host's one loop.
+--
+-- Every piece of user code runs in a task (a coroutine). A task that has to
+-- wait (thorp.sleep, an RPC call, a bulkhead slot) parks itself with
+-- sched.suspend() and whoever owns the wait calls sched.wake(task, value)
+-- later; the value becomes suspend()'s return value. A plain
+-- coroutine.yield() from a task just gives the loop a turn.
+--
+-- Timers live in a binary heap here in Lua; C only learns the next deadline.
+-- C modules never call into Lua: they post to the inbox (host/loop.h) and
+-- step() drains it in batches, dispatching by kind to sched.on_event handlers.
+--
+-- Liveness (what keeps `thorp exec` running): tasks and timers created by
+-- user code, plus sched.hold()/sched.unhold() for pending work such as
+-- registered operations or queued bus events. Host internals use
+-- daemon = true so that their background work never keeps a script alive.
+local ffi = require "ffi"
+
+ffi.cdef [[
+typedef struct thorp_event { int32_t kind; int32_t a; int64_t id; double num; void *ptr; } thorp_event;
+double thorp_now(void);
+double thorp_wall(void);
+int thorp_inbox_drain(thorp_event *out, int max);
+int thorp_inbox_size(void);
+void thorp_loop_stop(void);
+int thorp_loop_stopping(void);
+void thorp_loop_catch_signal(int signum);
+int thorp_script_run_loop(void);
+]]
+
+local C = ffi.C
+local co_create, co_resume, co_yield, co_status, co_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running
+local select, unpack, type, tostring, xpcall = select, unpack, type, tostring, xpcall
+local floor = math.floor
+
+local M = {}
+
+M.EV = { SIGNAL = 1, RPC = 2, CONSOLE = 3, HTTP = 4, WAKE = 5, USER = 16 }
+
+local SUSPEND = setmetatable({}, { __tostring = function() return "thorp.SUSPEND" end })
+M.SUSPEND = SUSPEND
+
+local now = C.thorp_now
+M.now = function() return now() end
+M.wall = function() return C.thorp_wall() end
+
+-- Logging is wired in by thorp.log once loaded (it needs sched for nothing,
+-- so there is no cycle); until then errors go to stderr.
+local function report(msg, fields)
+  local log = package.loaded["thorp.log"]
+  if log then log.error(msg, fields) else io.stderr:write(msg, " ", tostring(fields and fields.error), "\n") end
+end
+
+------------------------------------------------------------------------------
+-- Tasks
+------------------------------------------------------------------------------
+local Task = {}
+Task.__index = Task
+
+local current = nil
+local live = 0      -- user (non-daemon) tasks not yet finished
+local holds = 0     -- pending work: user timers, operations, queued events
+local rq_task, rq_val = {}, {}
+local rq_head, rq_tail = 1, 0
+local task_count = 0
+
+local function enqueue(t, v)
+  rq_tail = rq_tail + 1
+  rq_task[rq_tail] = t
+  rq_val[rq_tail] = v
+end
+
+local function on_error(e)
+  return { err = e, tb = debug.traceback(tostring(e), 2) }
+end
+
+local function finish(t)
+  t.done = true
+  if not t.daemon then live = live - 1 end
+  local w = t.waiters
+  if w then
+    t.waiters = nil
+    for i = 1, #w do M.wake(w[i], t) end
+  end
+  if t.on_done then t.on_done(t) end
+end
+
+local function body(t, fn)
+  local args = t.args
+  t.args = nil
+  local r = { xpcall(fn, on_error, unpack(args, 1, args.n)) }
+  if r[1] then
+    t.results = r
+  else
+    local e = r[2]
+    t.error = e.err
+    t.traceback = e.tb
+    if not t.quiet then report("task failed", { task = t.name, error = e.tb }) end
+  end
+end
+
+--- spawn(fn, ...) -> task. Runs fn(...) in a new coroutine on a later turn.
+function M.spawn_opts(opts, fn, ...)
+  if type(fn) ~= "function" then error("thorp.spawn: expected a function, got " .. type(fn), 3) end
+  task_count = task_count + 1
+  local t = setmetatable({ name = opts.name or ("task-" .. task_count), daemon = opts.daemon or false,
+                           quiet = opts.quiet, waiting = false, wtok = 0,
+                           args = { n = select("#", ...), ... } }, Task)
+  t.co = co_create(body)
+  if not t.daemon then live = live + 1 end
+  t.first = fn
+  enqueue(t, nil)
+  return t
+end
+
+local default_opts = {}
+function M.spawn(fn, ...) return M.spawn_opts(default_opts, fn, ...) end
+local daemon_opts = { daemon = true }
+function M.spawn_daemon(fn, ...) return M.spawn_opts(daemon_opts, fn, ...) end
+
+--- The running task, or nil outside any task.
+function M.current()
+  local t = current
+  if t and co_running() == t.co then return t end
+  return nil
+end
+
+--- A token for the next suspend(): a wake carrying an older token is ignored,
+--- so a late timer cannot wake a task that has moved on to another wait.
+function M.token(t)
+  t = t or current
+  t.wtok = t.wtok + 1
+  return t.wtok
+end
+
+--- Park the running task until sched.wake(task, value); returns value.
+function M.suspend()
+  local t = current
+  if not t or co_running() ~= t.co then
+    error("this call waits, so it must run inside a thorp task (thorp.spawn, a handler, or thorp exec)", 3)
+  end
+  t.waiting = true
+  return co_yield(SUSPEND)
+end
+
+--- Wake a parked task with value. Returns false if it was not waiting (or
+--- the token is stale), so racing wakers (answer vs. timeout) are safe.
+function M.wake(t, v, tok)
+  if not t.waiting or (tok and tok ~= t.wtok) then return false end
+  t.waiting = false
+  enqueue(t, v)
+  return true
+end
+
+function Task:wait()
+  if self.done then return self end
+  self.waiters = self.waiters or {}
+  self.waiters[#self.waiters + 1] = M.current()
+  M.suspend()
+  return self
+end
+
+function Task:status()
+  return self.done and (self.error ~= nil and "failed" or "done") or (self.waiting and "waiting" or "ready")
+end
+
+local function run_task(t, v)
+  current = t
+  local ok, r
+  if t.first then
+    local fn = t.first
+    t.first = nil
+    ok, r = co_resume(t.co, t, fn)
+  else
+    ok, r = co_resume(t.co, v)
+  end
+  current = nil
+  if not ok then
+    -- body() catches everything; this is an error resuming (should not happen)
+    report("task could not be resumed", { task = t.name, error = tostring(r) })
+    finish(t)
+  elseif co_status(t.co) == "dead" then
+    finish(t)
+  elseif r ~= SUSPEND then
+    enqueue(t, nil) -- a plain coroutine.yield(): run again next turn
+  end
+end
+
+------------------------------------------------------------------------------
+-- Timers: a binary min-heap of { at, seq, ... }
+------------------------------------------------------------------------------
+local heap, hn, tseq = {}, 0, 0
+
+local function less(a, b) return a.at < b.at or (a.at == b.at and a.seq < b.seq) end
+
+local function heap_push(e)
+  hn = hn + 1
+  local i = hn
+  heap[i] = e
+  while i > 1 do
+    local p = floor(i / 2)
+    if less(heap[i], heap[p]) then heap[i], heap[p] = heap[p], heap[i]; i = p else break end
+  end
+end
+
+local function heap_pop()
+  local top = heap[1]
+  heap[1] = heap[hn]
+  heap[hn] = nil
+  hn = hn - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= hn and less(heap[l], heap[m]) then m = l end
+    if r <= hn and less(heap[r], heap[m]) then m = r end
+    if m == i then break end
+    heap[i], heap[m] = heap[m], heap[i]
+    i = m
+  end
+  return top
+end
+
+local Timer = {}
+Timer.__index = Timer
+
+function Timer:cancel()
+  if self.cancelled then return false end
+  self.cancelled = true
+  if not self.daemon then holds = holds - 1 end
+  return true
+end
+
+local function add_timer(ms, fn, interval, daemon, name)
+  if type(ms) ~= "number" or ms ~= ms then error("timer delay must be a number of milliseconds", 3) end
+  if type(fn) ~= "function" then error("timer callback must be a function", 3) end
+  if ms < 0 then ms = 0 end
+  tseq = tseq + 1
+  local e = setmetatable({ at = now() + ms, seq = tseq, fn = fn, interval = interval, daemon = daemon or false,
+                           cancelled = false, name = name }, Timer)
+  if not e.daemon then holds = holds + 1 end
+  heap_push(e)
+  return e
+end
+
+M.timer = {
+  after = function(ms, fn) return add_timer(ms, fn, nil, false) end,
+  every = function(ms, fn)
+    if type(ms) ~= "number" or ms <= 0 then error("thorp.timer.every: interval must be a number > 0 (ms)", 2) end
+    return add_timer(ms, fn, ms, false)
+  end,
+}
+--- Host-internal timers that never keep `thorp exec` alive.
+function M.daemon_after(ms, fn, name) return add_timer(ms, fn, nil, true, name) end
+function M.daemon_every(ms, fn, name) return add_timer(ms, fn, ms, true, name) end
+
+--- thorp.sleep(ms): park the running task; the loop keeps running.
+function M.sleep(ms)
+  local t = current
+  if not t or co_running() ~= t.co then
+    error("thorp.sleep must run inside a thorp task (thorp.spawn, a handler, or thorp exec)", 2)
+  end
+  if type(ms) ~= "number" then error("thorp.sleep: expected milliseconds, got " .. type(ms), 2) end
+  if ms <= 0 then co_yield(); return end
+  tseq = tseq + 1
+  t.wtok = t.wtok + 1
+  heap_push({ at = now() + ms, seq = tseq, task = t, tok = t.wtok, daemon = true })
+  t.waiting = true
+  co_yield(SUSPEND)
+end
+
+local timer_opts = { name = "timer", quiet = false }
+local function fire(e)
+  if e.task then
+    M.wake(e.task, nil, e.tok)
+    return
+  end
+  if e.cancelled then return end
+  if e.interval then
+    e.at = e.at + e.interval
+    local n = now()
+    if e.at < n then e.at = n end -- never fire in a burst to catch up
+    tseq = tseq + 1
+    e.seq = tseq
+    heap_push(e)
+  elseif not e.daemon then
+    holds = holds - 1
+    e.cancelled = true
+  end
+  timer_opts.daemon = e.daemon
+  timer_opts.name = e.name or "timer"
+  M.spawn_opts(timer_opts, e.fn, e)
+end
+
+------------------------------------------------------------------------------
+-- Liveness
+------------------------------------------------------------------------------
+function M.hold(n) holds = holds + (n or 1) end
+function M.unhold(n) holds = holds - (n or 1) end
+function M.pending()
+  return { tasks = live, holds = holds, ready = rq_tail - rq_head + 1, timers = hn }
+end
+function M.is_idle() return live == 0 and holds <= 0 and rq_tail < rq_head and C.thorp_inbox_size() == 0 end
+
+------------------------------------------------------------------------------
+-- Inbox and signals
+------------------------------------------------------------------------------
+local handlers = {}
+function M.on_event(kind, fn) handlers[kind] = fn end
+
+local signal_handlers = {}
+--- sched.on_signal(signum, fn): fn(signum) runs in a daemon task.
+function M.on_signal(signum, fn)
+  signal_handlers[signum] = fn
+  C.thorp_loop_catch_signal(signum)
+end
+M.SIGHUP, M.SIGINT, M.SIGTERM, M.SIGUSR1 = 1, 2, 15, 10
+
+handlers[M.EV.SIGNAL] = function(ev)
+  local h = signal_handlers[ev.a]
+  if h then M.spawn_opts({ daemon = true, name = "signal-" .. ev.a }, h, ev.a) end
+end
+
+local BATCH = 256
+local evbuf = ffi.new("thorp_event[?]", BATCH)
+
+local function drain_inbox()
+  while true do
+    local n = C.thorp_inbox_drain(evbuf, BATCH)
+    for i = 0, n - 1 do
+      local ev = evbuf[i]
+      local h = handlers[ev.kind]
+      if h then
+        local ok, err = pcall(h, ev)
+        if not ok then report("inbox handler failed", { kind = ev.kind, error = tostring(err) }) end
+      end
+    end
+    if n < BATCH then return end
+  end
+end
+
+------------------------------------------------------------------------------
+-- The step the C loop calls once per turn (host/loop.c: loop_run)
+------------------------------------------------------------------------------
+local stop_code = nil
+local idle_hooks = {}
+--- fn() is called when nothing user-visible is left; used by `thorp exec`.
+function M.on_idle(fn) idle_hooks[#idle_hooks + 1] = fn end
+
+function M.stop(code)
+  if stop_code == nil then stop_code = code or 0 end
+  C.thorp_loop_stop()
+end
+function M.stopping() return stop_code ~= nil end
+function M.exit_code() return stop_code end
+
+local RUN_BUDGET = 20000
+
+local function step()
+  drain_inbox()
+  local t = now()
+  while hn > 0 and heap[1].at <= t do
+    local e = heap_pop()
+    if not e.cancelled then fire(e) end
+  end
+  local budget = RUN_BUDGET
+  while rq_head <= rq_tail and budget > 0 do
+    local i = rq_head
+    local task, v = rq_task[i], rq_val[i]
+    rq_task[i], rq_val[i] = nil, nil
+    rq_head = i + 1
+    run_task(task, v)
+    budget = budget - 1
+  end
+  if rq_head > rq_tail then rq_head, rq_tail = 1, 0 end
+  if stop_code ~= nil then return 0 end
+  if #idle_hooks > 0 and M.is_idle() then
+    for _, h in ipairs(idle_hooks) do h() end
+    if stop_code ~= nil then return 0 end
+  end
+  if rq_head <= rq_tail then return 0 end
+  -- drop cancelled timers at the top so they do not wake the loop
+  while hn > 0 and heap[1].cancelled do heap_pop() end
+  if hn > 0 then
+    local d = heap[1].at - now()
+    return d > 0 and d or 0
+  end
+  return -1
+end
+M.step = step
+
+--- Run the loop until sched.stop(code); returns the code.
+function M.run()
+  _G.__thorp_step = step
+  local rc = C.thorp_script_run_loop()
+  if rc ~= 0 and stop_code == nil then stop_code = 1 end
+  return stop_code or 0
+end
+
+return M
