@@ -58,7 +58,7 @@ local function parse(argv, first, stop_at_positional)
     elseif a:sub(1, 2) == "--" and a:find("=", 1, true) then
       local k, v = a:match("^%-%-([^=]+)=(.*)$")
       if k == "set" then o.sets[#o.sets + 1] = v else o.sets[#o.sets + 1] = k:gsub("-", "_") .. "=" .. v end
-    elseif a:sub(1, 1) == "-" and a ~= "-" and not (#o.pos > 0) then
+    elseif a:sub(1, 1) == "-" and a ~= "-" and #o.pos == 0 then
       error({ usage = "unknown option " .. a })
     else
       o.pos[#o.pos + 1] = a

@@ -291,8 +291,10 @@ function M.load(opts)
       local p = parse(s, v)
       if p == nil then
         errs[#errs + 1] = ("%s=%q: allowed %s"):format(s[2], shown(s, v), describe(s))
+      elseif p == false and s[3] == "url" then
+        values[s[1]] = nil -- set but empty: unset
       else
-        values[s[1]] = p or nil
+        values[s[1]] = p
       end
     end
   end
@@ -306,8 +308,10 @@ function M.load(opts)
       local p = parse(s, v)
       if p == nil then
         errs[#errs + 1] = ("--set %s=%q: allowed %s"):format(s[1], shown(s, v), describe(s))
+      elseif p == false and s[3] == "url" then
+        values[s[1]] = nil
       else
-        values[s[1]] = p or nil
+        values[s[1]] = p
       end
     end
   end

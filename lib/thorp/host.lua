@@ -30,6 +30,14 @@ end
 
 --- start(cfg, mode, opts) -> true | nil, err
 function M.start(cfg, mode, opts)
+  -- Until thorp.shutdown installs its own, a stop signal simply ends the loop.
+  local sched = require "thorp.sched"
+  for _, sig in ipairs{ sched.SIGTERM, sched.SIGINT, sched.SIGUSR1 } do
+    sched.on_signal(sig, function(n)
+      log.info("signal received, stopping", { signal = n })
+      sched.stop(0)
+    end)
+  end
   for _, name in ipairs(M.ORDER) do
     local m = find(name)
     if m and m.start then

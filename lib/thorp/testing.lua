@@ -9,7 +9,7 @@
 local M = {}
 
 --- The busted output handler (loaded by name: -o thorp.testing).
-local function output_handler(options)
+local function output_handler()
   local busted = require "busted"
   local handler = require("busted.outputHandlers.base")()
   local pretty = require "pl.pretty"
@@ -27,7 +27,7 @@ local function output_handler(options)
     end
   end
 
-  handler.testEnd = function(element, parent, status)
+  handler.testEnd = function(element, _, status)
     if status == "success" then
       passed = passed + 1
       io.write("ok   - ", handler.getFullName(element), "\n")
@@ -86,7 +86,8 @@ function M.run(paths, extra)
   end
   local ok, err = pcall(function() require("busted.runner")({ standalone = false, output = "thorp.busted_output" }) end)
   os.exit = real_exit
-  if not ok and not (type(err) == "table" and err.thorp_test_exit) then
+  -- busted's exit helper raises error() (nil) on failure under Lua 5.1
+  if not ok and err ~= nil and not (type(err) == "table" and err.thorp_test_exit) then
     io.stderr:write("thorp test: ", tostring(err), "\n")
     return 1
   end
