@@ -63,7 +63,6 @@ local live = 0      -- user (non-daemon) tasks not yet finished
 local holds = 0     -- pending work: user timers, operations, queued events
 local rq_task, rq_val = {}, {}
 local rq_head, rq_tail = 1, 0
-local task_count = 0
 
 local function enqueue(t, v)
   rq_tail = rq_tail + 1
@@ -86,28 +85,49 @@ local function finish(t)
   if t.on_done then t.on_done(t) end
 end
 
-local function body(t, fn)
-  local args = t.args
-  t.args = nil
-  local r = { xpcall(fn, on_error, unpack(args, 1, args.n)) }
-  if r[1] then
-    t.results = r
+local RECYCLE = setmetatable({}, { __tostring = function() return "thorp.RECYCLE" end })
+local NOARGS = { n = 0 }
+
+local function record(t, ok, ...)
+  if ok then
+    if select("#", ...) > 0 then t.results = { true, ... } end
   else
-    local e = r[2]
+    local e = ...
     t.error = e.err
     t.traceback = e.tb
     if not t.quiet then report("task failed", { task = t.name, error = e.tb }) end
   end
 end
 
+-- A task's coroutine runs functions in a loop: when one finishes it yields
+-- RECYCLE and goes back to the pool, so spawning mostly costs no new
+-- coroutine (spawn is on the path of every timer callback).
+local function body(t, fn)
+  while true do
+    local args = t.args
+    t.args = nil
+    record(t, xpcall(fn, on_error, unpack(args, 1, args.n)))
+    t, fn = co_yield(RECYCLE)
+  end
+end
+
+local pool, pool_n = {}, 0
+local POOL_MAX = 1024
+
 --- spawn(fn, ...) -> task. Runs fn(...) in a new coroutine on a later turn.
 function M.spawn_opts(opts, fn, ...)
   if type(fn) ~= "function" then error("thorp.spawn: expected a function, got " .. type(fn), 3) end
-  task_count = task_count + 1
-  local t = setmetatable({ name = opts.name or ("task-" .. task_count), daemon = opts.daemon or false,
+  local n = select("#", ...)
+  local t = setmetatable({ name = opts.name, daemon = opts.daemon or false,
                            quiet = opts.quiet, waiting = false, wtok = 0,
-                           args = { n = select("#", ...), ... } }, Task)
-  t.co = co_create(body)
+                           args = n == 0 and NOARGS or { n = n, ... } }, Task)
+  if pool_n > 0 then
+    t.co = pool[pool_n]
+    pool[pool_n] = nil
+    pool_n = pool_n - 1
+  else
+    t.co = co_create(body)
+  end
   if not t.daemon then live = live + 1 end
   t.first = fn
   enqueue(t, nil)
@@ -161,6 +181,8 @@ function Task:wait()
   return self
 end
 
+function Task:__tostring() return "task " .. (self.name or "?") end
+
 function Task:status()
   return self.done and (self.error ~= nil and "failed" or "done") or (self.waiting and "waiting" or "ready")
 end
@@ -176,7 +198,13 @@ local function run_task(t, v)
     ok, r = co_resume(t.co, v)
   end
   current = nil
-  if not ok then
+  if r == RECYCLE then
+    finish(t)
+    if pool_n < POOL_MAX then
+      pool_n = pool_n + 1
+      pool[pool_n] = t.co
+    end
+  elseif not ok then
     -- body() catches everything; this is an error resuming (should not happen)
     report("task could not be resumed", { task = t.name, error = tostring(r) })
     finish(t)
