@@ -79,6 +79,7 @@ describe("backpressure", function()
     assert.is_false(ok)
     assert.truthy(tostring(err):find("must not be above critical_threshold", 1, true))
     ok, err = pcall(backpressure.new, { max_queue_size = -1 })
+    assert.is_false(ok)
     assert.truthy(tostring(err):find("max_queue_size: got -1, allowed: integer >= 1", 1, true))
     local bp = backpressure.new{}
     ok, err = pcall(bp.try_acquire, bp, "urgent")
