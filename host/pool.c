@@ -1,0 +1,236 @@
+/* pool: libcurl multi on libevent. See pool.h. */
+#include "pool.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <event2/event.h>
+#include "log.h"
+#include "loop.h"
+
+typedef struct req {
+    CURL *easy;
+    struct curl_slist *headers;
+    thorp_http_result *res;
+    size_t cap;
+    struct req *next;
+} req;
+
+typedef struct sock {
+    struct event *ev;
+} sock;
+
+static struct {
+    CURLM *multi;
+    struct event *timer;
+    req *reqs; /* in flight */
+    int64_t next_id;
+    int inflight;
+} pool;
+
+static void pool_check_done(void);
+
+static void pool_on_free(void *arg) {
+    (void)arg;
+    while (pool.reqs) thorp_pool_cancel(pool.reqs->res->id);
+    if (pool.timer) event_free(pool.timer);
+    if (pool.multi) curl_multi_cleanup(pool.multi);
+    curl_global_cleanup();
+    memset(&pool, 0, sizeof pool);
+}
+
+static void pool_on_timeout(evutil_socket_t fd, short what, void *arg) {
+    int running;
+    curl_multi_socket_action(pool.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    pool_check_done();
+}
+
+static void pool_on_socket_event(evutil_socket_t fd, short what, void *arg) {
+    int running, action = (what & EV_READ ? CURL_CSELECT_IN : 0) | (what & EV_WRITE ? CURL_CSELECT_OUT : 0);
+    curl_multi_socket_action(pool.multi, fd, action, &running);
+    pool_check_done();
+    if (running <= 0 && pool.timer) evtimer_del(pool.timer);
+}
+
+static int pool_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp) {
+    sock *sk = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sk) {
+            event_free(sk->ev);
+            free(sk);
+            curl_multi_assign(pool.multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0) | EV_PERSIST;
+    if (!sk) {
+        sk = calloc(1, sizeof *sk);
+        curl_multi_assign(pool.multi, s, sk);
+    } else {
+        event_free(sk->ev);
+    }
+    sk->ev = event_new(loop_base(), s, kind, pool_on_socket_event, NULL);
+    event_add(sk->ev, NULL);
+    return 0;
+}
+
+static int pool_timer_cb(CURLM *multi, long timeout_ms, void *userp) {
+    if (timeout_ms < 0) {
+        evtimer_del(pool.timer);
+    } else {
+        struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+        evtimer_add(pool.timer, &tv);
+    }
+    return 0;
+}
+
+static int pool_init(void) {
+    if (pool.multi) return 0;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
+    pool.multi = curl_multi_init();
+    pool.timer = evtimer_new(loop_base(), pool_on_timeout, NULL);
+    curl_multi_setopt(pool.multi, CURLMOPT_SOCKETFUNCTION, pool_socket_cb);
+    curl_multi_setopt(pool.multi, CURLMOPT_TIMERFUNCTION, pool_timer_cb);
+    curl_multi_setopt(pool.multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(pool.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
+    curl_multi_setopt(pool.multi, CURLMOPT_MAXCONNECTS, 256L);
+    pool.next_id = 1;
+    loop_on_free(pool_on_free, NULL);
+    return 0;
+}
+
+static size_t pool_on_body(char *data, size_t size, size_t n, void *userp) {
+    req *r = userp;
+    size_t len = size * n, need = r->res->body_len + len + 1;
+    if (need > 64u << 20) return 0; /* a 64 MiB answer is not an RPC answer */
+    if (need > r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 4096;
+        while (cap < need) cap *= 2;
+        char *b = realloc(r->res->body, cap);
+        if (!b) return 0;
+        r->res->body = b;
+        r->cap = cap;
+    }
+    memcpy(r->res->body + r->res->body_len, data, len);
+    r->res->body_len += len;
+    r->res->body[r->res->body_len] = 0;
+    return len;
+}
+
+static size_t pool_on_header(char *data, size_t size, size_t n, void *userp) {
+    req *r = userp;
+    size_t len = size * n;
+    if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
+        char *end;
+        double secs = strtod(data + 12, &end);
+        if (end != data + 12 && secs >= 0) r->res->retry_after_ms = secs * 1000;
+    }
+    return len;
+}
+
+static void pool_finish(req *r, int cancelled) {
+    req **pp = &pool.reqs;
+    while (*pp && *pp != r) pp = &(*pp)->next;
+    if (*pp) *pp = r->next;
+    pool.inflight--;
+    thorp_http_result *res = r->res;
+    if (!cancelled) {
+        long status = 0;
+        double t = 0, c = 0;
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &t);
+        curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME, &c);
+        res->http_status = (int)status;
+        res->total_ms = t * 1000;
+        res->connect_ms = c * 1000;
+    }
+    res->cancelled = cancelled;
+    curl_multi_remove_handle(pool.multi, r->easy);
+    curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    free(r);
+    loop_post(TEV_RPC, res->id, res->curl_code, res->total_ms, res);
+}
+
+static void pool_check_done(void) {
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(pool.multi, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        req *r = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        r->res->curl_code = (int)msg->data.result;
+        if (msg->data.result != CURLE_OK && !r->res->error[0])
+            snprintf(r->res->error, sizeof r->res->error, "%s", curl_easy_strerror(msg->data.result));
+        pool_finish(r, 0);
+    }
+}
+
+int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
+                           double connect_timeout_ms, char *err, int errlen) {
+    if (pool_init() != 0) {
+        snprintf(err, errlen, "libcurl failed to initialise");
+        return -1;
+    }
+    req *r = calloc(1, sizeof *r);
+    r->res = calloc(1, sizeof *r->res);
+    r->res->id = pool.next_id++;
+    r->res->retry_after_ms = -1;
+    r->easy = curl_easy_init();
+    if (!r->easy) {
+        snprintf(err, errlen, "cannot create a curl handle");
+        free(r->res);
+        free(r);
+        return -1;
+    }
+    CURL *e = r->easy;
+    r->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    r->headers = curl_slist_append(r->headers, "Expect:");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
+    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pool_on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pool_on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->res->error);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 1 ? timeout_ms : 1));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout_ms > 1 ? connect_timeout_ms : 1));
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "thorp");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    r->next = pool.reqs;
+    pool.reqs = r;
+    pool.inflight++;
+    CURLMcode mc = curl_multi_add_handle(pool.multi, e);
+    if (mc != CURLM_OK) {
+        snprintf(r->res->error, sizeof r->res->error, "%s", curl_multi_strerror(mc));
+        r->res->curl_code = CURLE_FAILED_INIT;
+        pool_finish(r, 0);
+    }
+    return r->res->id;
+}
+
+void thorp_pool_cancel(int64_t id) {
+    for (req *r = pool.reqs; r; r = r->next) {
+        if (r->res->id == id) {
+            pool_finish(r, 1);
+            return;
+        }
+    }
+}
+
+void thorp_pool_result_free(thorp_http_result *r) {
+    if (!r) return;
+    free(r->body);
+    free(r);
+}
+
+int thorp_pool_inflight(void) { return pool.inflight; }

@@ -1,0 +1,43 @@
+/* pool: HTTP transport of the RPC pool (libcurl multi driven by libevent).
+ *
+ * One curl multi handle for the whole host, driven by the loop the way
+ * libcurl's hiperfifo example does it: CURLMOPT_SOCKETFUNCTION maps curl's
+ * sockets onto libevent events and CURLMOPT_TIMERFUNCTION onto one libevent
+ * timer, so there is no polling and no thread per call. The multi handle
+ * keeps the connection cache: connections to an endpoint stay open between
+ * calls (keep-alive), and HTTP/2 is negotiated where the endpoint offers it
+ * (multiplexed streams on one connection).
+ *
+ * This module only moves bytes. Which endpoint to ask, breakers, retries and
+ * JSON live in lib/thorp/rpc.lua. Every request started with
+ * thorp_pool_request() produces exactly one TEV_RPC inbox event (id = the
+ * request id, ptr = the thorp_http_result), also when it is cancelled; Lua
+ * reads the result and frees it with thorp_pool_result_free().
+ */
+#ifndef THORP_POOL_H
+#define THORP_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct thorp_http_result {
+    int64_t id;
+    int curl_code;        /* 0 = the transfer completed (any HTTP status) */
+    int http_status;
+    int cancelled;
+    double retry_after_ms; /* from Retry-After, -1 when absent */
+    double total_ms, connect_ms;
+    char *body;
+    size_t body_len;
+    char error[256];      /* curl's message when curl_code != 0 */
+} thorp_http_result;
+
+/* Start a POST of body to url; returns its id (> 0) or -1 (error in *err). */
+int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
+                           double connect_timeout_ms, char *err, int errlen);
+/* Stop a request still in flight; its event still arrives, with cancelled = 1. */
+void thorp_pool_cancel(int64_t id);
+void thorp_pool_result_free(thorp_http_result *r);
+int thorp_pool_inflight(void);
+
+#endif

@@ -1,0 +1,707 @@
+-- thorp.rpc: the JSON-RPC pool over several Solana endpoints.
+--
+--   local r = thorp.rpc.call("getBalance", { pubkey }, { priority = "normal" })
+--   if r.ok then use(r.result) else log(r.error.code, r.error.message) end
+--   local pool = thorp.rpc.new_pool{ endpoints = { {name=, url=, weight=, timeout_ms=} },
+--                                    breaker = {...}, backpressure = bp|opts, timeout_ms = n }
+--   pool:call(method, params, opts)  pool:batch({ {method, params}, ... }, opts)  pool:endpoints()
+--
+-- A call yields its coroutine until the answer (host/pool.c moves the bytes
+-- with libcurl multi on the loop). Per call: admission (priority), then the
+-- endpoints in order (weight, highest first), skipping any whose breaker is
+-- open, that is backed off after a 429, or that the health checker took out
+-- of rotation (slot lag). Outcomes are classified: transport errors,
+-- timeouts, 5xx, malformed answers and -32005 count against the endpoint;
+-- a 429 backs it off (Retry-After or exponential) without counting; an RPC
+-- error that is the caller's (invalid params, preflight -32002, ...) goes
+-- back to the caller untouched. A failed call moves on to the next endpoint
+-- within its deadline while the retry budget lasts. sendTransaction is
+-- never sent twice on the pool's own initiative (opts.retry_send = true
+-- allows it); reads may be hedged: when the first endpoint is slower than
+-- its own recent p90, a second one is asked and the first answer wins.
+local ffi = require "ffi"
+local cjson = require "cjson.safe"
+local sched = require "thorp.sched"
+local breaker = require "thorp.breaker"
+local config = require "thorp.config"
+local logm = require "thorp.log"
+local log = logm.for_module("rpc")
+
+ffi.cdef [[
+typedef struct thorp_http_result {
+  int64_t id;
+  int curl_code, http_status, cancelled;
+  double retry_after_ms, total_ms, connect_ms;
+  char *body;
+  size_t body_len;
+  char error[256];
+} thorp_http_result;
+int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
+                           double connect_timeout_ms, char *err, int errlen);
+void thorp_pool_cancel(int64_t id);
+void thorp_pool_result_free(thorp_http_result *r);
+int thorp_pool_inflight(void);
+]]
+local C = ffi.C
+local now = sched.now
+local floor, min, max = math.floor, math.min, math.max
+
+local M = {}
+local PRIORITIES = { critical = true, normal = true, low = true }
+local method_priorities = {} -- policy: method -> priority
+M.stats_total = { calls = 0, ok = 0, failed = 0, retries = 0, hedges = 0, hedge_wins = 0, rejected = 0,
+                  shed_shutdown = 0 }
+local T = M.stats_total
+
+-- Transport ------------------------------------------------------------------
+
+local waiting = {} -- request id -> callback(res)
+local errbuf = ffi.new("char[256]")
+
+sched.on_event(sched.EV.RPC, function(ev)
+  local r = ffi.cast("thorp_http_result *", ev.ptr)
+  local id = tonumber(ev.id)
+  local cb = waiting[id]
+  waiting[id] = nil
+  local res
+  if cb then
+    res = { curl_code = r.curl_code, http_status = r.http_status, retry_after_ms = r.retry_after_ms,
+            total_ms = r.total_ms, body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "",
+            error = ffi.string(r.error) }
+  end
+  C.thorp_pool_result_free(r)
+  if cb then cb(res) end
+end)
+
+local function http_send(url, body, timeout_ms, cb)
+  local id = C.thorp_pool_request(url, body, #body, timeout_ms, min(timeout_ms, 3000), errbuf, 256)
+  if id < 0 then return nil, ffi.string(errbuf) end
+  id = tonumber(id)
+  waiting[id] = cb
+  return id
+end
+
+local function http_cancel(id)
+  if waiting[id] then
+    waiting[id] = nil
+    C.thorp_pool_cancel(id)
+  end
+end
+
+-- Endpoints ------------------------------------------------------------------
+
+local LAT_N = 128
+local function lat_add(ep, ms)
+  ep.lat_i = ep.lat_i % LAT_N + 1
+  ep.lat[ep.lat_i] = ms
+  if ep.lat_n < LAT_N then ep.lat_n = ep.lat_n + 1 end
+end
+
+local function percentiles(ep)
+  if ep.lat_n == 0 then return nil end
+  local s = {}
+  for i = 1, ep.lat_n do s[i] = ep.lat[i] end
+  table.sort(s)
+  local function p(q) return floor(s[max(1, math.ceil(q * #s))] * 10 + 0.5) / 10 end
+  return { p50 = p(0.5), p90 = p(0.9), p99 = p(0.99), samples = #s }
+end
+
+local function hedge_delay(ep, pool)
+  if ep.lat_n < 10 then return pool.hedge_ms end
+  local s = {}
+  for i = 1, ep.lat_n do s[i] = ep.lat[i] end
+  table.sort(s)
+  return min(max(s[math.ceil(0.9 * #s)] * 1.2, pool.hedge_min_ms), pool.hedge_ms * 5)
+end
+
+local function publish_system(topic, event)
+  local bus = package.loaded["thorp.bus"]
+  if bus and rawget(bus, "default") then pcall(bus.default.publish, bus.default, topic, event, "low") end
+end
+
+local function new_endpoint(pool, e, i)
+  local display = config.redact_url(e.url)
+  local bopts = {}
+  for k, v in pairs(pool.breaker_opts) do bopts[k] = v end
+  bopts.name = e.name
+  local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
+               timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
+               inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
+               health_fails = 0, good_checks = 0,
+               errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
+                          RATE_LIMITED = 0 } }
+  ep.breaker:on_change(function(_, from, to)
+    local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
+    if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
+    publish_system("thorp.breaker", f)
+  end)
+  return ep
+end
+
+local function validate_endpoints(list)
+  if type(list) ~= "table" or #list == 0 then
+    error("rpc.new_pool: endpoints must be a non-empty list of { name =, url =, weight = }", 3)
+  end
+  local seen = {}
+  for i, e in ipairs(list) do
+    local w = ("rpc.new_pool: endpoints[%d]"):format(i)
+    if type(e) ~= "table" then error(w .. ": expected a table { name =, url = }", 3) end
+    if type(e.name) ~= "string" or e.name == "" then error(w .. ".name: expected a non-empty string", 3) end
+    if seen[e.name] then error(w .. ".name: duplicate endpoint name " .. e.name, 3) end
+    seen[e.name] = true
+    if type(e.url) ~= "string" or not e.url:match("^https?://[^/]") then
+      error(("%s.url (%s): expected an http:// or https:// URL"):format(w, config.redact_url(tostring(e.url))), 3)
+    end
+    if e.weight ~= nil and (type(e.weight) ~= "number" or e.weight <= 0) then
+      error(w .. ".weight: expected a number > 0, got " .. tostring(e.weight), 3)
+    end
+    if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
+      error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
+    end
+  end
+end
+
+-- Pool -------------------------------------------------------------------------
+
+local Pool = {}
+Pool.__index = Pool
+
+function M.new_pool(opts)
+  if type(opts) ~= "table" then error("rpc.new_pool: expected a table of options", 2) end
+  validate_endpoints(opts.endpoints)
+  local errs = breaker.validate(opts.breaker or {}, "rpc.new_pool: breaker")
+  if #errs > 0 then error(table.concat(errs, "; "), 2) end
+  local bp = opts.backpressure
+  if type(bp) == "table" and not bp.admit then bp = require("thorp.backpressure").new(bp) end
+  local pool = setmetatable({
+    name = opts.name or "pool", timeout_ms = opts.timeout_ms or 5000, breaker_opts = opts.breaker or {},
+    bp = bp or nil, eps = {}, by_name = {}, hedge = opts.hedge ~= false,
+    hedge_ms = opts.hedge_ms or 250, hedge_min_ms = opts.hedge_min_ms or 20,
+    retry_tokens = 10, retry_max = opts.retry_budget or 10, retry_ratio = opts.retry_ratio or 0.2,
+    max_slot_lag = opts.max_slot_lag or 20, priorities = opts.priorities or {},
+  }, Pool)
+  for i, e in ipairs(opts.endpoints) do
+    local ep = new_endpoint(pool, e, i)
+    pool.eps[i] = ep
+    pool.by_name[ep.name] = ep
+  end
+  pool.order = {}
+  for i, ep in ipairs(pool.eps) do pool.order[i] = ep end
+  table.sort(pool.order, function(a, b) return a.weight > b.weight or (a.weight == b.weight and a.index < b.index) end)
+  return pool
+end
+
+function Pool:configure_breakers(policy)
+  for _, ep in ipairs(self.eps) do
+    local o = {}
+    for k, v in pairs(self.breaker_opts) do o[k] = v end
+    for k, v in pairs(policy.default or {}) do o[k] = v end
+    for k, v in pairs((policy.endpoints or {})[ep.name] or {}) do o[k] = v end
+    o.name = nil
+    ep.breaker:configure(o)
+  end
+end
+
+-- the next endpoint to ask, or nil: in order, skipping tried, open, backed off, unhealthy
+local function pick(pool, call)
+  local t = now()
+  if call.pin then
+    local ep = call.pin
+    if call.tried[ep] then return nil end
+    if ep.breaker:allow() then return ep end
+    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "CIRCUIT_OPEN" }
+    return nil
+  end
+  local any_healthy = false
+  for _, ep in ipairs(pool.order) do if ep.healthy then any_healthy = true break end end
+  for _, ep in ipairs(pool.order) do
+    if not call.tried[ep] and ep.backoff_until <= t and (ep.healthy or not any_healthy)
+       and ep.breaker:state() ~= "OPEN" and ep.breaker:allow() then
+      return ep
+    end
+  end
+  -- nothing usable. Before anything was tried, ask the least bad one rather than fail closed.
+  if call.attempts > 0 then return nil end
+  local best, score
+  for _, ep in ipairs(pool.order) do
+    if not call.tried[ep] then
+      local s = ep.breaker:retry_in() + max(0, ep.backoff_until - t) + (ep.healthy and 0 or 1000)
+      if not best or s < score then best, score = ep, s end
+    end
+  end
+  if best then call.least_bad = true end
+  return best
+end
+
+local function fail(code, message, extra)
+  local e = extra or {}
+  e.code, e.message = code, message
+  return { ok = false, error = e }
+end
+
+local NOT_SENT = { [5] = true, [6] = true, [7] = true } -- proxy/host not resolved, could not connect
+local ENDPOINT_RPC_FAULTS = { [-32005] = true, [-32603] = true }
+
+-- classify one answer: returns result table (ok) or err, retry, maybe_sent
+local function classify(pool, ep, res, req)
+  local t = now()
+  if res.curl_code ~= 0 then
+    local code = res.curl_code == 28 and "TIMEOUT" or "TRANSPORT_ERROR"
+    ep.errors[code] = ep.errors[code] + 1
+    ep.breaker:failure()
+    return nil, { code = code, endpoint = ep.name, message = ("%s: %s"):format(ep.name, res.error) },
+      true, not NOT_SENT[res.curl_code]
+  end
+  local status = res.http_status
+  if status == 429 then
+    local ms = res.retry_after_ms >= 0 and res.retry_after_ms or min(30000, 250 * 2 ^ ep.backoff_n)
+    ep.backoff_n = ep.backoff_n + 1
+    ep.backoff_until = t + ms
+    ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
+    ep.breaker:neutral()
+    log.warn("endpoint rate-limited, backing off", { endpoint = ep.name, backoff_ms = floor(ms), request_id = req.rid })
+    return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = floor(ms), endpoint = ep.name,
+                  message = ("%s: rate limited (429), backing off %d ms"):format(ep.name, ms) }, true, false
+  end
+  if status ~= 200 then
+    ep.errors.HTTP_ERROR = ep.errors.HTTP_ERROR + 1
+    ep.breaker:failure()
+    return nil, { code = "HTTP_ERROR", http_status = status, endpoint = ep.name,
+                  message = ("%s: HTTP %d"):format(ep.name, status) }, true, status ~= 503 and status < 400 or status >= 500
+  end
+  ep.backoff_n = 0
+  local doc = cjson.decode(res.body)
+  if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
+     or (not req.batch and doc.result == nil and type(doc.error) ~= "table") then
+    ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
+    ep.breaker:failure()
+    return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
+                  message = ("%s: malformed JSON-RPC answer (%d bytes)"):format(ep.name, #res.body) }, true, true
+  end
+  if not req.batch and doc.error then
+    local e = doc.error
+    local code = tonumber(e.code)
+    if code == 429 or code == -32429 then -- rate limit reported inside a 200
+      ep.backoff_until = t + min(30000, 250 * 2 ^ ep.backoff_n)
+      ep.backoff_n = ep.backoff_n + 1
+      ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
+      ep.breaker:neutral()
+      return nil, { code = "HTTP_ERROR", http_status = 429, endpoint = ep.name,
+                    message = ep.name .. ": rate limited" }, true, false
+    end
+    ep.errors.RPC_ERROR = ep.errors.RPC_ERROR + 1
+    local err = { code = "RPC_ERROR", rpc_code = code, data = e.data, endpoint = ep.name,
+                  message = ("%s: %s"):format(ep.name, tostring(e.message)) }
+    if ENDPOINT_RPC_FAULTS[code] then
+      ep.breaker:failure()
+      return nil, err, true, code ~= -32005
+    end
+    ep.breaker:neutral() -- the caller's problem, not the endpoint's
+    return nil, err, false, true
+  end
+  ep.breaker:success()
+  ep.successes = ep.successes + 1
+  lat_add(ep, res.total_ms)
+  if req.batch then
+    local by_id, results = {}, {}
+    for _, d in ipairs(doc) do if type(d) == "table" and d.id ~= nil then by_id[d.id] = d end end
+    for i, id in ipairs(req.ids) do
+      local d = by_id[id]
+      if not d then results[i] = fail("BAD_RESPONSE", "no answer for this request in the batch")
+      elseif type(d.error) == "table" then
+        results[i] = fail("RPC_ERROR", tostring(d.error.message), { rpc_code = d.error.code, data = d.error.data })
+      else results[i] = { ok = true, result = d.result } end
+    end
+    return { ok = true, results = results, endpoint = ep.name, latency_ms = res.total_ms }
+  end
+  return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms }
+end
+
+local function wake_call(call)
+  if call.waiting then
+    call.waiting = false
+    sched.wake(call.task, nil, call.token)
+  end
+end
+
+local function launch(pool, call, ep, req)
+  local t = now()
+  local budget = call.deadline - t
+  local timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
+  call.tried[ep] = true
+  call.attempts = call.attempts + 1
+  ep.calls = ep.calls + 1
+  ep.inflight = ep.inflight + 1
+  local id, err = http_send(ep.url, req.body, timeout, function(res)
+    call.mail[#call.mail + 1] = { ep = ep, res = res }
+    wake_call(call)
+  end)
+  if not id then
+    ep.inflight = ep.inflight - 1
+    ep.errors.TRANSPORT_ERROR = ep.errors.TRANSPORT_ERROR + 1
+    ep.breaker:neutral()
+    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "TRANSPORT_ERROR", message = err }
+    return false
+  end
+  call.inflight[id] = ep
+  call.n_inflight = call.n_inflight + 1
+  log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts })
+  return true
+end
+
+local function cancel_all(call)
+  for id, ep in pairs(call.inflight) do
+    http_cancel(id)
+    ep.inflight = ep.inflight - 1
+    ep.breaker:neutral() -- an abandoned hedge or a timed-out call: no verdict on the endpoint
+    call.inflight[id] = nil
+  end
+  call.n_inflight = 0
+end
+
+local function wait(call, until_ms)
+  while #call.mail == 0 do
+    local d = until_ms - now()
+    if d <= 0 then return nil end
+    call.token = sched.token(call.task)
+    call.waiting = true
+    local timer = sched.daemon_after(d, function() wake_call(call) end)
+    sched.suspend()
+    call.waiting = false
+    timer:cancel()
+  end
+  return table.remove(call.mail, 1)
+end
+
+local function summarize(failures)
+  local parts = {}
+  for _, f in ipairs(failures) do parts[#parts + 1] = f.message or (f.endpoint .. ": " .. f.code) end
+  return table.concat(parts, "; ")
+end
+
+function Pool:_execute(req, opts)
+  local call = { task = sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {},
+                 n_inflight = 0, deadline = now() + (opts.timeout_ms or self.timeout_ms) }
+  if opts.endpoint then
+    call.pin = self.by_name[opts.endpoint]
+    if not call.pin then
+      local names = {}
+      for _, ep in ipairs(self.eps) do names[#names + 1] = ep.name end
+      return fail("ALL_ENDPOINTS_FAILED", ("no endpoint named %s (have: %s)"):format(opts.endpoint,
+        table.concat(names, ", ")))
+    end
+  end
+  local resend_ok = req.idempotent or opts.retry_send
+  local hedging = self.hedge and req.idempotent and opts.hedge ~= false and not call.pin and #self.eps > 1
+  self.retry_tokens = min(self.retry_max, self.retry_tokens + self.retry_ratio)
+  local last_err
+  while true do
+    if call.n_inflight == 0 then
+      if call.attempts > 0 then
+        if self.retry_tokens < 1 then
+          last_err.message = last_err.message .. " (retry budget exhausted)"
+          break
+        end
+      end
+      local ep = pick(self, call)
+      if not ep then break end
+      if call.attempts > 0 then self.retry_tokens = self.retry_tokens - 1; T.retries = T.retries + 1 end
+      launch(self, call, ep, req)
+    end
+    if call.n_inflight > 0 then
+      local first_ep = next(call.inflight) and call.inflight[next(call.inflight)]
+      local hedge_at = hedging and call.n_inflight == 1 and not call.hedged and (now() + hedge_delay(first_ep, self))
+      local item = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
+      if not item then
+        if now() >= call.deadline then
+          cancel_all(call)
+          local msg = ("no answer within %d ms"):format(opts.timeout_ms or self.timeout_ms)
+          if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
+          return fail("TIMEOUT", msg, { failures = call.failures, attempts = call.attempts })
+        end
+        call.hedged = true
+        local ep = pick(self, call)
+        if ep then
+          T.hedges = T.hedges + 1
+          log.debug("rpc hedged", { request_id = req.rid, endpoint = ep.name, method = req.method })
+          launch(self, call, ep, req)
+        end
+      else
+        for id, e in pairs(call.inflight) do
+          if e == item.ep then call.inflight[id] = nil; break end
+        end
+        call.n_inflight = call.n_inflight - 1
+        item.ep.inflight = item.ep.inflight - 1
+        local ok_res, err, retry, maybe_sent = classify(self, item.ep, item.res, req)
+        if ok_res then
+          if call.hedged and call.attempts > 1 then T.hedge_wins = T.hedge_wins + (item.ep ~= first_ep and 1 or 0) end
+          cancel_all(call)
+          ok_res.attempts = call.attempts
+          return ok_res
+        end
+        item.ep.last_error = err.message
+        call.failures[#call.failures + 1] = err
+        last_err = err
+        log.warn("rpc attempt failed", { request_id = req.rid, endpoint = item.ep.name, method = req.method,
+                                         code = err.code, error = err.message })
+        if not retry or (maybe_sent and not resend_ok) or call.pin then
+          if call.n_inflight == 0 then
+            err.attempts = call.attempts
+            return { ok = false, error = err }
+          end
+        end
+      end
+    end
+  end
+  cancel_all(call)
+  if #call.failures == 0 then
+    return fail("ALL_ENDPOINTS_FAILED", "no endpoint available (all circuits open, rate-limited or unhealthy)",
+      { failures = {}, attempts = call.attempts })
+  end
+  if #call.failures == 1 and call.attempts == 1 and last_err then
+    last_err.attempts = 1
+    return { ok = false, error = last_err }
+  end
+  return fail("ALL_ENDPOINTS_FAILED", "all endpoints failed: " .. summarize(call.failures),
+    { failures = call.failures, attempts = call.attempts })
+end
+
+local next_id = 0
+local function shutting_down()
+  local s = package.loaded["thorp.shutdown"]
+  return s and s.is_shutting_down()
+end
+
+function Pool:_admit_and_run(req, prio, opts)
+  if not sched.current() then error("rpc: call it from a coroutine (thorp.spawn, a handler, or a script)", 3) end
+  T.calls = T.calls + 1
+  if prio ~= "critical" and shutting_down() then
+    T.shed_shutdown = T.shed_shutdown + 1
+    return fail("SHUTTING_DOWN", "shutdown in progress: only critical calls are sent")
+  end
+  local bp = self.bp
+  if bp then
+    local ok, reason, util = bp:admit(prio)
+    if not ok then
+      T.rejected = T.rejected + 1
+      return fail("BACKPRESSURE_REJECTED", ("%s call refused: %s at %d%% utilization"):format(prio, reason, util),
+        { reason = reason, utilization = util, priority = prio })
+    end
+  end
+  local ok, res = pcall(self._execute, self, req, opts)
+  if bp then bp:release(prio) end
+  if not ok then error(res, 0) end
+  if res.ok then T.ok = T.ok + 1 else T.failed = T.failed + 1 end
+  return res
+end
+
+local function check_opts(opts, where)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
+  if opts.priority ~= nil and not PRIORITIES[opts.priority] then
+    error(("%s: priority must be \"critical\", \"normal\" or \"low\", got %s"):format(where, tostring(opts.priority)), 3)
+  end
+  if opts.timeout_ms ~= nil and (type(opts.timeout_ms) ~= "number" or opts.timeout_ms <= 0) then
+    error(("%s: timeout_ms must be a number > 0, got %s"):format(where, tostring(opts.timeout_ms)), 3)
+  end
+  return opts
+end
+
+function Pool:call(method, params, opts)
+  if type(method) ~= "string" or method == "" then error("rpc.call: method must be a non-empty string", 2) end
+  if params ~= nil and type(params) ~= "table" then error("rpc.call: params must be a table (JSON array) or nil", 2) end
+  opts = check_opts(opts, "rpc.call")
+  local prio = opts.priority or self.priorities[method] or method_priorities[method] or "normal"
+  next_id = next_id + 1
+  local msg = { jsonrpc = "2.0", id = next_id, method = method }
+  if params and next(params) ~= nil then msg.params = params end
+  local body, err = cjson.encode(msg)
+  if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
+  local req = { body = body, method = method, rid = logm.request_id(),
+                idempotent = method ~= "sendTransaction" }
+  return self:_admit_and_run(req, prio, opts)
+end
+
+--- pool:batch({ {method, params}, ... }, opts) -> { ok, results = { {ok, result|error}, ... }, endpoint, ... }
+function Pool:batch(calls, opts)
+  if type(calls) ~= "table" or #calls == 0 then error("rpc.batch: expected a non-empty list of { method, params }", 2) end
+  opts = check_opts(opts, "rpc.batch")
+  local msgs, ids, prio, idem = {}, {}, opts.priority, true
+  local rank = { low = 1, normal = 2, critical = 3 }
+  for i, c in ipairs(calls) do
+    local method = c[1] or c.method
+    if type(method) ~= "string" then error(("rpc.batch: calls[%d] needs a method name"):format(i), 2) end
+    next_id = next_id + 1
+    local m = { jsonrpc = "2.0", id = next_id, method = method }
+    local params = c[2] or c.params
+    if params and next(params) ~= nil then m.params = params end
+    msgs[i], ids[i] = m, next_id
+    if method == "sendTransaction" then idem = false end
+    if not opts.priority then
+      local p = self.priorities[method] or method_priorities[method] or "normal"
+      if not prio or rank[p] > rank[prio] then prio = p end
+    end
+  end
+  local body = cjson.encode(msgs)
+  local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
+                idempotent = idem }
+  return self:_admit_and_run(req, prio, opts)
+end
+
+function Pool:endpoints()
+  local out = {}
+  local t = now()
+  for i, ep in ipairs(self.eps) do
+    local b = ep.breaker:stats()
+    local errors = {}
+    for k, v in pairs(ep.errors) do errors[k] = v end
+    out[i] = { name = ep.name, url = ep.display_url, weight = ep.weight, state = b.state, healthy = ep.healthy,
+               unhealthy_reason = ep.unhealthy_reason, slot = ep.slot, lag = ep.lag,
+               latency_ms = percentiles(ep), inflight = ep.inflight, calls = ep.calls, successes = ep.successes,
+               errors = errors, failures = b.failures, consecutive_failures = b.consecutive_failures,
+               rate_limited_ms = ep.backoff_until > t and floor(ep.backoff_until - t) or 0,
+               retry_in_ms = b.retry_in_ms, last_error = ep.last_error }
+  end
+  return out
+end
+
+-- Health: slot lag and liveness, polled in the background --------------------
+
+local function health_result(pool, ep, res)
+  ep.health_pending = false
+  local doc = res.curl_code == 0 and res.http_status == 200 and cjson.decode(res.body)
+  local slot = type(doc) == "table" and tonumber(doc.result)
+  if not slot then
+    ep.health_fails = ep.health_fails + 1
+    ep.good_checks = 0
+    if ep.health_fails >= 2 and ep.healthy then
+      ep.healthy, ep.unhealthy_reason = false, "health_check_failed"
+      ep.last_error = res.curl_code ~= 0 and res.error or ("health check: HTTP " .. res.http_status)
+      log.warn("endpoint out of rotation: health checks failing", { endpoint = ep.name, error = ep.last_error })
+    end
+    return
+  end
+  ep.health_fails = 0
+  ep.slot, ep.slot_at = slot, now()
+  -- a successful check is the half-open probe, so recovery needs no user traffic
+  if ep.breaker:state() == "HALF_OPEN" and ep.breaker:allow() then ep.breaker:success() end
+  local best = 0
+  for _, e in ipairs(pool.eps) do
+    if e.slot and e.slot_at and now() - e.slot_at < pool.health_interval_ms * 5 + 1000 then best = max(best, e.slot) end
+  end
+  for _, e in ipairs(pool.eps) do if e.slot then e.lag = best - e.slot end end
+  if ep.lag > pool.max_slot_lag then
+    ep.good_checks = 0
+    if ep.healthy or ep.unhealthy_reason ~= "slot_lag" then
+      ep.healthy, ep.unhealthy_reason = false, "slot_lag"
+      log.warn("endpoint out of rotation: behind the best slot", { endpoint = ep.name, lag = ep.lag,
+                                                                   max_slot_lag = pool.max_slot_lag })
+      publish_system("thorp.health", { endpoint = ep.name, healthy = false, lag = ep.lag })
+    end
+  elseif not ep.healthy then
+    -- hysteresis: back in only after two checks within half the allowed lag
+    if ep.unhealthy_reason == "health_check_failed" or ep.lag <= pool.max_slot_lag / 2 then
+      ep.good_checks = ep.good_checks + 1
+      if ep.good_checks >= 2 then
+        ep.healthy, ep.unhealthy_reason = true, nil
+        log.info("endpoint back in rotation", { endpoint = ep.name, lag = ep.lag })
+        publish_system("thorp.health", { endpoint = ep.name, healthy = true, lag = ep.lag })
+      end
+    else
+      ep.good_checks = 0
+    end
+  end
+end
+
+local SLOT_BODY = '{"jsonrpc":"2.0","id":0,"method":"getSlot","params":[{"commitment":"processed"}]}'
+
+function Pool:check_health()
+  for _, ep in ipairs(self.eps) do
+    if not ep.health_pending then
+      ep.health_pending = true
+      local id = http_send(ep.url, SLOT_BODY, min(self.health_interval_ms * 2, ep.timeout_ms or 2000),
+        function(res) health_result(self, ep, res) end)
+      if not id then ep.health_pending = false end
+    end
+  end
+end
+
+--- pool:start_health(interval_ms, max_slot_lag): poll getSlot in the background.
+function Pool:start_health(interval_ms, max_lag)
+  self.health_interval_ms = interval_ms or 400
+  self.max_slot_lag = max_lag or self.max_slot_lag
+  if self.health_timer then self.health_timer:cancel() end
+  self:check_health()
+  self.health_timer = sched.daemon_every(self.health_interval_ms, function() self:check_health() end, "rpc.health")
+end
+
+function Pool:stop_health()
+  if self.health_timer then self.health_timer:cancel(); self.health_timer = nil end
+end
+
+-- The host's pool ------------------------------------------------------------
+
+local default
+
+function M.default_pool() return default end
+
+local function no_pool()
+  return fail("ALL_ENDPOINTS_FAILED", "no RPC endpoints configured: set HELIUS_RPC_URL, CHAINSTACK_RPC_URL, "
+    .. "PUBLIC_RPC_URL or THORP_RPC_URLS (name=url,...), or rpc.endpoints in the config file")
+end
+
+function M.call(method, params, opts)
+  if not default then return no_pool() end
+  return default:call(method, params, opts)
+end
+
+function M.batch(calls, opts)
+  if not default then return no_pool() end
+  return default:batch(calls, opts)
+end
+
+function M.endpoints() return default and default:endpoints() or {} end
+
+function M.set_priorities(map)
+  for k, v in pairs(map or {}) do
+    if not PRIORITIES[v] then
+      error(("rpc priorities: %s = %s: allowed critical, normal, low"):format(tostring(k), tostring(v)), 2)
+    end
+  end
+  method_priorities = map or {}
+end
+function M.priorities() return method_priorities end
+
+function M.configure_breakers(policy)
+  if default then default:configure_breakers(policy or {}) end
+end
+
+function M.stats()
+  local s = {}
+  for k, v in pairs(T) do s[k] = v end
+  s.inflight_http = C.thorp_pool_inflight()
+  s.endpoints = M.endpoints()
+  return s
+end
+
+function M.start(cfg, mode)
+  local rc = cfg and cfg.rpc
+  if not rc or not rc.endpoints or #rc.endpoints == 0 then return true end
+  local eps = {}
+  for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms } end
+  default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
+                        backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag }
+  if (mode == "run" or mode == "exec") and (rc.health_interval_ms or 400) > 0 then
+    default:start_health(rc.health_interval_ms or 400, rc.max_slot_lag)
+  end
+  local names = {}
+  for _, ep in ipairs(default.order) do names[#names + 1] = ep.name .. "=" .. ep.display_url end
+  log.info("rpc pool ready", { endpoints = names })
+  return true
+end
+
+function M.stop()
+  if default then default:stop_health() end
+end
+
+return M
