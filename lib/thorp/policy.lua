@@ -150,7 +150,8 @@ function M.validate(p, file, endpoints)
     end
   end
   if p.subscribers ~= nil then
-    if type(p.subscribers) ~= "table" then errs[#errs + 1] = file .. ": subscribers: expected a table name = { topic =, handler = }"
+    if type(p.subscribers) ~= "table" then
+      errs[#errs + 1] = file .. ": subscribers: expected a table name = { topic =, handler = }"
     else
       for name, s in pairs(p.subscribers) do
         local w = file .. ": subscribers." .. tostring(name)
@@ -347,7 +348,7 @@ end
 
 function M.current() return state.applied end
 
-function M.start(cfg, mode, opts)
+function M.start(_cfg, mode, opts)
   if mode ~= "run" then return true end
   local paths = opts and opts.policies and #opts.policies > 0 and opts.policies or M.default_paths()
   local ok, err = M.apply_files(paths)

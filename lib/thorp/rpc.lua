@@ -243,7 +243,7 @@ local NOT_SENT = { [5] = true, [6] = true, [7] = true } -- proxy/host not resolv
 local ENDPOINT_RPC_FAULTS = { [-32005] = true, [-32603] = true }
 
 -- classify one answer: returns result table (ok) or err, retry, maybe_sent
-local function classify(pool, ep, res, req)
+local function classify(_pool, ep, res, req)
   local t = now()
   if res.curl_code ~= 0 then
     local code = res.curl_code == 28 and "TIMEOUT" or "TRANSPORT_ERROR"
@@ -324,7 +324,7 @@ local function wake_call(call)
   end
 end
 
-local function launch(pool, call, ep, req)
+local function launch(_pool, call, ep, req)
   local t = now()
   local budget = call.deadline - t
   local timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
@@ -644,6 +644,25 @@ end
 local default
 
 function M.default_pool() return default end
+--- Make pool the host's pool (tests, embedding); returns the previous one.
+function M.set_default_pool(pool)
+  local old = default
+  default = pool
+  return old
+end
+
+--- http_post(url, body, timeout_ms) -> { status, body } | nil, err: a plain POST on the
+--- same loop (webhooks, alerts, admin calls). Yields like an RPC call.
+function M.http_post(url, body, timeout_ms)
+  local task = sched.current()
+  if not task then error("rpc.http_post: call it from a coroutine", 2) end
+  local tok = sched.token(task)
+  local id, err = http_send(url, body or "", timeout_ms or 5000, function(res) sched.wake(task, res, tok) end)
+  if not id then return nil, err end
+  local res = sched.suspend()
+  if res.curl_code ~= 0 then return nil, res.error end
+  return { status = res.http_status, body = res.body }
+end
 
 local function no_pool()
   return fail("ALL_ENDPOINTS_FAILED", "no RPC endpoints configured: set HELIUS_RPC_URL, CHAINSTACK_RPC_URL, "

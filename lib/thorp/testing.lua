@@ -75,7 +75,12 @@ function M.run(paths, extra)
   if #paths == 0 then paths = { "tests" } end
   local args = { "-o", "thorp.busted_output", "-p", "_spec", "--no-auto-insulate" }
   for _, a in ipairs(extra or {}) do args[#args + 1] = a end
-  for _, p in ipairs(paths) do args[#args + 1] = p end
+  for _, p in ipairs(paths) do
+    args[#args + 1] = p
+    -- specs may require helpers next to them: tests/helpers/x.lua is require("helpers.x")
+    local dir = p:match("%.lua$") and (p:match("^(.*)/[^/]*$") or ".") or p
+    package.path = dir .. "/?.lua;" .. package.path
+  end
   _G.arg = args
   args[0] = "thorp-test"
   local exit_code
