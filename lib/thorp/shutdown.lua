@@ -174,7 +174,7 @@ function M.force(reason)
   finish(1, reason or "forced")
 end
 
-function M.start(cfg, mode)
+function M.start(cfg)
   local s = cfg and cfg.shutdown or {}
   settings.timeout_ms = s.timeout_ms or 30000
   settings.force_timeout_ms = s.force_timeout_ms or 60000

@@ -1,0 +1,137 @@
+-- Policies: schema errors, merging, atomic reload (version, last_error),
+-- subscribers matched by name, breaker state kept; and a reload under load.
+local thorp = require "thorp"
+local policy = require "thorp.policy"
+local simm = require "helpers.sim"
+
+local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)
+local function write(name, text)
+  local path = dir .. "/" .. name
+  local f = assert(io.open(path, "w")); f:write(text); f:close()
+  return path
+end
+
+describe("policy", function()
+  it("names the file, the key and what is allowed for every error", function()
+    local bad = write("bad.lua", [[
+      return { priorities = { rpc = { sendTransaction = "urgent" } },
+               backpressure = { warning_threshold = 2 },
+               breakers = { default = { failure_threshold = 0 } },
+               subscribers = { x = { topic = "t" } },
+               colour = "blue" }]])
+    local p, errs = policy.load({ bad })
+    assert.is_nil(p)
+    local all = table.concat(errs, "\n")
+    assert.are.equal(5, #errs, all)
+    for _, want in ipairs{ 'priorities.rpc.sendTransaction = urgent: allowed "critical", "normal", "low"',
+                           "backpressure.warning_threshold: got 2, allowed: number in (0, 1]",
+                           "breakers.default.failure_threshold: got 0, allowed: integer >= 1",
+                           "subscribers.x.handler: expected a function, got nil",
+                           "unknown key colour" } do
+      assert.truthy(all:find(want, 1, true), want .. "\n---\n" .. all)
+    end
+    assert.truthy(all:find(bad, 1, true))
+  end)
+
+  it("reports syntax and runtime errors with file and line", function()
+    local syn = write("syn.lua", "return {\n priorities = \n")
+    local _, errs = policy.load({ syn })
+    assert.truthy(errs[1]:find("syn.lua:3", 1, true), errs[1])
+    local rt = write("rt.lua", "local x = nil\nreturn x.y\n")
+    _, errs = policy.load({ rt })
+    assert.truthy(errs[1]:find("rt.lua:2", 1, true), errs[1])
+  end)
+
+  it("merges files in order, later wins", function()
+    local a = write("a.lua", [[return { priorities = { rpc = { getBalance = "low", getSlot = "low" } } }]])
+    local b = write("b.lua", [[return { priorities = { rpc = { getBalance = "critical" } } }]])
+    local p = assert(policy.load({ a, b }))
+    assert.are.equal("critical", p.priorities.rpc.getBalance)
+    assert.are.equal("low", p.priorities.rpc.getSlot)
+  end)
+
+  it("reloads atomically: a broken set changes nothing and is reported", function()
+    rawset(_G, "POLICY_SEEN", {})
+    local v1 = write("v1.lua", [[
+      return { priorities = { rpc = { getSlot = "low" }, topics = { pt = "critical" } },
+               subscribers = { watcher = { topic = "pt", handler = function(ev) table.insert(POLICY_SEEN, "v1:" .. ev.n) end } } }]])
+    local v2 = write("v2.lua", [[
+      return { priorities = { rpc = { getSlot = "critical" } },
+               subscribers = { watcher = { topic = "pt", handler = function(ev) table.insert(POLICY_SEEN, "v2:" .. ev.n) end } } }]])
+    local broken = write("broken.lua", "return { priorities = { rpc = { getSlot = 'nope' } } }")
+    assert.is_true((policy.apply_files({ v1 })))
+    local version = policy.status().version
+    assert.are.equal("low", thorp.rpc.priorities().getSlot)
+    thorp.publish("pt", { n = 1 })
+    thorp.sleep(10)
+    local ok, err = policy.apply_files({ broken })
+    assert.is_false(ok)
+    assert.truthy(err:find("broken.lua", 1, true))
+    assert.are.equal(version, policy.status().version)
+    assert.truthy(policy.status().last_error:find("getSlot = nope", 1, true))
+    assert.are.equal("low", thorp.rpc.priorities().getSlot)
+    assert.is_true((policy.apply_files({ v2 })))
+    assert.are.equal(version + 1, policy.status().version)
+    assert.is_nil(policy.status().last_error)
+    assert.are.equal("critical", thorp.rpc.priorities().getSlot)
+    thorp.publish("pt", { n = 2 })
+    thorp.sleep(10)
+    assert.are.same({ "v1:1", "v2:2" }, POLICY_SEEN)
+    assert.are.equal(1, #thorp.bus.default:stats().subscribers)
+  end)
+
+  it("reload under load: every event once and in order, every call answered, breakers kept", function()
+    local sim = simm.start(2)
+    local pool = thorp.rpc.new_pool{ endpoints = { { name = "ep1", url = sim.urls[1] }, { name = "ep2", url = sim.urls[2] } } }
+    local old_pool = thorp.rpc.set_default_pool(pool)
+    pool.eps[2].breaker:trip()                       -- a state the reloads must keep
+    rawset(_G, "LOAD_GOT", {})
+    local body = [[
+      return { breakers = { default = { failure_threshold = %d } },
+               priorities = { topics = { load = "normal" } },
+               subscribers = { counter = { topic = "load", handler = function(ev) LOAD_GOT[#LOAD_GOT + 1] = ev.sequence end } } }]]
+    local sets = { { write("la.lua", body:format(3)) }, { write("lb.lua", body:format(7)) },
+                   { write("lbroken.lua", "return { subscribers = { counter = { topic = 1 } } }") } }
+    assert.is_true((policy.apply_files(sets[1])))
+    local v0 = policy.status().version
+    local published, calls, answered, done = 0, 0, 0, false
+    thorp.spawn(function()                            -- 1000 events per 10 ms: 100,000/s
+      for _ = 1, 150 do
+        for _ = 1, 1000 do
+          published = published + 1
+          assert(thorp.publish("load", { sequence = published }))
+        end
+        thorp.sleep(10)
+      end
+      done = true
+    end)
+    for _ = 1, 20 do
+      thorp.spawn(function()
+        while not done do
+          calls = calls + 1
+          local r = thorp.rpc.call("getSlot", {}, { priority = "critical" })
+          if r.ok then answered = answered + 1 end
+        end
+      end)
+    end
+    local applied, rejected = 0, 0
+    for i = 1, 100 do
+      local ok = policy.apply_files(sets[(i - 1) % 3 + 1])
+      if ok then applied = applied + 1 else rejected = rejected + 1 end
+      thorp.sleep(10)
+    end
+    while not done do thorp.sleep(10) end
+    thorp.sleep(200)
+    assert.are.equal(published, #LOAD_GOT)
+    for i = 1, #LOAD_GOT do
+      if LOAD_GOT[i] ~= i then error(("event %d arrived as %s"):format(i, tostring(LOAD_GOT[i]))) end
+    end
+    assert.are.equal(calls, answered)
+    assert.are.equal(67, applied)
+    assert.are.equal(33, rejected)
+    assert.are.equal(v0 + 67, policy.status().version)
+    assert.are.equal("OPEN", pool:endpoints()[2].state)
+    thorp.rpc.set_default_pool(old_pool)
+    sim:stop()
+  end)
+end)
