@@ -4,6 +4,8 @@ local thorp = require "thorp"
 local policy = require "thorp.policy"
 local simm = require "helpers.sim"
 
+-- globals the policy files below write to
+-- luacheck: globals POLICY_SEEN LOAD_GOT
 local dir = os.tmpname(); os.remove(dir); os.execute("mkdir -p " .. dir)
 local function write(name, text)
   local path = dir .. "/" .. name
@@ -54,10 +56,12 @@ describe("policy", function()
     rawset(_G, "POLICY_SEEN", {})
     local v1 = write("v1.lua", [[
       return { priorities = { rpc = { getSlot = "low" }, topics = { pt = "critical" } },
-               subscribers = { watcher = { topic = "pt", handler = function(ev) table.insert(POLICY_SEEN, "v1:" .. ev.n) end } } }]])
+               subscribers = { watcher = { topic = "pt",
+                                           handler = function(ev) table.insert(POLICY_SEEN, "v1:" .. ev.n) end } } }]])
     local v2 = write("v2.lua", [[
       return { priorities = { rpc = { getSlot = "critical" } },
-               subscribers = { watcher = { topic = "pt", handler = function(ev) table.insert(POLICY_SEEN, "v2:" .. ev.n) end } } }]])
+               subscribers = { watcher = { topic = "pt",
+                                           handler = function(ev) table.insert(POLICY_SEEN, "v2:" .. ev.n) end } } }]])
     local broken = write("broken.lua", "return { priorities = { rpc = { getSlot = 'nope' } } }")
     assert.is_true((policy.apply_files({ v1 })))
     local version = policy.status().version
@@ -82,14 +86,16 @@ describe("policy", function()
 
   it("reload under load: every event once and in order, every call answered, breakers kept", function()
     local sim = simm.start(2)
-    local pool = thorp.rpc.new_pool{ endpoints = { { name = "ep1", url = sim.urls[1] }, { name = "ep2", url = sim.urls[2] } } }
+    local pool = thorp.rpc.new_pool{ endpoints = { { name = "ep1", url = sim.urls[1] },
+                                                   { name = "ep2", url = sim.urls[2] } } }
     local old_pool = thorp.rpc.set_default_pool(pool)
     pool.eps[2].breaker:trip()                       -- a state the reloads must keep
     rawset(_G, "LOAD_GOT", {})
     local body = [[
       return { breakers = { default = { failure_threshold = %d } },
                priorities = { topics = { load = "normal" } },
-               subscribers = { counter = { topic = "load", handler = function(ev) LOAD_GOT[#LOAD_GOT + 1] = ev.sequence end } } }]]
+               subscribers = { counter = { topic = "load",
+                                           handler = function(ev) LOAD_GOT[#LOAD_GOT + 1] = ev.sequence end } } }]]
     local sets = { { write("la.lua", body:format(3)) }, { write("lb.lua", body:format(7)) },
                    { write("lbroken.lua", "return { subscribers = { counter = { topic = 1 } } }") } }
     assert.is_true((policy.apply_files(sets[1])))
