@@ -479,11 +479,15 @@ describe("bus", function()
       { function() bus:subscribe("t", function() end, { nmae = "x" }) end,
         'bus:subscribe: unknown option "nmae" (allowed: failure_window, max_failure_rate, max_queue_size, '
           .. "name, quarantine_ms)" },
-      { function() busm.new{ max_queue_size = 0 } end, "bus:configure: max_queue_size must be an integer >= 1 (got 0)" },
+      { function() busm.new{ max_queue_size = 0 } end, "bus.new: max_queue_size must be an integer >= 1 (got 0)" },
       { function() busm.new{ reorder_window_ms = -1 } end,
-        "bus:configure: reorder_window_ms must be a number >= 0 (got -1)" },
-      { function() busm.new{ backpressure = {} } end, "bus:configure: backpressure must be an object with" },
+        "bus.new: reorder_window_ms must be a number >= 0 (got -1)" },
+      { function() busm.new{ backpressure = {} } end, "bus.new: backpressure must be an object with" },
       { function() busm.new(5) end, "bus.new: options must be a table or nil (got 5)" },
+      { function() bus:configure{ max_subscribers = 1.5 } end,
+        "bus:configure: max_subscribers must be an integer >= 1 (got 1.5)" },
+      { function() bus:subscribe("t", function() end, { failure_window = 0 }) end,
+        "bus:subscribe: opts.failure_window must be an integer from 1 to 10000 (got 0)" },
       { function() bus:replace_handler("x", 1) end, "bus:replace_handler: handler must be a function (got 1)" },
     }
     for i, c in ipairs(cases) do

@@ -40,9 +40,24 @@ local BATCH = 1024 -- events a dispatcher or worker handles before giving the lo
 ------------------------------------------------------------------------------
 -- Argument checks: errors name the function, the argument and what is allowed
 ------------------------------------------------------------------------------
+local SRC = debug.getinfo(1, "S").source
+-- Raise msg at the first caller outside this file (the user's line).
+local function fail(msg)
+  local l = 2
+  while true do
+    local i = debug.getinfo(l, "S")
+    if not i or i.source ~= SRC then break end
+    l = l + 1
+  end
+  error(msg, l)
+end
 local function show(v) return type(v) == "string" and ("%q"):format(v) or tostring(v) end
 local function bad(fn, what, allowed, v)
-  error(("%s: %s must be %s (got %s)"):format(fn, what, allowed, show(v)), 3)
+  fail(("%s: %s must be %s (got %s)"):format(fn, what, allowed, show(v)))
+end
+local function check_handler(fn, h)
+  local mt = type(h) == "table" and getmetatable(h)
+  if type(h) ~= "function" and not (mt and mt.__call) then bad(fn, "handler", "a function", h) end
 end
 local function check_int(fn, what, v, min, max)
   if type(v) ~= "number" or v % 1 ~= 0 or v < min or (max and v > max) then
@@ -72,7 +87,7 @@ local function check_keys(fn, opts, allowed)
       local names = {}
       for a in pairs(allowed) do names[#names + 1] = a end
       table.sort(names)
-      error(("%s: unknown option %s (allowed: %s)"):format(fn, show(k), table.concat(names, ", ")), 3)
+      fail(("%s: unknown option %s (allowed: %s)"):format(fn, show(k), table.concat(names, ", ")))
     end
   end
   return opts
@@ -277,7 +292,8 @@ local function record(s, failed)
   if s.win[i] then s.wfails = s.wfails - 1 end
   s.win[i] = failed
   s.wi = i % s.window + 1
-  if s.wn < s.window then s.wn = s.wn + 1 elseif s.probation then s.probation = false end
+  if s.wn < s.window then s.wn = s.wn + 1 end
+  if s.probation and s.wn >= s.window then s.probation = false end
   if failed then
     s.wfails = s.wfails + 1
     if s.wfails > s.max_failure_rate * s.window then
@@ -340,8 +356,8 @@ local NEW_OPTS = { max_queue_size = true, max_subscribers = true, reorder_window
                    quarantine_ms = true }
 
 --- bus:configure{ max_queue_size=, max_subscribers=, reorder_window_ms=, quarantine_ms= } (in place)
-function Bus:configure(opts)
-  local fn = "bus:configure"
+function Bus:configure(opts, fn)
+  fn = fn or "bus:configure"
   check_keys(fn, opts, NEW_OPTS)
   if opts.max_queue_size ~= nil then self.max_queue_size = check_int(fn, "max_queue_size", opts.max_queue_size, 1) end
   if opts.max_subscribers ~= nil then
@@ -373,7 +389,7 @@ function M.new(opts)
   }, Bus)
   if opts ~= nil then
     if type(opts) ~= "table" then bad("bus.new", "options", "a table or nil", opts) end
-    Bus.configure(self, opts)
+    Bus.configure(self, opts, "bus.new")
   end
   return self
 end
@@ -423,21 +439,18 @@ local SUB_OPTS = { name = true, max_failure_rate = true, failure_window = true, 
 function Bus:subscribe(topic, handler, opts)
   local fn = "bus:subscribe"
   check_topic(fn, topic)
-  local ht = type(handler)
-  if ht ~= "function" and not (ht == "table" and getmetatable(handler) and getmetatable(handler).__call) then
-    bad(fn, "handler", "a function", handler)
-  end
+  check_handler(fn, handler)
   opts = check_keys(fn, opts, SUB_OPTS)
   local name = opts.name
   if name ~= nil and (type(name) ~= "string" or name == "") then bad(fn, "opts.name", "a non-empty string", name) end
   if name and self.by_name[name] then
-    error(("%s: a subscriber named %q already exists (use bus:replace_handler to change its handler)")
-      :format(fn, name), 2)
+    fail(("%s: a subscriber named %q already exists (use bus:replace_handler to change its handler)")
+      :format(fn, name))
   end
-  if self.closed then error(fn .. ": the bus is closed", 2) end
+  if self.closed then fail(fn .. ": the bus is closed") end
   if self.nsubs >= self.max_subscribers then
-    error(("%s: max_subscribers (%d) reached; unsubscribe one or raise max_subscribers"):format(
-      fn, self.max_subscribers), 2)
+    fail(("%s: max_subscribers (%d) reached; unsubscribe one or raise max_subscribers"):format(
+      fn, self.max_subscribers))
   end
   local window = opts.failure_window and check_int(fn, "opts.failure_window", opts.failure_window, 1, 10000) or 10
   local s = setmetatable({
@@ -493,7 +506,7 @@ function Bus:find_subscriber(name) return self.by_name[name] end
 --- bus:replace_handler(name, fn) -> sub | nil, err. Keeps the mailbox and the
 --- topic's sequence state; lifts a quarantine (the new code gets a fresh window).
 function Bus:replace_handler(name, handler)
-  if type(handler) ~= "function" then bad("bus:replace_handler", "handler", "a function", handler) end
+  check_handler("bus:replace_handler", handler)
   local s = self.by_name[name]
   if not s then return nil, ("no subscriber named %s"):format(show(name)) end
   s.handler = handler

@@ -79,7 +79,7 @@ end
 local HELP = [[
 thorp console: any Lua statement or expression; `=expr` or a bare expression
 prints its value. Commands may yield (thorp.sleep, thorp.rpc.call).
-  endpoints()   RPC endpoints and their state
+  endpoints()   RPC endpoints and their state (endpoints(true): every field)
   stats()       backpressure, bus, RPC and scheduler statistics
   trades()      active trades and operations (thorp.shutdown.status())
   reload()      reload the policies (like SIGHUP)
@@ -90,10 +90,22 @@ Variables you set stay for this connection. Ctrl-D (or `exit`) leaves.]]
 local base = setmetatable({}, { __index = _G })
 base.thorp = require "thorp"
 
-function base.endpoints()
+--- endpoints() -> one row per endpoint with what an operator looks at first
+--- (endpoints(true) -> the full records of thorp.rpc.endpoints())
+function base.endpoints(full)
   local rpc = package.loaded["thorp.rpc"]
   if not rpc or not rpc.endpoints then fail("the RPC pool (thorp.rpc) is not loaded in this host") end
-  return rpc.endpoints()
+  if full then return rpc.endpoints() end
+  local rows = {}
+  for i, e in ipairs(rpc.endpoints()) do
+    local errors = 0
+    for _, n in pairs(e.errors or {}) do errors = errors + n end
+    rows[i] = { name = e.name, state = e.state, healthy = e.healthy and "yes" or (e.unhealthy_reason or "no"),
+                slot = e.slot or "-", lag = e.lag or "-", p50_ms = e.latency_ms and e.latency_ms.p50 or "-",
+                p99_ms = e.latency_ms and e.latency_ms.p99 or "-", inflight = e.inflight, calls = e.calls,
+                errors = errors, limited_ms = e.rate_limited_ms, url = e.url }
+  end
+  return rows
 end
 
 function base.stats()

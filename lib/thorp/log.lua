@@ -61,9 +61,18 @@ function M.write(level, msg, fields, module)
   if l > C.thorp_log_get_level() then return end
   local line
   if C.thorp_log_is_json() ~= 0 then
-    local rec = { ts = timestamp(), level = level, module = module or "lua", msg = tostring(msg) }
-    if fields then for k, v in pairs(fields) do if rec[k] == nil then rec[k] = v end end end
-    line = cjson.encode(rec) or ('{"level":"' .. level .. '","msg":"(unencodable log record)"}')
+    -- fixed keys first, so lines read (and grep) the same way every time
+    local head = cjson.encode({ ts = timestamp() }):sub(1, -2) .. ',"level":"' .. level .. '","module":'
+      .. cjson.encode(module or "lua") .. ',"msg":' .. (cjson.encode(tostring(msg)) or '"?"')
+    local rest = "}"
+    if fields then
+      local rec = {}
+      for k, v in pairs(fields) do
+        if k ~= "ts" and k ~= "level" and k ~= "module" and k ~= "msg" then rec[k] = v end
+      end
+      if next(rec) ~= nil then rest = "," .. ((cjson.encode(rec) or '{"fields":"(unencodable)"}'):sub(2)) end
+    end
+    line = head .. rest
   else
     local parts = { timestamp(), ("%-5s"):format(level), "[" .. (module or "lua") .. "]" }
     if fields and fields.request_id then parts[#parts + 1] = "(" .. tostring(fields.request_id) .. ")" end

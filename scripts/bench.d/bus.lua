@@ -5,7 +5,7 @@ local N = 300000
 local CHUNK = 5000
 
 local function throughput(label, nsubs, sequenced)
-  local bus = thorp.bus.new{ max_queue_size = CHUNK }
+  local bus = thorp.bus.new{ max_queue_size = N }
   local got = 0
   for i = 1, nsubs do bus:subscribe("t", function() got = got + 1 end, { name = "s" .. i }) end
   local want = N * nsubs
@@ -14,7 +14,7 @@ local function throughput(label, nsubs, sequenced)
   while i < N do
     for _ = 1, CHUNK do
       i = i + 1
-      bus:publish("t", sequenced and { sequence = i } or i)
+      assert(bus:publish("t", sequenced and { sequence = i } or i))
     end
     coroutine.yield() -- a loop turn: the dispatcher and the workers drain
   end
