@@ -414,8 +414,13 @@ function Bus:publish(topic, ev, priority)
   end
   if self.pending >= self.max_queue_size then return refuse(self, tp, "QUEUE_FULL") end
   if self.closed then return refuse(self, tp, "CLOSED") end
+  if self.critical_only and p ~= 1 then return refuse(self, tp, "SHUTTING_DOWN") end
   local bp = self.backpressure
-  if bp and not bp:try_acquire(PRIO_NAME[p]).accepted then return refuse(self, tp, "BACKPRESSURE_REJECTED") end
+  if bp then
+    local ok
+    if bp.admit then ok = bp:admit(PRIO_NAME[p]) else ok = bp:try_acquire(PRIO_NAME[p]).accepted end
+    if not ok then return refuse(self, tp, "BACKPRESSURE_REJECTED") end
+  end
   push(self.q, p, ev, tp)
   self.pending = self.pending + 1
   self.published = self.published + 1
@@ -601,7 +606,12 @@ end
 --- start(cfg, mode): create or reconfigure thorp.bus.default from cfg.bus.
 function M.start(cfg)
   local b = rawget(M, "default")
-  if b and not b.closed then b:configure(cfg_opts(cfg)) else rawset(M, "default", M.new(cfg_opts(cfg))) end
+  if b and not b.closed then b:configure(cfg_opts(cfg)) else b = M.new(cfg_opts(cfg)); rawset(M, "default", b) end
+  -- the host's bus shares admission control with the RPC pool: in a burst,
+  -- low-priority events are shed first, critical ones keep their headroom
+  b.backpressure = require("thorp.backpressure").default
+  -- once shutdown begins, only critical events are taken
+  require("thorp.shutdown").on_begin(function() b.critical_only = true end)
   return true
 end
 

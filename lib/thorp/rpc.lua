@@ -398,14 +398,16 @@ function Pool:_execute(req, opts)
   while true do
     if call.n_inflight == 0 then
       if call.attempts > 0 then
-        if self.retry_tokens < 1 then
+        -- the budget stops retry storms; a critical call's first retry is always allowed
+        local free = req.priority == "critical" and call.attempts == 1
+        if self.retry_tokens < 1 and not free then
           last_err.message = last_err.message .. " (retry budget exhausted)"
           break
         end
       end
       local ep = pick(self, call)
       if not ep then break end
-      if call.attempts > 0 then self.retry_tokens = self.retry_tokens - 1; T.retries = T.retries + 1 end
+      if call.attempts > 0 then self.retry_tokens = max(0, self.retry_tokens - 1); T.retries = T.retries + 1 end
       launch(self, call, ep, req)
     end
     if call.n_inflight > 0 then
@@ -488,6 +490,7 @@ function Pool:_admit_and_run(req, prio, opts)
         { reason = reason, utilization = util, priority = prio })
     end
   end
+  req.priority = prio
   local ok, res = pcall(self._execute, self, req, opts)
   if bp then bp:release(prio) end
   if not ok then error(res, 0) end
@@ -670,7 +673,13 @@ local function no_pool()
 end
 
 function M.call(method, params, opts)
-  if not default then return no_pool() end
+  if not default then
+    local prio = type(opts) == "table" and opts.priority or method_priorities[method] or "normal"
+    if prio ~= "critical" and shutting_down() then
+      return fail("SHUTTING_DOWN", "shutdown in progress: only critical calls are sent")
+    end
+    return no_pool()
+  end
   return default:call(method, params, opts)
 end
 

@@ -49,6 +49,19 @@ wait_for SCRIPT_READY "$work/d.log"
 t0=$(date +%s%3N); kill -TERM $pid; wait $pid; rc=$?; dt=$(( $(date +%s%3N) - t0 ))
 check $(is $rc 1) "ENABLE_GRACEFUL_SHUTDOWN=false exits 1 with a trade open (rc=$rc, ${dt} ms)"
 
+# Once draining, only critical work is admitted: bus events and RPC calls.
+cat >"$work/drain.lua" <<'LUA'
+thorp.shutdown.register("TRADE", "d1", {})
+thorp.timer.after(200, function() thorp.shutdown.complete("d1") end)
+thorp.shutdown.initiate("TEST")
+local okn, why = thorp.publish("prices", { p = 1 }, "normal")
+local okc = thorp.publish("trade_signal", { t = 1 }, "critical")
+local r = thorp.rpc.call("getSlot", {}, { priority = "normal" })
+print(tostring(okn) .. "/" .. tostring(why) .. "/" .. tostring(okc) .. "/" .. r.error.code)
+LUA
+out=$("$THORP" exec "$work/drain.lua" 2>/dev/null)
+check $(is "$out" "false/SHUTTING_DOWN/true/SHUTTING_DOWN") "draining sheds normal events and calls, keeps critical ($out)"
+
 # Idempotency survives a restart.
 cat >"$work/once.lua" <<'LUA'
 local ok, r = thorp.idempotency.once("signal:42", function() return "PLACED" end, { ttl_ms = 60000 })
