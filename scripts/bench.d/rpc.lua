@@ -40,7 +40,11 @@ local down_at
 thorp.timer.after(500, function() sim:fault(1, { down = true }); down_at = thorp.now() end)
 local errs = {}
 local orig = bpool.call
-function bpool:call(...) local r = orig(self, ...); if not r.ok then errs[r.error.code] = (errs[r.error.code] or 0) + 1 end return r end
+function bpool:call(...)
+  local r = orig(self, ...)
+  if not r.ok then errs[r.error.code] = (errs[r.error.code] or 0) + 1 end
+  return r
+end
 n, fails = load(bpool, 32, 2)
 for k, v in pairs(errs) do print("  failed with " .. k .. ": " .. v) end
 print(("failover: endpoint down -> breaker OPEN in %.1f ms; %d calls ok, %d failed during the run")
