@@ -12,7 +12,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Ihost
 LDFLAGS += -Wl,-E
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -ldl
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -ldl -pthread
 LUAJIT  ?= luajit
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 

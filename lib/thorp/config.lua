@@ -17,6 +17,8 @@ local M = {}
 local SETTINGS = {
   { "log_level", "LOG_LEVEL", "enum", "info", values = { "error", "warn", "info", "debug" } },
   { "state_dir", "THORP_STATE_DIR", "string", "./thorp-state" },
+  { "watchdog_ms", "THORP_WATCHDOG_MS", "int", 1000, min = 0, max = 3600000,
+    note = "report a task that runs this long without yielding; 0 = off" },
   { "http.enabled", "THORP_HTTP", "bool", true },
   { "http.port", "THORP_HTTP_PORT", "int", 0, min = 0, max = 65535, note = "0 turns the listener off" },
   { "http.host", "THORP_HTTP_HOST", "string", "127.0.0.1" },

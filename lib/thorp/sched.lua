@@ -26,6 +26,16 @@ void thorp_loop_stop(void);
 int thorp_loop_stopping(void);
 void thorp_loop_catch_signal(int signum);
 int thorp_script_run_loop(void);
+typedef struct thorp_watchdog {
+  const char *volatile task;
+  volatile uint64_t seq;
+  volatile int running;
+  volatile double limit_ms;
+  volatile uint64_t stalls;
+  volatile double longest_ms;
+} thorp_watchdog;
+extern thorp_watchdog thorp_wd;
+int thorp_watchdog_start(double limit_ms);
 ]]
 
 local C = ffi.C
@@ -187,8 +197,17 @@ function Task:status()
   return self.done and (self.error ~= nil and "failed" or "done") or (self.waiting and "waiting" or "ready")
 end
 
+-- the watchdog thread (host/watchdog.c) sees which task runs, and for how long
+local wd = C.thorp_wd
+M.watchdog = wd
+--- watchdog_start(limit_ms): report any task running longer than limit_ms without yielding.
+function M.watchdog_start(limit_ms) return C.thorp_watchdog_start(limit_ms) == 0 end
+
 local function run_task(t, v)
   current = t
+  wd.task = t.name or "task"
+  wd.seq = wd.seq + 1
+  wd.running = 1
   local ok, r
   if t.first then
     local fn = t.first
@@ -197,6 +216,7 @@ local function run_task(t, v)
   else
     ok, r = co_resume(t.co, v)
   end
+  wd.running = 0
   current = nil
   if r == RECYCLE then
     finish(t)

@@ -83,5 +83,17 @@ for _ in $(seq 100); do grep -q READY "$work/o" 2>/dev/null && break; sleep 0.05
 kill -TERM $pid; wait $pid; rc=$?
 check $(is "$rc" 0) "SIGTERM with nothing open exits 0 (rc=$rc)"
 
+cat >"$work/stuck.lua" <<'LUA'
+require("thorp.sched").spawn_opts({ name = "greedy-handler" }, function()
+  local t = thorp.now(); while thorp.now() - t < 500 do end
+end)
+LUA
+THORP_WATCHDOG_MS=150 "$THORP" exec "$work/stuck.lua" >/dev/null 2>"$work/wd.err"; rc=$?
+check $(is "$rc" 0) "a task that hogs the loop does not crash the host"
+grep -q 'task greedy-handler has run [0-9]* ms without yielding' "$work/wd.err"
+check $? "the watchdog reports the stuck task by name"
+n=$(grep -c 'greedy-handler' "$work/wd.err")
+check $([ "$n" -ge 2 ] && [ "$n" -le 3 ] && echo 0 || echo 1) "and reports it again at 2x the limit, not on every tick ($n)"
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -1,0 +1,60 @@
+/* watchdog: a thread that reports stuck Lua tasks. See watchdog.h. */
+#include "watchdog.h"
+
+#include <pthread.h>
+#include <time.h>
+#include "log.h"
+#include "loop.h"
+
+thorp_watchdog thorp_wd;
+
+static pthread_t wd_thread;
+static volatile int wd_on, wd_quit;
+
+static void wd_free(void *arg) { (void)arg; watchdog_stop(); }
+
+static void *wd_main(void *arg) {
+    uint64_t seen = 0;
+    double since = 0, next_report = 0;
+    struct timespec tick = { 0, 50 * 1000000L };
+    while (!wd_quit) {
+        nanosleep(&tick, NULL);
+        double now = thorp_now();
+        uint64_t seq = thorp_wd.seq;
+        if (!thorp_wd.running || seq != seen) {
+            seen = seq;
+            since = now;
+            next_report = thorp_wd.limit_ms;
+            continue;
+        }
+        double ran = now - since;
+        if (ran > thorp_wd.longest_ms) thorp_wd.longest_ms = ran;
+        if (thorp_wd.limit_ms > 0 && ran >= next_report) {
+            const char *name = thorp_wd.task;
+            if (next_report == thorp_wd.limit_ms) thorp_wd.stalls++;
+            log_emit(LOG_ERROR, "watchdog", NULL,
+                     "task %s has run %.0f ms without yielding: the host's loop is stalled "
+                     "(LuaJIT cannot pre-empt it; look for a loop without thorp.sleep or an RPC call)",
+                     name ? name : "(unnamed)", ran);
+            next_report *= 2;
+        }
+    }
+    return NULL;
+}
+
+int thorp_watchdog_start(double limit_ms) {
+    thorp_wd.limit_ms = limit_ms;
+    if (wd_on || limit_ms <= 0) return 0;
+    wd_quit = 0;
+    if (pthread_create(&wd_thread, NULL, wd_main, NULL) != 0) return -1;
+    wd_on = 1;
+    loop_on_free(wd_free, NULL);
+    return 0;
+}
+
+void watchdog_stop(void) {
+    if (!wd_on) return;
+    wd_quit = 1;
+    pthread_join(wd_thread, NULL);
+    wd_on = 0;
+}

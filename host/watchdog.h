@@ -1,0 +1,36 @@
+/* watchdog: reports a Lua task that runs too long without yielding.
+ *
+ * LuaJIT cannot be pre-empted: Debian's build ignores count hooks inside
+ * compiled code, so a handler stuck in a loop stalls the whole host and
+ * nothing inside the Lua state can stop it. The watchdog is a separate
+ * thread that watches from outside. The scheduler marks every resume in a
+ * shared struct (two plain stores: no clock read on the hot path):
+ *
+ *   thorp_wd.task = t.name; thorp_wd.seq++; thorp_wd.running = 1; resume...; thorp_wd.running = 0
+ *
+ * Every 50 ms the thread looks: if the same resume has been running for
+ * longer than the limit it logs the task's name and how long it has run,
+ * again at 2x, 4x, ... the limit, and counts a stall. It only reports; the
+ * operator decides (the journal keeps open trades safe across a restart).
+ */
+#ifndef THORP_WATCHDOG_H
+#define THORP_WATCHDOG_H
+
+#include <stdint.h>
+
+typedef struct thorp_watchdog {
+    const char *volatile task; /* name of the running task (a Lua string, never moved) */
+    volatile uint64_t seq;     /* incremented on every resume */
+    volatile int running;      /* 1 while a task runs */
+    volatile double limit_ms;  /* report after this long; 0 = off */
+    volatile uint64_t stalls;  /* stalls reported so far */
+    volatile double longest_ms;
+} thorp_watchdog;
+
+extern thorp_watchdog thorp_wd;
+
+/* Start the thread (idempotent). */
+int thorp_watchdog_start(double limit_ms);
+void watchdog_stop(void);
+
+#endif
