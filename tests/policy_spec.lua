@@ -84,6 +84,20 @@ describe("policy", function()
     assert.are.equal(1, #thorp.bus.default:stats().subscribers)
   end)
 
+  it("announces every reload on the thorp.policy topic", function()
+    local seen = {}
+    local sub = thorp.subscribe("thorp.policy", function(ev) seen[#seen + 1] = ev end)
+    policy.apply_files({ write("ok.lua", "return {}") })
+    policy.apply_files({ write("nok.lua", "return 42") })
+    thorp.sleep(20)
+    thorp.bus.default:unsubscribe(sub)
+    assert.are.equal(2, #seen)
+    assert.is_true(seen[1].ok)
+    assert.are.equal(policy.status().version, seen[1].version)
+    assert.is_false(seen[2].ok)
+    assert.truthy(seen[2].error:find("nok.lua", 1, true))
+  end)
+
   it("reload under load: every event once and in order, every call answered, breakers kept", function()
     local sim = simm.start(2)
     local pool = thorp.rpc.new_pool{ endpoints = { { name = "ep1", url = sim.urls[1] },

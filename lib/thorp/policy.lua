@@ -295,6 +295,12 @@ local function apply(p)
   state.applied = p
 end
 
+-- reload results go out on the bus topic "thorp.policy"
+local function announce(ev)
+  local bus = package.loaded["thorp.bus"]
+  if bus and rawget(bus, "default") then pcall(bus.default.publish, bus.default, "thorp.policy", ev, "low") end
+end
+
 local function reload_now()
   local t0 = sched.now()
   local p, files = M.load(state.paths)
@@ -304,6 +310,7 @@ local function reload_now()
     state.last_error_at = sched.wall()
     log.error("policy reload rejected; the running policy is unchanged", { version = state.version,
                                                                          errors = files })
+    announce({ ok = false, version = state.version, error = state.last_error })
     return false, state.last_error
   end
   local ok, err = pcall(apply, p)
@@ -318,6 +325,7 @@ local function reload_now()
   state.loaded_at = sched.wall()
   state.last_error = nil
   state.last_ms = sched.now() - t0
+  announce({ ok = true, version = state.version, files = files })
   log.info("policy applied", { version = state.version, files = files, ms = math.floor(state.last_ms * 1000) / 1000 })
   return true, state.version
 end

@@ -23,6 +23,12 @@ local hooks = {}
 local settings = { timeout_ms = 30000, force_timeout_ms = 60000, enabled = true }
 local phase_timer, force_timer, progress_timer
 
+-- phases go out on the bus topic "thorp.shutdown" so handlers can react
+local function announce(ev)
+  local bus = package.loaded["thorp.bus"]
+  if bus and rawget(bus, "default") then pcall(bus.default.publish, bus.default, "thorp.shutdown", ev, "critical") end
+end
+
 local function journal() return package.loaded["thorp.journal"] and package.loaded["thorp.journal"].default end
 
 --- register(kind, id, meta) -> op | nil, { code = "SHUTTING_DOWN" }
@@ -122,6 +128,7 @@ end
 function M._phase_others()
   if state.done then return end
   state.phase = "operations"
+  announce({ phase = "operations", reason = state.reason, active_trades = n_trades, active_operations = n_ops })
   if n_ops == 0 then return finish(state.abandoned and 1 or 0, "all operations completed") end
   phase_timer:cancel()
   phase_timer = sched.daemon_after(settings.timeout_ms, function()
@@ -135,6 +142,7 @@ function M.initiate(reason)
   state.shutting_down, state.reason, state.started, state.phase = true, tostring(reason or "requested"), sched.now(), "trades"
   log.warn("shutdown started", { reason = state.reason, active_trades = n_trades, active_operations = n_ops,
                                  timeout_ms = settings.timeout_ms, force_timeout_ms = settings.force_timeout_ms })
+  announce({ phase = "begin", reason = state.reason, active_trades = n_trades, active_operations = n_ops })
   for _, fn in ipairs(hooks) do
     local ok, err = pcall(fn, state.reason)
     if not ok then log.error("shutdown hook failed", { error = tostring(err) }) end
