@@ -96,6 +96,20 @@ kill -9 $host; wait $host 2>/dev/null
 [ -S "$sock" ]; check $? "a killed host leaves its socket behind"
 start_host; check $? "a new host replaces the stale socket"
 out=$(echo '=1+1' | repl 2>&1); check $(is "$out" 2) "and answers on it"
+# Another user is refused by peer credentials even when file permissions would let it in.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  mkdir -p "$work/other"; cp "$THORP" "$work/other/thorp"; chmod 755 "$work" "$work/other"
+  chmod 777 "$THORP_STATE_DIR"; chmod 777 "$sock"
+  out=$(echo '=6*7' | timeout 10 setpriv --reuid=65534 --regid=65534 --clear-groups -- \
+        "$work/other/thorp" repl --socket "$sock" 2>"$work/other.err"); rc=$?
+  chmod 700 "$THORP_STATE_DIR"; chmod 600 "$sock"
+  check $([ "$rc" != 0 ] && [ "$out" != 42 ] && echo 0 || echo 1) "a connection from another uid gets no answer (rc=$rc, out=$out)"
+  grep -q "refused a console connection from uid 65534" "$work/host.err"
+  check $? "and the host logs the refusal with the uid"
+else
+  echo "skip - another-uid check needs root and setpriv (not counted)"
+fi
+
 kill -TERM $host; wait $host; rc=$?
 check $(is "$rc" 0) "the host exits 0 on SIGTERM (rc=$rc)"
 [ ! -e "$sock" ]; check $? "and removes its socket"
