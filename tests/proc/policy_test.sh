@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Process-level tests of policies: thorp check, a bad policy at start, and
+# hot reload by SIGHUP and `thorp reload` on a running host.
+set -u
+THORP=$(realpath "${THORP:-./thorp}")
+work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+export THORP_STATE_DIR="$work/state"
+pass=0; fail=0
+check() { if [ "$1" = 0 ]; then pass=$((pass+1)); echo "ok   - $2"; else fail=$((fail+1)); echo "FAIL - $2"; fi; }
+is() { [ "$1" = "$2" ] && echo 0 || echo 1; }
+wait_for() { for _ in $(seq 200); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+printf 'return { priorities = { rpc = { getSlot = "urgent" } }, breakers = { default = { cooldown = 1 } } }\n' >"$work/bad.lua"
+"$THORP" check "$work/bad.lua" >/dev/null 2>"$work/check.err"; rc=$?
+check $(is $rc 2) "thorp check on a bad policy exits 2"
+grep -q 'bad.lua: priorities.rpc.getSlot = urgent: allowed "critical", "normal", "low"' "$work/check.err"
+check $? "names the file, the key and what is allowed"
+grep -q 'bad.lua: breakers.default: unknown option cooldown' "$work/check.err"; check $? "and lists every error"
+"$THORP" run "$work/bad.lua" >/dev/null 2>&1; check $(is $? 2) "thorp run with a bad policy exits 2"
+(cd "$(dirname "$THORP")" && "$THORP" check policies/default.lua examples/memecoin_policy.lua >/dev/null 2>&1)
+check $? "the shipped policies are valid"
+
+printf 'return { priorities = { rpc = { getSlot = "low" } } }\n' >"$work/p.lua"
+"$THORP" run "$work/p.lua" >"$work/host.out" 2>"$work/host.err" &
+host=$!
+wait_for "console listening" "$work/host.err"
+v=$(echo '=thorp.policy.status().version' | "$THORP" repl 2>/dev/null)
+check $(is "$v" 1) "version 1 after start ($v)"
+printf 'return { priorities = { rpc = { getSlot = "critical" } } }\n' >"$work/p.lua"
+kill -HUP $host
+for _ in $(seq 100); do grep -q '"version":2' "$work/host.err" && break; sleep 0.05; done
+out=$(echo '=thorp.policy.status().version, thorp.rpc.priorities().getSlot' | "$THORP" repl 2>/dev/null | tr '\t\n' '  ')
+check $(is "$(echo $out)" '2 "critical"') "SIGHUP applies the edited policy ($out)"
+printf 'return { priorities = \n' >"$work/p.lua"
+"$THORP" reload >"$work/reload.out" 2>&1; rc=$?
+check $(is $rc 1) "thorp reload of a broken policy exits 1"
+grep -q "p.lua:2" "$work/reload.out"; check $? "and shows the error with file and line"
+out=$(echo '=thorp.policy.status().version, thorp.rpc.priorities().getSlot' | "$THORP" repl 2>/dev/null | tr '\t\n' '  ')
+check $(is "$(echo $out)" '2 "critical"') "the running policy is unchanged ($out)"
+printf 'return { priorities = { rpc = { getSlot = "normal" } } }\n' >"$work/p.lua"
+"$THORP" reload >/dev/null 2>&1; check $? "thorp reload of a fixed policy exits 0"
+kill -TERM $host; wait $host; check $(is $? 0) "host exits 0"
+
+echo "$pass passed, $fail failed"
+[ $fail = 0 ]
