@@ -66,11 +66,16 @@ int thorp_log_scrub(const char *s, char *out, int cap)
 void thorp_log_write(int level, const char *line)
 {
     if (level > log_state.level) return;
-    char buf[8192];
-    int n = thorp_log_scrub(line, buf, sizeof buf - 1);
+    /* scrubbing never lengthens a line (secrets are >= 4 bytes, "***" is 3),
+     * so the whole line fits: nothing is cut, not even in the middle of a secret */
+    size_t len = strlen(line);
+    char small[8192], *buf = len + 2 <= sizeof small ? small : malloc(len + 2);
+    if (!buf) return;
+    int n = thorp_log_scrub(line, buf, (int)len + 1);
     buf[n++] = '\n';
     fwrite(buf, 1, n, stderr);
     fflush(stderr);
+    if (buf != small) free(buf);
 }
 
 /* JSON-escape src into dst; returns bytes written. */

@@ -36,12 +36,16 @@ function M.enabled(name) return LEVELS[name] <= C.thorp_log_get_level() end
 function M.set_json(on) C.thorp_log_set_json(on and 1 or 0) end
 function M.secret(s) if type(s) == "string" and #s >= 4 then C.thorp_log_secret_add(s) end end
 
-local scrub_buf = ffi.new("char[?]", 8192)
---- Return s with every registered secret replaced by ***.
+local scrub_cap = 8192
+local scrub_buf = ffi.new("char[?]", scrub_cap)
+--- Return s with every registered secret replaced by ***, whatever its length.
 function M.scrub(s)
   s = tostring(s)
-  if #s >= 8192 then s = s:sub(1, 8191) end
-  local n = C.thorp_log_scrub(s, scrub_buf, 8192)
+  if #s + 1 > scrub_cap then
+    scrub_cap = #s + 1
+    scrub_buf = ffi.new("char[?]", scrub_cap)
+  end
+  local n = C.thorp_log_scrub(s, scrub_buf, scrub_cap)
   return ffi.string(scrub_buf, n)
 end
 
