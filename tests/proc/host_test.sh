@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
 # Process-level tests of the host foundation: command line, exit codes,
 # config errors, exec lifetime, errors in coroutines and timers, logs, signals.
-set -u
-THORP=$(realpath "${THORP:-./thorp}")
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-export THORP_STATE_DIR="$work/state"
-pass=0; fail=0
-check() { if [ "$1" = 0 ]; then pass=$((pass+1)); echo "ok   - $2"; else fail=$((fail+1)); echo "FAIL - $2"; fi; }
-is() { [ "$1" = "$2" ] && echo 0 || echo 1; }
+. "$(dirname "$0")/../helpers/proc.sh"
 
 "$THORP" version >"$work/v" 2>&1; rc=$?
 check $(is "$rc" 0) "thorp version exits 0"
@@ -95,5 +89,4 @@ check $? "the watchdog reports the stuck task by name"
 n=$(grep -c 'greedy-handler' "$work/wd.err")
 check $([ "$n" -ge 2 ] && [ "$n" -le 3 ] && echo 0 || echo 1) "and reports it again at 2x the limit, not on every tick ($n)"
 
-echo "$pass passed, $fail failed"
-[ $fail = 0 ]
+finish

@@ -1,14 +1,7 @@
 #!/usr/bin/env bash
 # Process-level tests of policies: thorp check, a bad policy at start, and
 # hot reload by SIGHUP and `thorp reload` on a running host.
-set -u
-THORP=$(realpath "${THORP:-./thorp}")
-work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-export THORP_STATE_DIR="$work/state"
-pass=0; fail=0
-check() { if [ "$1" = 0 ]; then pass=$((pass+1)); echo "ok   - $2"; else fail=$((fail+1)); echo "FAIL - $2"; fi; }
-is() { [ "$1" = "$2" ] && echo 0 || echo 1; }
-wait_for() { for _ in $(seq 200); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. "$(dirname "$0")/../helpers/proc.sh"
 
 printf 'return { priorities = { rpc = { getSlot = "urgent" } }, breakers = { default = { cooldown = 1 } } }\n' >"$work/bad.lua"
 "$THORP" check "$work/bad.lua" >/dev/null 2>"$work/check.err"; rc=$?
@@ -41,5 +34,4 @@ printf 'return { priorities = { rpc = { getSlot = "normal" } } }\n' >"$work/p.lu
 "$THORP" reload >/dev/null 2>&1; check $? "thorp reload of a fixed policy exits 0"
 kill -TERM $host; wait $host; check $(is $? 0) "host exits 0"
 
-echo "$pass passed, $fail failed"
-[ $fail = 0 ]
+finish

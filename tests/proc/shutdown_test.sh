@@ -1,14 +1,7 @@
 #!/usr/bin/env bash
 # Process-level tests of shutdown, the journal and idempotency: signals, exit
 # codes, restarts, kill -9, a second host, a corrupt journal.
-set -u
-THORP=$(realpath "${THORP:-./thorp}")
-work=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-export THORP_STATE_DIR="$work/state"
-pass=0; fail=0
-check() { if [ "$1" = 0 ]; then pass=$((pass+1)); echo "ok   - $2"; else fail=$((fail+1)); echo "FAIL - $2"; fi; }
-is() { [ "$1" = "$2" ] && echo 0 || echo 1; }
-wait_for() { for _ in $(seq 200); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+. "$(dirname "$0")/../helpers/proc.sh"
 
 cat >"$work/hold.lua" <<'LUA'
 thorp.shutdown.register("TRADE", "held", { token = "BONK" })
@@ -98,5 +91,4 @@ THORP_STATE_DIR=/dev/null/state "$THORP" exec "$work/list.lua" >/dev/null 2>"$wo
 check $(is $rc 2) "an unusable state directory exits 2"
 grep -q "cannot create state directory /dev/null/state" "$work/g.err"; check $? "and names it"
 
-echo "$pass passed, $fail failed"
-[ $fail = 0 ]
+finish
