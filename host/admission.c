@@ -45,6 +45,7 @@ int thorp_admit_try(thorp_admit *a, int prio, double now) {
              a->total + 1 > a->max - thorp_admit_reserve(a, now)) r = ADM_RESERVED;
     if (r != ADM_OK) {
         a->rejected[prio]++;
+        a->by_reason[r]++;
         /* a refused critical request is demand the reserve has not seen */
         if (prio == ADM_CRITICAL) { thorp_admit_reserve(a, now); a->crit_peak += 1; }
         return r;

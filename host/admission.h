@@ -31,6 +31,7 @@ typedef struct thorp_admit {
     double load[3], total, peak;
     double offered[3], accepted[3], rejected[3];
     double crit_peak, crit_peak_at, reserve, last_util;
+    double by_reason[5]; /* refusals by reason (index = ADM_* result) */
 } thorp_admit;
 
 void thorp_admit_init(thorp_admit *a, double max, double warning, double critical);

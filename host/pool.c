@@ -26,12 +26,14 @@ static struct {
     req *reqs; /* in flight */
     int64_t next_id;
     int inflight;
+    int closing; /* at exit: results are freed here, nobody is left to read them */
 } pool;
 
 static void pool_check_done(void);
 
 static void pool_on_free(void *arg) {
     (void)arg;
+    pool.closing = 1;
     while (pool.reqs) thorp_pool_cancel(pool.reqs->res->id);
     if (pool.timer) event_free(pool.timer);
     if (pool.multi) curl_multi_cleanup(pool.multi);
@@ -149,7 +151,8 @@ static void pool_finish(req *r, int cancelled) {
     curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
     free(r);
-    loop_post(TEV_RPC, res->id, res->curl_code, res->total_ms, res);
+    if (pool.closing) thorp_pool_result_free(res);
+    else loop_post(TEV_RPC, res->id, res->curl_code, res->total_ms, res);
 }
 
 static void pool_check_done(void) {

@@ -18,6 +18,7 @@ typedef struct thorp_admit {
   double load[3], total, peak;
   double offered[3], accepted[3], rejected[3];
   double crit_peak, crit_peak_at, reserve, last_util;
+  double by_reason[5];
 } thorp_admit;
 void thorp_admit_init(thorp_admit *a, double max, double warning, double critical);
 int thorp_admit_try(thorp_admit *a, int prio, double now);
@@ -136,6 +137,8 @@ function BP:stats()
     offered = offered, rejected = rejected, accepted = offered - rejected,
     warning_threshold = a.warning, critical_threshold = a.critical, enabled = a.enabled == 1,
     critical_reserve = C.thorp_admit_reserve(a, now()), by_priority = by,
+    by_reason = { CRITICAL_OVERLOAD = a.by_reason[1], WARNING_THRESHOLD_EXCEEDED = a.by_reason[2],
+                  QUEUE_FULL = a.by_reason[3], RESERVED_FOR_CRITICAL = a.by_reason[4] },
   }
 end
 

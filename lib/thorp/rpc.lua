@@ -91,10 +91,19 @@ end
 -- Endpoints ------------------------------------------------------------------
 
 local LAT_N = 128
+-- histogram bounds (ms) for /metrics; the last bucket is +Inf
+local LAT_BOUNDS = { 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000 }
+M.LATENCY_BOUNDS = LAT_BOUNDS
 local function lat_add(ep, ms)
   ep.lat_i = ep.lat_i % LAT_N + 1
   ep.lat[ep.lat_i] = ms
   if ep.lat_n < LAT_N then ep.lat_n = ep.lat_n + 1 end
+  local h = ep.hist
+  local b = #LAT_BOUNDS + 1
+  for i = 1, #LAT_BOUNDS do if ms <= LAT_BOUNDS[i] then b = i break end end
+  h[b] = h[b] + 1
+  ep.hist_sum, ep.hist_n = ep.hist_sum + ms, ep.hist_n + 1
+  ep.hedge_age = ep.hedge_age + 1
 end
 
 local function percentiles(ep)
@@ -106,12 +115,17 @@ local function percentiles(ep)
   return { p50 = p(0.5), p90 = p(0.9), p99 = p(0.99), samples = #s }
 end
 
+-- 1.2x the endpoint's recent p90, recomputed every 32 answers (not per call)
 local function hedge_delay(ep, pool)
   if ep.lat_n < 10 then return pool.hedge_ms end
-  local s = {}
-  for i = 1, ep.lat_n do s[i] = ep.lat[i] end
-  table.sort(s)
-  return min(max(s[math.ceil(0.9 * #s)] * 1.2, pool.hedge_min_ms), pool.hedge_ms * 5)
+  if not ep.hedge_cached or ep.hedge_age >= 32 then
+    local s = {}
+    for i = 1, ep.lat_n do s[i] = ep.lat[i] end
+    table.sort(s)
+    ep.hedge_cached = min(max(s[math.ceil(0.9 * #s)] * 1.2, pool.hedge_min_ms), pool.hedge_ms * 5)
+    ep.hedge_age = 0
+  end
+  return ep.hedge_cached
 end
 
 local function publish_system(topic, event)
@@ -126,10 +140,12 @@ local function new_endpoint(pool, e, i)
   bopts.name = e.name
   local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
                timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
+               hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
                inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
                health_fails = 0, good_checks = 0,
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
+  for i = 1, #LAT_BOUNDS + 1 do ep.hist[i] = 0 end
   ep.breaker:on_change(function(_, from, to)
     local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
     if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
@@ -290,7 +306,7 @@ local function classify(_pool, ep, res, req)
                     message = ep.name .. ": rate limited" }, true, false
     end
     ep.errors.RPC_ERROR = ep.errors.RPC_ERROR + 1
-    local err = { code = "RPC_ERROR", rpc_code = code, data = e.data, endpoint = ep.name,
+    local err = { code = "RPC_ERROR", rpc_code = code, data = e.data, endpoint = ep.name, raw = res.body,
                   message = ("%s: %s"):format(ep.name, tostring(e.message)) }
     if ENDPOINT_RPC_FAULTS[code] then
       ep.breaker:failure()
@@ -312,9 +328,11 @@ local function classify(_pool, ep, res, req)
         results[i] = fail("RPC_ERROR", tostring(d.error.message), { rpc_code = d.error.code, data = d.error.data })
       else results[i] = { ok = true, result = d.result } end
     end
-    return { ok = true, results = results, endpoint = ep.name, latency_ms = res.total_ms }
+    return { ok = true, results = results, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body,
+             ids = req.ids }
   end
-  return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms }
+  -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
+  return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
 end
 
 local function wake_call(call)
@@ -563,7 +581,10 @@ function Pool:endpoints()
                latency_ms = percentiles(ep), inflight = ep.inflight, calls = ep.calls, successes = ep.successes,
                errors = errors, failures = b.failures, consecutive_failures = b.consecutive_failures,
                rate_limited_ms = ep.backoff_until > t and floor(ep.backoff_until - t) or 0,
-               retry_in_ms = b.retry_in_ms, last_error = ep.last_error }
+               retry_in_ms = b.retry_in_ms, last_error = ep.last_error, trips = b.trips,
+               state_changes = b.state_changes,
+               latency_histogram = { bounds = LAT_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
+                                     count = ep.hist_n } }
   end
   return out
 end

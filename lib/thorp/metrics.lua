@@ -1,0 +1,302 @@
+-- thorp.metrics: the host's state in Prometheus text format (version 0.0.4),
+-- served on GET /metrics by thorp.http.
+--
+--   local text = thorp.metrics.render()          -- or render{ pool = p } for another pool
+--
+-- Every name starts with thorp_; counters end in _total. Each scrape reads
+-- the modules' own statistics (rpc endpoints and breakers, admission, bus,
+-- shutdown, journal, policy, the HTTP listener), so there is nothing to keep
+-- in step and a module that is not loaded is simply left out. The full list
+-- of names is in docs/http.md.
+local sched = require "thorp.sched"
+
+local M = {}
+
+local fmt, concat, tostring, type, pairs, ipairs, floor = string.format, table.concat, tostring, type, pairs, ipairs,
+  math.floor
+
+local function num(v)
+  if type(v) == "boolean" then return v and "1" or "0" end
+  v = tonumber(v) or 0
+  if v ~= v then return "NaN" end
+  if v == math.huge then return "+Inf" end
+  if v == -math.huge then return "-Inf" end
+  if v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return fmt("%d", v) end
+  local s = fmt("%.15g", v)
+  if tonumber(s) ~= v then s = fmt("%.17g", v) end
+  return s
+end
+M.format_value = num
+
+local function esc(v) return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" })) end
+
+-- A writer: family(name, type, help) then sample(value, labels...) calls;
+-- labels are given as alternating name, value.
+local function writer()
+  local out, cur = {}, nil
+  local w = {}
+  function w.family(name, typ, help)
+    cur = "thorp_" .. name
+    out[#out + 1] = "# HELP " .. cur .. " " .. help:gsub("\\", "\\\\"):gsub("\n", "\\n")
+    out[#out + 1] = "# TYPE " .. cur .. " " .. typ
+  end
+  function w.sample(suffix, value, ...)
+    local n = select("#", ...)
+    local line = cur .. suffix
+    if n > 0 then
+      local parts = {}
+      for i = 1, n, 2 do parts[#parts + 1] = (select(i, ...)) .. '="' .. esc((select(i + 1, ...))) .. '"' end
+      line = line .. "{" .. concat(parts, ",") .. "}"
+    end
+    out[#out + 1] = line .. " " .. num(value)
+  end
+  -- one family, one unlabelled sample
+  function w.one(name, typ, help, value)
+    w.family(name, typ, help)
+    w.sample("", value)
+  end
+  function w.text() return concat(out, "\n") .. "\n" end
+  return w
+end
+
+local function loaded(name) return package.loaded[name] end
+
+------------------------------------------------------------------------------
+-- Sections
+------------------------------------------------------------------------------
+
+local ERR_CLASSES = { "TIMEOUT", "TRANSPORT_ERROR", "HTTP_ERROR", "RPC_ERROR", "BAD_RESPONSE", "RATE_LIMITED" }
+local BREAKER_STATE = { CLOSED = 0, HALF_OPEN = 1, OPEN = 2 }
+
+local function rpc_section(w, explicit)
+  local rpc = loaded("thorp.rpc")
+  if not rpc then return end
+  local pool = explicit or rpc.default_pool()
+  if not explicit then
+    local s = rpc.stats()
+    w.family("rpc_calls_total", "counter", "RPC calls made through the host's pool, by outcome.")
+    w.sample("", s.ok, "outcome", "ok")
+    w.sample("", s.failed, "outcome", "failed")
+    w.sample("", s.rejected, "outcome", "rejected")
+    w.sample("", s.shed_shutdown, "outcome", "shutting_down")
+    w.one("rpc_retries_total", "counter", "Attempts beyond the first (failover), within the retry budget.", s.retries)
+    w.one("rpc_hedges_total", "counter", "Hedged reads: a second endpoint asked because the first was slow.", s.hedges)
+    w.one("rpc_hedge_wins_total", "counter", "Hedged reads answered first by the hedge.", s.hedge_wins)
+    w.one("rpc_http_inflight", "gauge", "HTTP requests to endpoints in flight.", s.inflight_http)
+  end
+  if not pool then return end
+  local eps = pool:endpoints()
+  local raw = pool.eps or {}
+  local function each(name, typ, help, get)
+    w.family(name, typ, help)
+    for i, e in ipairs(eps) do
+      local v = get(e, raw[i])
+      if v ~= nil then w.sample("", v, "endpoint", e.name) end
+    end
+  end
+  each("rpc_endpoint_requests_total", "counter", "Requests sent to the endpoint (attempts, hedges included).",
+    function(e) return e.calls end)
+  each("rpc_endpoint_successes_total", "counter", "Requests the endpoint answered successfully.",
+    function(e) return e.successes end)
+  w.family("rpc_endpoint_errors_total", "counter", "Failed requests by class (rate_limited: HTTP 429 or -32429).")
+  for _, e in ipairs(eps) do
+    for _, c in ipairs(ERR_CLASSES) do w.sample("", (e.errors or {})[c] or 0, "endpoint", e.name, "class", c:lower()) end
+  end
+  each("rpc_endpoint_rate_limited_total", "counter", "HTTP 429 answers (the endpoint is then backed off).",
+    function(e) return (e.errors or {}).RATE_LIMITED or 0 end)
+  each("rpc_endpoint_rate_limited", "gauge", "1 while the endpoint is backed off after a 429.",
+    function(e) return (e.rate_limited_ms or 0) > 0 end)
+  each("rpc_endpoint_inflight", "gauge", "Requests to the endpoint in flight.", function(e) return e.inflight end)
+  each("rpc_endpoint_healthy", "gauge", "1 when the health checker keeps the endpoint in rotation.",
+    function(e) return e.healthy and true or false end)
+  each("rpc_endpoint_slot", "gauge", "Last slot the endpoint reported (processed).", function(e) return e.slot end)
+  each("rpc_endpoint_slot_lag", "gauge", "Slots behind the most advanced endpoint.", function(e) return e.lag end)
+  each("rpc_endpoint_breaker_state", "gauge", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    function(e) return BREAKER_STATE[e.state] or 0 end)
+  each("rpc_endpoint_breaker_transitions_total", "counter", "Circuit breaker state changes.",
+    function(_, r) return r and r.breaker and r.breaker:stats().state_changes end)
+  each("rpc_endpoint_breaker_trips_total", "counter", "Times the circuit breaker opened.",
+    function(_, r) return r and r.breaker and r.breaker:stats().trips end)
+  -- Latency: a cumulative histogram when the pool keeps one, else recent quantiles.
+  local hist = false
+  for _, e in ipairs(eps) do if type(e.latency_histogram) == "table" then hist = true end end
+  if hist then
+    w.family("rpc_endpoint_latency_seconds", "histogram", "Latency of successful requests.")
+    for _, e in ipairs(eps) do
+      local h = e.latency_histogram
+      if type(h) == "table" then
+        local cum = 0
+        for i, b in ipairs(h.bounds) do
+          cum = cum + (h.counts[i] or 0)
+          w.sample("_bucket", cum, "endpoint", e.name, "le", num(b / 1000))
+        end
+        w.sample("_bucket", h.count, "endpoint", e.name, "le", "+Inf")
+        w.sample("_sum", (h.sum_ms or 0) / 1000, "endpoint", e.name)
+        w.sample("_count", h.count, "endpoint", e.name)
+      end
+    end
+  else
+    w.family("rpc_endpoint_latency_recent_seconds", "gauge",
+      "Latency quantiles over the endpoint's last 128 successful requests.")
+    for _, e in ipairs(eps) do
+      local l = e.latency_ms
+      if l then
+        w.sample("", l.p50 / 1000, "endpoint", e.name, "quantile", "0.5")
+        w.sample("", l.p90 / 1000, "endpoint", e.name, "quantile", "0.9")
+        w.sample("", l.p99 / 1000, "endpoint", e.name, "quantile", "0.99")
+      end
+    end
+  end
+end
+
+local PRIOS = { "critical", "normal", "low" }
+local ADM_STATUS = { HEALTHY = 0, WARNING = 1, CRITICAL = 2 }
+
+local function admission_section(w)
+  local bp = loaded("thorp.backpressure")
+  local d = bp and rawget(bp, "default")
+  if not d then return end
+  local s = d:stats()
+  w.one("admission_utilization_ratio", "gauge", "Admission utilization (load / capacity).", (s.utilization or 0) / 100)
+  w.one("admission_load", "gauge", "Admitted work in flight.", s.current_load)
+  w.one("admission_capacity", "gauge", "Admission capacity (BACKPRESSURE_MAX_QUEUE_SIZE).", s.max_queue_size)
+  w.one("admission_peak_load", "gauge", "Highest load seen.", s.peak_load)
+  w.one("admission_status", "gauge", "Admission status: 0 healthy, 1 warning, 2 critical.", ADM_STATUS[s.status] or 0)
+  w.one("admission_critical_reserve", "gauge", "Slots currently kept free for critical work.", s.critical_reserve)
+  local by = s.by_priority or {}
+  for _, f in ipairs{ { "offered", "Work offered to admission" }, { "accepted", "Work admitted" },
+                      { "rejected", "Work refused by admission" } } do
+    w.family("admission_" .. f[1] .. "_total", "counter", f[2] .. ", by priority.")
+    for _, p in ipairs(PRIOS) do w.sample("", (by[p] or {})[f[1]] or 0, "priority", p) end
+  end
+  w.family("admission_inflight", "gauge", "Admitted work in flight, by priority.")
+  for _, p in ipairs(PRIOS) do w.sample("", (by[p] or {}).load or 0, "priority", p) end
+  if type(s.by_reason) == "table" then
+    w.family("admission_rejected_by_reason_total", "counter", "Work refused by admission, by reason.")
+    local reasons = {}
+    for r in pairs(s.by_reason) do reasons[#reasons + 1] = r end
+    table.sort(reasons)
+    for _, r in ipairs(reasons) do w.sample("", s.by_reason[r], "reason", r) end
+  end
+end
+
+local function bus_section(w)
+  local bm = loaded("thorp.bus")
+  local b = bm and rawget(bm, "default")
+  if not b then return end
+  local s = b:stats()
+  w.one("bus_published_total", "counter", "Events accepted by publish().", s.published)
+  w.one("bus_delivered_total", "counter", "Events handled by a subscriber.", s.delivered)
+  w.one("bus_handler_failures_total", "counter", "Subscriber handler errors.", s.failures)
+  w.family("bus_dropped_total", "counter", "Events not delivered, by reason.")
+  w.sample("", s.dropped_events, "reason", "queue_full")
+  w.sample("", s.mailbox_dropped, "reason", "mailbox_full")
+  w.sample("", s.duplicates, "reason", "duplicate")
+  w.sample("", s.undelivered, "reason", "no_subscriber")
+  w.sample("", s.skipped, "reason", "quarantined")
+  w.one("bus_reorder_gaps_total", "counter", "Sequence gaps given up on after reorder_window_ms.", s.reorder_gaps)
+  local lanes = s.queued_by_priority
+  if type(lanes) ~= "table" and type(b.q) == "table" and type(b.q[1]) == "table" then
+    lanes = { critical = b.q[1].n, normal = b.q[2].n, low = b.q[3].n }
+  end
+  w.family("bus_queue_depth", "gauge", "Events published and not yet dispatched, by lane.")
+  if type(lanes) == "table" then
+    for _, p in ipairs(PRIOS) do w.sample("", lanes[p] or 0, "lane", p) end
+  else
+    w.sample("", s.queued, "lane", "all")
+  end
+  w.one("bus_queue_capacity", "gauge", "Bus queue capacity (max_queue_size).", s.max_queue_size)
+  w.one("bus_held", "gauge", "Events held back waiting for a sequence gap to fill.", s.held)
+  w.one("bus_mailbox_depth", "gauge", "Events waiting in subscriber mailboxes.", s.in_mailboxes)
+  local subs, quarantined = 0, 0
+  for _, sub in ipairs(s.subscribers or {}) do
+    subs = subs + 1
+    if sub.quarantined then quarantined = quarantined + 1 end
+  end
+  w.one("bus_subscribers", "gauge", "Subscribers.", subs)
+  w.one("bus_subscribers_quarantined", "gauge", "Subscribers quarantined for failing too often.", quarantined)
+  local topics = {}
+  for name in pairs(s.topics or {}) do topics[#topics + 1] = name end
+  table.sort(topics)
+  for _, f in ipairs{ { "published", "counter", "Events published" }, { "delivered", "counter", "Events delivered" },
+                      { "dropped", "counter", "Events dropped" }, { "queued", "gauge", "Events queued" } } do
+    w.family("bus_topic_" .. f[1] .. (f[2] == "counter" and "_total" or ""), f[2], f[3] .. ", by topic.")
+    for _, t in ipairs(topics) do w.sample("", s.topics[t][f[1]] or 0, "topic", t) end
+  end
+end
+
+local function shutdown_section(w)
+  local sd = loaded("thorp.shutdown")
+  if sd then
+    local s = sd.status()
+    w.one("shutdown_in_progress", "gauge", "1 while the host drains for shutdown.", s.shutting_down and true or false)
+    w.one("active_trades", "gauge", "Trades registered and not completed.", s.active_trades)
+    w.one("active_operations", "gauge", "Other operations registered and not completed.", s.active_operations)
+  end
+  local j = loaded("thorp.journal")
+  if j and j.stats then
+    local s = j.stats()
+    w.one("journal_open_trades", "gauge", "Trades open in the journal (this run and any left by an earlier one).",
+      s.open)
+    w.one("journal_idempotency_keys", "gauge", "Idempotency keys held.", s.idempotency_keys)
+  end
+end
+
+local function policy_section(w)
+  local p = loaded("thorp.policy")
+  if not p or not p.status then return end
+  local ok, s = pcall(p.status)
+  if not ok or type(s) ~= "table" then return end
+  w.one("policy_version", "gauge", "Policy version: 1 after start, +1 per applied reload.", s.version)
+  if s.loaded_at then
+    w.one("policy_loaded_timestamp_seconds", "gauge", "When the current policy was applied.", s.loaded_at / 1000)
+  end
+  w.one("policy_last_reload_ok", "gauge", "1 when the last load or reload applied, 0 when it was rejected.",
+    s.last_error == nil)
+  w.one("policy_reloads_total", "counter", "Reloads asked for (SIGHUP, thorp reload, console).", s.reloads or 0)
+  w.one("policy_reload_failures_total", "counter", "Reloads rejected (the previous policy stayed).", s.rejected or 0)
+end
+
+local function http_section(w)
+  local h = loaded("thorp.http")
+  if not h or not h.counters then return end
+  local keys = {}
+  for k in pairs(h.counters.requests) do keys[#keys + 1] = k end
+  table.sort(keys)
+  w.family("http_requests_total", "counter", "HTTP requests answered, by route and status code.")
+  for _, k in ipairs(keys) do
+    local route, code = k:match("^(%S+) (%d+)$")
+    w.sample("", h.counters.requests[k], "route", route, "code", code)
+  end
+  keys = {}
+  for k in pairs(h.counters.calls) do keys[#keys + 1] = k end
+  table.sort(keys)
+  w.family("frontdoor_calls_total", "counter", "JSON-RPC calls through the front door, by outcome.")
+  for _, k in ipairs(keys) do w.sample("", h.counters.calls[k], "outcome", k) end
+  w.one("frontdoor_coalesced_total", "counter", "Front-door reads that shared an identical call in flight.",
+    h.counters.coalesced or 0)
+  w.one("http_pending", "gauge", "HTTP requests being answered.", h.pending())
+end
+
+--- render(opts) -> text. opts.pool: report this pool's endpoints instead of the host's.
+function M.render(opts)
+  opts = opts or {}
+  local w = writer()
+  w.one("up", "gauge", "1 while the host runs.", 1)
+  local okv, host = pcall(require, "thorp.host")
+  w.family("build_info", "gauge", "The running thorp version.")
+  w.sample("", 1, "version", okv and host.version() or "unknown")
+  w.one("lua_memory_bytes", "gauge", "Memory held by the Lua state.", floor(collectgarbage("count") * 1024))
+  local p = sched.pending()
+  w.one("scheduler_tasks", "gauge", "User tasks alive.", p.tasks)
+  w.one("scheduler_timers", "gauge", "Timers pending.", p.timers)
+  rpc_section(w, opts.pool)
+  admission_section(w)
+  bus_section(w)
+  shutdown_section(w)
+  policy_section(w)
+  http_section(w)
+  return w.text()
+end
+
+return M

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A real client proves the front door: installs @solana/kit from npm into
+# tests/node/node_modules (once), starts the simulator and `thorp run` with
+# THORP_HTTP_PORT, and runs kit_test.mjs against it. Output: ok/FAIL lines
+# and "N passed, N failed". Without node/npm or the npm registry it prints a
+# "skip - reason" line and "0 passed, 0 failed".
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+THORP=$(realpath "${THORP:-$root/thorp}")
+THORP_SIM=$(realpath "${THORP_SIM:-$root/build/thorp-sim}")
+skip() { echo "skip - @solana/kit integration: $1"; echo "0 passed, 0 failed"; exit 0; }
+command -v node >/dev/null && command -v npm >/dev/null || skip "node and npm are not installed"
+major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$major" -ge 20 ] || skip "node $major is too old (20 or later)"
+work=$(mktemp -d); pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"' EXIT
+if [ ! -d "$here/node_modules/@solana/kit" ]; then
+  (cd "$here" && timeout 300 npm install --no-package-lock --no-audit --no-fund --loglevel=error) >"$work/npm.log" 2>&1 ||
+    skip "npm install @solana/kit failed (no registry?): $(tail -1 "$work/npm.log")"
+fi
+"$THORP_SIM" --count 3 --base-port 0 >"$work/sim.out" 2>&1 & pids+=($!)
+for _ in $(seq 200); do grep -q SIM_READY "$work/sim.out" && break; sleep 0.05; done
+IFS=, read -r u1 u2 u3 <<<"$(sed -n 's/^SIM_READY //p' "$work/sim.out")"
+port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+echo 'return {}' >"$work/policy.lua"
+THORP_RPC_URLS="a=$u1,b=$u2,c=$u3" THORP_HTTP_PORT=$port THORP_STATE_DIR="$work/state" LOG_LEVEL=error \
+  "$THORP" run "$work/policy.lua" >"$work/host.log" 2>&1 & pids+=($!)
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.05; done
+THORP_URL="http://127.0.0.1:$port/" SIM_URL_1="$u1" timeout 120 node "$here/kit_test.mjs"
+rc=$?
+[ $rc -eq 0 ] || { echo "  host log:"; tail -20 "$work/host.log" | sed 's/^/  /'; }
+exit $rc
