@@ -145,7 +145,7 @@ local function new_endpoint(pool, e, i)
                health_fails = 0, good_checks = 0,
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
-  for i = 1, #LAT_BOUNDS + 1 do ep.hist[i] = 0 end
+  for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
   ep.breaker:on_change(function(_, from, to)
     local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
     if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
