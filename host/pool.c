@@ -20,8 +20,12 @@ typedef struct sock {
     struct event *ev;
 } sock;
 
+#define EASY_KEEP 64
+
 static struct {
     CURLM *multi;
+    CURL *spare[EASY_KEEP]; /* finished easy handles, reset and reused */
+    int nspare;
     struct event *timer;
     req *reqs; /* in flight */
     int64_t next_id;
@@ -35,6 +39,7 @@ static void pool_on_free(void *arg) {
     (void)arg;
     pool.closing = 1;
     while (pool.reqs) thorp_pool_cancel(pool.reqs->res->id);
+    while (pool.nspare > 0) curl_easy_cleanup(pool.spare[--pool.nspare]);
     if (pool.timer) event_free(pool.timer);
     if (pool.multi) curl_multi_cleanup(pool.multi);
     curl_global_cleanup();
@@ -68,10 +73,11 @@ static int pool_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void 
     if (!sk) {
         sk = calloc(1, sizeof *sk);
         curl_multi_assign(pool.multi, s, sk);
-    } else {
-        event_free(sk->ev);
+        sk->ev = event_new(loop_base(), s, kind, pool_on_socket_event, NULL);
+    } else { /* same socket, new interest: reuse the event rather than reallocate it */
+        event_del(sk->ev);
+        event_assign(sk->ev, loop_base(), s, kind, pool_on_socket_event, NULL);
     }
-    sk->ev = event_new(loop_base(), s, kind, pool_on_socket_event, NULL);
     event_add(sk->ev, NULL);
     return 0;
 }
@@ -148,7 +154,12 @@ static void pool_finish(req *r, int cancelled) {
     }
     res->cancelled = cancelled;
     curl_multi_remove_handle(pool.multi, r->easy);
-    curl_easy_cleanup(r->easy);
+    if (pool.nspare < EASY_KEEP && !pool.closing) {
+        curl_easy_reset(r->easy);
+        pool.spare[pool.nspare++] = r->easy;
+    } else {
+        curl_easy_cleanup(r->easy);
+    }
     curl_slist_free_all(r->headers);
     free(r);
     if (pool.closing) thorp_pool_result_free(res);
@@ -179,7 +190,7 @@ int64_t thorp_pool_request(const char *url, const char *body, size_t len, double
     r->res = calloc(1, sizeof *r->res);
     r->res->id = pool.next_id++;
     r->res->retry_after_ms = -1;
-    r->easy = curl_easy_init();
+    r->easy = pool.nspare > 0 ? pool.spare[--pool.nspare] : curl_easy_init();
     if (!r->easy) {
         snprintf(err, errlen, "cannot create a curl handle");
         free(r->res);
