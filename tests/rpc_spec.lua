@@ -167,6 +167,44 @@ describe("rpc pool", function()
     assert.are.equal(1, sim:stats(1).batches)
   end)
 
+  it("auto_batch: reads in the same loop turn go upstream as one batch, each with its own answer", function()
+    local p = pool{ auto_batch = true }
+    local results, n = {}, 20
+    for i = 1, n do
+      thorp.spawn(function()
+        results[i] = i == 7 and p:call("noSuchMethod") or p:call("getBalance", { "w" .. i })
+      end)
+    end
+    local t = p:call("sendTransaction", { "TX" })          -- never batched
+    thorp.sleep(100)
+    assert.is_true(t.ok)
+    for i = 1, n do
+      if i == 7 then
+        assert.are.equal("RPC_ERROR", results[i].error.code)
+        assert.truthy(results[i].error.raw:find('"code":-32601', 1, true))
+      else
+        assert.is_true(results[i].ok)
+        assert.are.equal(1500000000, results[i].result.value)
+        assert.are.equal(n, results[i].batched)
+        assert.truthy(results[i].raw:find('"value":1500000000', 1, true))
+      end
+    end
+    local st = sim:stats(1)
+    assert.are.equal(1, st.batches)
+    assert.are.equal(1, st.send_transaction)
+    assert.has_error(function() pool{ auto_batch = 1 } end)
+  end)
+
+  it("auto_batch: a failing endpoint fails the batch over as a unit", function()
+    sim:fault(1, { status = 503 })
+    local p = pool{ auto_batch = 5 }
+    local ok = 0
+    for _ = 1, 12 do thorp.spawn(function() if p:call("getSlot").ok then ok = ok + 1 end end) end
+    thorp.sleep(150)
+    assert.are.equal(12, ok)
+    assert.are.equal(3, sim:stats(2).batches)               -- 12 calls, at most 5 per batch
+  end)
+
   it("pins an endpoint on request, and names the choices for a wrong one", function()
     local p = pool()
     assert.are.equal("c", p:call("getSlot", {}, { endpoint = "c" }).endpoint)

@@ -34,6 +34,8 @@ local SETTINGS = {
   { "rpc.health_interval_ms", "THORP_HEALTH_INTERVAL_MS", "int", 400, min = 0, max = 600000,
     note = "0 turns the slot checker off" },
   { "rpc.max_slot_lag", "THORP_MAX_SLOT_LAG", "int", 20, min = 1, max = 1000000 },
+  { "rpc.auto_batch", "THORP_RPC_AUTO_BATCH", "int", 0, min = 0, max = 1000,
+    note = "send reads made in the same loop turn as one JSON-RPC batch of at most N; 0 = off" },
   { "rpc.helius_url", "HELIUS_RPC_URL", "url", nil },
   { "rpc.chainstack_url", "CHAINSTACK_RPC_URL", "url", nil },
   { "rpc.public_url", "PUBLIC_RPC_URL", "url", nil },

@@ -187,6 +187,10 @@ function M.new_pool(opts)
   validate_endpoints(opts.endpoints)
   local errs = breaker.validate(opts.breaker or {}, "rpc.new_pool: breaker")
   if #errs > 0 then error(table.concat(errs, "; "), 2) end
+  local ab = opts.auto_batch
+  if ab ~= nil and ab ~= true and ab ~= false and not (type(ab) == "number" and ab >= 2 and ab % 1 == 0) then
+    error("rpc.new_pool: auto_batch must be true, false or a maximum batch size >= 2, got " .. tostring(ab), 2)
+  end
   local bp = opts.backpressure
   if type(bp) == "table" and not bp.admit then bp = require("thorp.backpressure").new(bp) end
   local pool = setmetatable({
@@ -195,6 +199,7 @@ function M.new_pool(opts)
     hedge_ms = opts.hedge_ms or 250, hedge_min_ms = opts.hedge_min_ms or 20,
     retry_tokens = 10, retry_max = opts.retry_budget or 10, retry_ratio = opts.retry_ratio or 0.2,
     max_slot_lag = opts.max_slot_lag or 20, priorities = opts.priorities or {},
+    auto_batch = opts.auto_batch and (opts.auto_batch == true and 100 or opts.auto_batch) or nil,
   }, Pool)
   for i, e in ipairs(opts.endpoints) do
     local ep = new_endpoint(pool, e, i)
@@ -283,7 +288,7 @@ local function classify(_pool, ep, res, req)
     ep.errors.HTTP_ERROR = ep.errors.HTTP_ERROR + 1
     ep.breaker:failure()
     return nil, { code = "HTTP_ERROR", http_status = status, endpoint = ep.name,
-                  message = ("%s: HTTP %d"):format(ep.name, status) }, true, status ~= 503 and status < 400 or status >= 500
+                  message = ("%s: HTTP %d"):format(ep.name, status) }, true, status >= 500 and status ~= 503
   end
   ep.backoff_n = 0
   local doc = cjson.decode(res.body)
@@ -320,13 +325,20 @@ local function classify(_pool, ep, res, req)
   lat_add(ep, res.total_ms)
   if req.batch then
     local by_id, results = {}, {}
-    for _, d in ipairs(doc) do if type(d) == "table" and d.id ~= nil then by_id[d.id] = d end end
+    for j, d in ipairs(doc) do if type(d) == "table" and d.id ~= nil then by_id[d.id] = j end end
+    -- each element's own bytes, for callers that pass answers on unchanged
+    local spans = req.raw_elements and require("thorp.http")._elements(res.body)
     for i, id in ipairs(req.ids) do
-      local d = by_id[id]
+      local j = by_id[id]
+      local d = j and doc[j]
       if not d then results[i] = fail("BAD_RESPONSE", "no answer for this request in the batch")
       elseif type(d.error) == "table" then
         results[i] = fail("RPC_ERROR", tostring(d.error.message), { rpc_code = d.error.code, data = d.error.data })
       else results[i] = { ok = true, result = d.result } end
+      if spans and spans[j] then
+        local raw = res.body:sub(spans[j][1], spans[j][2])
+        if results[i].ok then results[i].raw = raw else results[i].error.raw = raw end
+      end
     end
     return { ok = true, results = results, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body,
              ids = req.ids }
@@ -509,11 +521,61 @@ function Pool:_admit_and_run(req, prio, opts)
     end
   end
   req.priority = prio
-  local ok, res = pcall(self._execute, self, req, opts)
+  local ok, res
+  if self.auto_batch and req.idempotent and not req.batch and not opts.endpoint and opts.batch ~= false then
+    ok, res = pcall(self._batched, self, req, opts)
+  else
+    ok, res = pcall(self._execute, self, req, opts)
+  end
   if bp then bp:release(prio) end
   if not ok then error(res, 0) end
   if res.ok then T.ok = T.ok + 1 else T.failed = T.failed + 1 end
   return res
+end
+
+-- Auto-batching: reads made in the same loop turn go upstream as one JSON-RPC
+-- batch (fewer HTTP requests, less per-call overhead). Each call keeps its own
+-- admission and gets its own answer; the batch fails over as a unit.
+local function flush_batch(pool, q)
+  if pool.bq == q then pool.bq = nil end
+  if #q == 1 then
+    local e = q[1]
+    local ok, res = pcall(pool._execute, pool, e.req, e.opts)
+    sched.wake(e.task, ok and res or fail("BAD_RESPONSE", tostring(res)), e.tok)
+    return
+  end
+  local rank = { low = 1, normal = 2, critical = 3 }
+  local bodies, ids, deadline, prio = {}, {}, math.huge, "low"
+  for i, e in ipairs(q) do
+    bodies[i], ids[i] = e.req.body, e.req.id
+    deadline = min(deadline, e.opts.timeout_ms or pool.timeout_ms)
+    if rank[e.req.priority] > rank[prio] then prio = e.req.priority end
+  end
+  T.auto_batches = (T.auto_batches or 0) + 1
+  local breq = { body = "[" .. table.concat(bodies, ",") .. "]", batch = true, ids = ids, idempotent = true,
+                 raw_elements = true, method = "auto-batch(" .. #q .. ")", rid = logm.request_id(), priority = prio }
+  local ok, res = pcall(pool._execute, pool, breq, { timeout_ms = deadline })
+  if not ok then res = fail("BAD_RESPONSE", tostring(res)) end
+  for i, e in ipairs(q) do
+    local r = res
+    if res.ok then
+      r = res.results[i]
+      r.endpoint, r.latency_ms, r.attempts, r.batched = res.endpoint, res.latency_ms, res.attempts, #q
+    end
+    sched.wake(e.task, r, e.tok)
+  end
+end
+
+function Pool:_batched(req, opts)
+  local q = self.bq
+  if not q or #q >= self.auto_batch then
+    q = {}
+    self.bq = q
+    sched.spawn_opts({ daemon = true, name = "rpc.batch" }, flush_batch, self, q)
+  end
+  local task = sched.current()
+  q[#q + 1] = { req = req, opts = opts, task = task, tok = sched.token(task) }
+  return sched.suspend()
 end
 
 local function check_opts(opts, where)
@@ -538,7 +600,7 @@ function Pool:call(method, params, opts)
   if params and next(params) ~= nil then msg.params = params end
   local body, err = cjson.encode(msg)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
-  local req = { body = body, method = method, rid = logm.request_id(),
+  local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = method ~= "sendTransaction" }
   return self:_admit_and_run(req, prio, opts)
 end
@@ -739,7 +801,8 @@ function M.start(cfg, mode)
   local eps = {}
   for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms } end
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
-                        backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag }
+                        backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,
+                        auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil }
   if (mode == "run" or mode == "exec") and (rc.health_interval_ms or 400) > 0 then
     default:start_health(rc.health_interval_ms or 400, rc.max_slot_lag)
   end

@@ -31,7 +31,7 @@ urls=$(sed -n 's/^SIM_READY //p' "$work/sim.out")
 IFS=, read -r u1 u2 u3 <<<"$urls"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 echo 'return {}' >"$work/policy.lua"
-THORP_RPC_URLS="a=$u1,b=$u2,c=$u3" THORP_HTTP_PORT=$port THORP_STATE_DIR="$work/state" LOG_LEVEL=error \
+THORP_RPC_AUTO_BATCH=${THORP_RPC_AUTO_BATCH:-0} THORP_RPC_URLS="a=$u1,b=$u2,c=$u3" THORP_HTTP_PORT=$port THORP_STATE_DIR="$work/state" LOG_LEVEL=error \
   "$THORP" run "$work/policy.lua" >"$work/host.out" 2>&1 & pids+=($!)
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.05; done
 
@@ -60,3 +60,14 @@ for kind in post.lua distinct.lua; do
 done
 coalesced=$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^thorp_frontdoor_coalesced_total //p')
 echo "   identical reads that shared an upstream call: ${coalesced:-?}"
+
+# the distinct case again with upstream auto-batching (THORP_RPC_AUTO_BATCH=100)
+kill "${pids[-1]}" 2>/dev/null; wait "${pids[-1]}" 2>/dev/null
+THORP_RPC_AUTO_BATCH=100 THORP_RPC_URLS="a=$u1,b=$u2,c=$u3" THORP_HTTP_PORT=$port THORP_STATE_DIR="$work/state" \
+  LOG_LEVEL=error "$THORP" run "$work/policy.lua" >"$work/host2.out" 2>&1 & pids+=($!)
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.05; done
+direct=$(run distinct.lua "$u1/"); front=$(run distinct.lua "http://127.0.0.1:$port/")
+echo "   getBalance, distinct, with THORP_RPC_AUTO_BATCH=100 (wrk -c$CONNS -t2 -d$DUR):"
+row "direct to the simulator" "$direct"
+row "through the front door (auto-batched)" "$front"
+echo "   front door / direct: $(ratio "$(echo $front | cut -d' ' -f1)" "$(echo $direct | cut -d' ' -f1)") (target >= 70%)"
