@@ -1,11 +1,14 @@
 -- The signal bus (thorp.bus): ordering, reordering, isolation, quarantine,
--- limits, stats, liveness holds and argument errors.
+-- limits, eviction, stats (drops by reason, lanes, handler times), a
+-- million-event run, liveness holds and argument errors.
 local thorp = require "thorp"
 local sched = require "thorp.sched"
 local busm = require "thorp.bus"
 
--- A few loop turns: enough for the dispatcher and the workers to run.
-local function turns(n) for _ = 1, n or 5 do coroutine.yield() end end
+-- A few loop turns: enough for the dispatcher and the workers to run. A plain
+-- yield runs again within the scheduler's current step; the short sleep waits
+-- for the next one (a worker past its time budget naps until then).
+local function turns(n) for _ = 1, n or 5 do coroutine.yield(); thorp.sleep(0.001) end end
 
 -- A gate a handler can park on until the test opens it.
 local function gate()
@@ -461,6 +464,238 @@ describe("bus", function()
     assert.are.equal(10000, busm.default.max_queue_size)
   end)
 
+  -- Wait until cond() holds (checked every loop turn, then every ms), failing
+  -- instead of hanging after max_ms.
+  local function until_true(cond, max_ms, what)
+    for _ = 1, 100 do
+      if cond() then return end
+      coroutine.yield()
+    end
+    local deadline = thorp.now() + max_ms
+    while not cond() do
+      if thorp.now() > deadline then error("timed out waiting for " .. what) end
+      thorp.sleep(1)
+    end
+  end
+
+  it("a million events through a bounded bus: memory stays flat, every event is accounted for", function()
+    local base = sched.pending().holds
+    local bus = busm.new{ max_queue_size = 10000 }
+    local n1, n2, in_order = 0, 0, true
+    bus:subscribe("t", function(ev) n1 = n1 + 1; if ev ~= n1 then in_order = false end end, { name = "fast1" })
+    bus:subscribe("t", function() n2 = n2 + 1 end, { name = "fast2" })
+    local slow_started = 0
+    bus:subscribe("t", function()
+      slow_started = slow_started + 1
+      if slow_started % 50 == 0 then thorp.sleep(1) else coroutine.yield() end
+    end, { name = "slow", max_queue_size = 100 })
+    collectgarbage("collect")
+    local mem0, mem_max = collectgarbage("count"), 0
+    local N, accepted, refused, other = 1000000, 0, 0, 0
+    local i = 0
+    while i < N do
+      for _ = 1, 2000 do -- twice what one dispatcher batch takes: the queue fills and refuses
+        i = i + 1
+        -- accepted events are numbered 1, 2, ... so the fast subscribers can check order
+        local ok, reason = bus:publish("t", accepted + 1)
+        if ok then accepted = accepted + 1
+        elseif reason == "QUEUE_FULL" then refused = refused + 1
+        else other = other + 1 end
+      end
+      coroutine.yield()
+      if i % 100000 == 0 then
+        collectgarbage("collect")
+        mem_max = math.max(mem_max, collectgarbage("count") - mem0)
+      end
+    end
+    until_true(function() return n1 == accepted and n2 == accepted end, 20000, "the fast subscribers")
+    collectgarbage("collect")
+    local grown = collectgarbage("count") - mem0
+    assert.is_true(mem_max < 1024, ("memory grew by %.0f KB during the run"):format(mem_max))
+    assert.is_true(grown < 1024, ("memory grew by %.0f KB"):format(grown))
+    assert.are.equal(0, other)
+    assert.is_true(refused > 0 and accepted > 100000, ("accepted %d, refused %d"):format(accepted, refused))
+    assert.is_true(in_order)
+    local st = bus:stats()
+    -- every publish: accepted (published) or refused (dropped_events, by reason)
+    assert.are.equal(N, st.published + st.dropped_events)
+    assert.are.same({ accepted, refused, refused }, { st.published, st.dropped_events, st.dropped_by_reason.QUEUE_FULL })
+    assert.are.same({ 0, 0, 0 }, { st.queued, st.topics.t.queued, st.undelivered })
+    -- every accepted event, for each subscriber: delivered, dropped (its mailbox bound), or still queued
+    local subs = {}
+    for _, s in ipairs(st.subscribers) do subs[s.name] = s end
+    for _, name in ipairs{ "fast1", "fast2" } do
+      assert.are.same({ accepted, 0, 0, 0 }, { subs[name].delivered, subs[name].dropped, subs[name].queued,
+                                              subs[name].failures })
+    end
+    local slow = subs.slow
+    assert.are.equal(accepted, slow.delivered + slow.dropped + slow.queued + (slow.busy and 1 or 0))
+    assert.are.equal(slow_started, slow.delivered + (slow.busy and 1 or 0))
+    assert.is_true(slow.delivered > 0 and slow.dropped > 0 and slow.queued <= 100)
+    assert.are.equal(slow.dropped, st.topics.t.dropped_by_reason.MAILBOX_FULL)
+    assert.are.equal(slow.dropped, st.mailbox_dropped)
+    bus:unsubscribe("slow")
+    until_true(function() return sched.pending().holds == base end, 5000, "holds to balance")
+  end)
+
+  it("a handler that errors on every third event: the others are delivered, failures counted, no quarantine", function()
+    local bus = busm.new{}
+    local ok_events, all = {}, {}
+    bus:subscribe("t", function(ev) if ev % 3 == 0 then error("third") end; ok_events[#ok_events + 1] = ev end,
+                  { name = "flaky", max_failure_rate = 0.5 })
+    bus:subscribe("t", function(ev) all[#all + 1] = ev end, { name = "other" })
+    for i = 1, 30 do bus:publish("t", i) end
+    turns()
+    local want = {}
+    for i = 1, 30 do if i % 3 ~= 0 then want[#want + 1] = i end end
+    assert.are.same(want, ok_events)
+    assert.are.equal(30, #all)
+    local s = sub_stats(bus, "flaky")
+    assert.are.same({ 20, 10, false, 0, 0 }, { s.delivered, s.failures, s.quarantined, s.quarantines, s.skipped })
+    local st = bus:stats()
+    assert.are.same({ 10, 10 }, { st.failures, st.topics.t.failures })
+  end)
+
+  it("a handler that yields inside (thorp.sleep) still gets every event, in order", function()
+    local bus = busm.new{}
+    local got, fast = {}, {}
+    bus:subscribe("t", function(ev)
+      if ev % 2 == 0 then thorp.sleep(1) else coroutine.yield() end
+      got[#got + 1] = ev
+    end, { name = "sleeper" })
+    bus:subscribe("t", function(ev) fast[#fast + 1] = ev end, { name = "fast" })
+    for i = 1, 20 do bus:publish("t", i) end
+    turns(2)
+    assert.are.equal(20, #fast) -- the sleeper does not hold the other subscriber up
+    for i = 21, 40 do bus:publish("t", i); if i % 5 == 0 then thorp.sleep(1) end end
+    until_true(function() return #got == 40 end, 5000, "the sleeper")
+    local want = {}
+    for i = 1, 40 do want[i] = i end
+    assert.are.same(want, got)
+    assert.are.same(want, fast)
+  end)
+
+  it("evicts the oldest queued low event for a critical one when evict_low_for_critical is set", function()
+    local bus = busm.new{ max_queue_size = 3, evict_low_for_critical = true }
+    local got = collect(bus, "t")
+    assert.is_true(bus:publish("t", "low1", "low"))
+    assert.is_true(bus:publish("t", "low2", "low"))
+    assert.is_true(bus:publish("t", "normal1"))
+    assert.are.same({ false, "QUEUE_FULL" }, { bus:publish("t", "low3", "low") })
+    assert.are.same({ false, "QUEUE_FULL" }, { bus:publish("t", "normal2") })
+    assert.is_true(bus:publish("t", "crit1", "critical")) -- evicts low1
+    assert.is_true(bus:publish("t", "crit2", "critical")) -- evicts low2
+    assert.are.same({ false, "QUEUE_FULL" }, { bus:publish("t", "crit3", "critical") }) -- no low left
+    local st = bus:stats()
+    assert.are.same({ critical = 2, normal = 1, low = 0 }, st.topics.t.queued_by_lane)
+    assert.are.same({ QUEUE_FULL = 3, EVICTED = 2 }, st.topics.t.dropped_by_reason)
+    assert.are.same({ 5, 5, 3 }, { st.dropped_events, st.topics.t.dropped, st.queued })
+    turns()
+    assert.are.same({ "crit1", "crit2", "normal1" }, got)
+    -- off by default: a critical event is refused like any other
+    local plain = busm.new{ max_queue_size = 1 }
+    plain:publish("t", "low", "low")
+    assert.are.same({ false, "QUEUE_FULL" }, { plain:publish("t", "crit", "critical") })
+  end)
+
+  it("evicts a low event from a full mailbox for a critical one when evict_low_for_critical is set", function()
+    local bus = busm.new{ evict_low_for_critical = true }
+    local g = gate()
+    local got = {}
+    bus:subscribe("t", function(ev) got[#got + 1] = ev; if ev == "first" then g.wait() end end,
+                  { name = "s", max_queue_size = 2 })
+    bus:publish("t", "first")
+    turns()
+    bus:publish("t", "low1", "low")
+    bus:publish("t", "low2", "low")
+    turns()
+    bus:publish("t", "crit", "critical") -- the mailbox is full
+    turns()
+    local s = sub_stats(bus, "s")
+    assert.are.same({ critical = 1, normal = 0, low = 1 }, s.queued_by_lane)
+    assert.are.equal(1, bus:stats().topics.t.dropped_by_reason.EVICTED)
+    g.open()
+    turns()
+    assert.are.same({ "first", "crit", "low2" }, got)
+  end)
+
+  it("counts drops per topic by reason: shutting down, closed, duplicate, unsubscribed", function()
+    local bus = busm.new{}
+    local g = gate()
+    bus:subscribe("t", function() g.wait() end, { name = "s" })
+    bus.critical_only = true -- what the host sets when shutdown begins
+    assert.are.same({ false, "SHUTTING_DOWN" }, { bus:publish("t", 1, "normal") })
+    assert.is_true(bus:publish("t", 2, "critical"))
+    bus.critical_only = false
+    bus:publish("u", { sequence = 1 })
+    bus:publish("u", { sequence = 1 })
+    for i = 3, 5 do bus:publish("t", i) end
+    turns()
+    bus:unsubscribe("s") -- 3 queued in its mailbox
+    g.open()
+    bus:close()
+    assert.are.same({ false, "CLOSED" }, { bus:publish("t", 6) })
+    local st = bus:stats()
+    assert.are.same({ SHUTTING_DOWN = 1, UNSUBSCRIBED = 3, CLOSED = 1 }, st.topics.t.dropped_by_reason)
+    assert.are.same({ DUPLICATE = 1 }, st.topics.u.dropped_by_reason)
+    assert.are.same({ SHUTTING_DOWN = 1, UNSUBSCRIBED = 3, CLOSED = 1, DUPLICATE = 1 }, st.dropped_by_reason)
+    assert.are.equal(2, st.dropped_events) -- refused by publish
+  end)
+
+  it("reports queued events by lane per topic and per mailbox", function()
+    local bus = busm.new{}
+    local g = gate()
+    bus:subscribe("t", function() g.wait() end, { name = "s" })
+    bus:publish("t", 0)
+    turns()
+    bus:publish("t", 1, "low")
+    bus:publish("t", 2, "low")
+    bus:publish("t", 3, "critical")
+    local st = bus:stats()
+    assert.are.same({ critical = 1, normal = 0, low = 2 }, st.topics.t.queued_by_lane)
+    assert.are.same({ critical = 1, normal = 0, low = 2 }, st.queued_by_lane)
+    assert.are.equal(3, st.topics.t.queued)
+    turns()
+    st = bus:stats()
+    assert.are.same({ critical = 0, normal = 0, low = 0 }, st.topics.t.queued_by_lane)
+    assert.are.same({ critical = 1, normal = 0, low = 2 }, st.subscribers[1].queued_by_lane)
+    assert.are.equal(3, st.subscribers[1].queued)
+    bus:unsubscribe("s")
+    g.open()
+  end)
+
+  it("reports handler time percentiles and how long a busy handler has been running", function()
+    local bus = busm.new{}
+    local g = gate()
+    bus:subscribe("slow", function(ev) if ev == "park" then g.wait() else thorp.sleep(3) end end, { name = "slow" })
+    bus:subscribe("fast", function() end, { name = "fast" })
+    for i = 1, 4 do bus:publish("slow", i) end
+    for i = 1, 100 do bus:publish("fast", i) end
+    until_true(function() return sub_stats(bus, "slow").delivered == 4 end, 5000, "the slow handler")
+    local h = sub_stats(bus, "slow").handler_ms
+    assert.are.equal(4, h.samples) -- a slow handler is timed on every call
+    assert.is_true(h.p50 >= 3 and h.p99 >= h.p50 and h.max >= h.p99, require("thorp.pretty").format(h))
+    local f = sub_stats(bus, "fast")
+    assert.are.equal(100, f.delivered)
+    assert.is_true(f.handler_ms.samples >= 1 and f.handler_ms.samples <= 100)
+    bus:publish("slow", "park")
+    turns()
+    thorp.sleep(5)
+    local s = sub_stats(bus, "slow")
+    assert.is_true(s.busy and s.busy_ms >= 5, tostring(s.busy_ms))
+    g.open()
+  end)
+
+  it("runs each subscriber's handler in a task named bus:<subscriber> (the watchdog reports that name)", function()
+    local bus = busm.new{}
+    local name
+    local sub = bus:subscribe("t", function() name = sched.current().name end, { name = "executor" })
+    assert.are.equal("bus:executor", sub.task.name)
+    bus:publish("t", 1)
+    turns()
+    assert.are.equal("bus:executor", name)
+  end)
+
   describe("argument errors name the argument and what is allowed", function()
     local bus = busm.new{}
     local cases = {
@@ -484,6 +719,8 @@ describe("bus", function()
         "bus.new: reorder_window_ms must be a number >= 0 (got -1)" },
       { function() busm.new{ backpressure = {} } end, "bus.new: backpressure must be an object with" },
       { function() busm.new(5) end, "bus.new: options must be a table or nil (got 5)" },
+      { function() busm.new{ evict_low_for_critical = "yes" } end,
+        'bus.new: evict_low_for_critical must be a boolean (got "yes")' },
       { function() bus:configure{ max_subscribers = 1.5 } end,
         "bus:configure: max_subscribers must be an integer >= 1 (got 1.5)" },
       { function() bus:subscribe("t", function() end, { failure_window = 0 }) end,

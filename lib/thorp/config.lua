@@ -43,6 +43,8 @@ local SETTINGS = {
   { "bus.max_queue_size", "BUS_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "bus.max_subscribers", "BUS_MAX_SUBSCRIBERS", "int", 100, min = 1, max = 100000 },
   { "bus.reorder_window_ms", "BUS_REORDER_WINDOW_MS", "int", 50, min = 0, max = 600000 },
+  { "bus.evict_low_for_critical", "BUS_EVICT_LOW_FOR_CRITICAL", "bool", true,
+    note = "a full bus drops its oldest low event to take a critical one" },
   { "console.enabled", "THORP_CONSOLE", "bool", true },
   { "console.socket", "THORP_CONSOLE_SOCKET", "string", nil, note = "default: STATE_DIR/console.sock" },
 }

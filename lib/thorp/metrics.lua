@@ -189,16 +189,14 @@ local function bus_section(w)
   w.one("bus_delivered_total", "counter", "Events handled by a subscriber.", s.delivered)
   w.one("bus_handler_failures_total", "counter", "Subscriber handler errors.", s.failures)
   w.family("bus_dropped_total", "counter", "Events not delivered, by reason.")
-  w.sample("", s.dropped_events, "reason", "queue_full")
-  w.sample("", s.mailbox_dropped, "reason", "mailbox_full")
-  w.sample("", s.duplicates, "reason", "duplicate")
+  local reasons = {}
+  for r, n in pairs(s.dropped_by_reason or {}) do reasons[#reasons + 1] = { r:lower(), n } end
+  table.sort(reasons, function(a, b2) return a[1] < b2[1] end)
+  for _, r in ipairs(reasons) do w.sample("", r[2], "reason", r[1]) end
   w.sample("", s.undelivered, "reason", "no_subscriber")
   w.sample("", s.skipped, "reason", "quarantined")
   w.one("bus_reorder_gaps_total", "counter", "Sequence gaps given up on after reorder_window_ms.", s.reorder_gaps)
-  local lanes = s.queued_by_priority
-  if type(lanes) ~= "table" and type(b.q) == "table" and type(b.q[1]) == "table" then
-    lanes = { critical = b.q[1].n, normal = b.q[2].n, low = b.q[3].n }
-  end
+  local lanes = s.queued_by_lane
   w.family("bus_queue_depth", "gauge", "Events published and not yet dispatched, by lane.")
   if type(lanes) == "table" then
     for _, p in ipairs(PRIOS) do w.sample("", lanes[p] or 0, "lane", p) end
