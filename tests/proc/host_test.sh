@@ -24,9 +24,12 @@ check $(is $? 2) "a bad --set value exits 2"
 cat >"$work/many.lua" <<'LUA'
 local done = 0
 for _ = 1, 10000 do
-  thorp.spawn(function() thorp.sleep(math.random() * 100); done = done + 1 end)
+  thorp.spawn(function()
+    thorp.sleep(math.random() * 100)
+    done = done + 1
+    if done == 10000 then io.stdout:write("DONE ", done, "\n") end  -- exec must not exit before this
+  end)
 end
-thorp.timer.after(150, function() io.stdout:write("DONE ", done, "\n") end)
 LUA
 out=$("$THORP" exec "$work/many.lua" 2>"$work/e"); rc=$?
 check $(is "$rc" 0) "exec of 10,000 sleeping coroutines exits 0"
