@@ -205,6 +205,76 @@ describe("rpc pool", function()
     assert.are.equal(3, sim:stats(2).batches)               -- 12 calls, at most 5 per batch
   end)
 
+  -- One of three endpoints failing in each way the simulator knows: 1,000
+  -- critical calls (50 at a time) all succeed.
+  local faults = {
+    { "dead", { down = true } },
+    { "hanging", { hang = true } },
+    { "429 with Retry-After 2", { status = 429, retry_after = 2 } },
+    { "50 slots behind", { slot_lag = 50 } },
+    { "malformed JSON", { malformed = true } },
+    { "reset mid-response", { truncate = true } },
+  }
+  for _, f in ipairs(faults) do
+    it("1,000 critical calls all succeed with one endpoint " .. f[1], function()
+      sim:fault(1, f[2])
+      local p = pool{ hedge_ms = 30, timeout_ms = 3000 }
+      if f[1] == "50 slots behind" then p:start_health(50, 20) thorp.sleep(200) end
+      local ok, done, errors = 0, 0, {}
+      for w = 1, 50 do
+        thorp.spawn(function()
+          for i = w, 1000, 50 do
+            local r = p:call(i % 2 == 0 and "getLatestBlockhash" or "getSignatureStatuses", { { "sig" } },
+                             { priority = "critical" })
+            if r.ok then ok = ok + 1 else errors[#errors + 1] = r.error.code end
+            done = done + 1
+          end
+        end)
+      end
+      while done < 1000 do thorp.sleep(20) end
+      p:stop_health()
+      assert.are.equal(1000, ok, table.concat(errors, ","))
+      local a = p:endpoints()[1]
+      if f[1] == "429 with Retry-After 2" then
+        -- only the calls already in flight when the first 429 came back reached it
+        assert.is_true(sim:stats(1).errors <= 50, "requests after the 429: " .. sim:stats(1).errors)
+      elseif f[1] == "50 slots behind" then
+        assert.is_false(a.healthy)
+        sim:fault(1, { slot_lag = 0 })
+        p:start_health(50, 20); thorp.sleep(300); p:stop_health()
+        assert.is_true(p:endpoints()[1].healthy, "back in rotation once it caught up")
+      else
+        assert.are.equal("OPEN", a.state, f[1] .. " should open its breaker")
+      end
+      sim:fault(1, { hang = false })
+    end)
+  end
+
+  it("a hanging endpoint gives TIMEOUT within the call's deadline", function()
+    sim:fault(1, { hang = true })
+    local p = pool()
+    local t0 = thorp.now()
+    local r = p:call("getSlot", {}, { endpoint = "a", timeout_ms = 300 })
+    assert.are.equal("TIMEOUT", r.error.code)
+    assert.is_true(thorp.now() - t0 < 1000)
+    sim:fault(1, { hang = false })
+  end)
+
+  it("sends each sendTransaction exactly once, counted by the simulator, while an endpoint fails", function()
+    sim:fault(1, { down = true })
+    local p = pool{ endpoints = { { name = "closed", url = "http://127.0.0.1:9" }, { name = "a", url = sim.urls[1] },
+                                  { name = "b", url = sim.urls[2] }, { name = "c", url = sim.urls[3] } },
+                    breaker = { failure_threshold = 3 } }
+    local sent = 0
+    for i = 1, 40 do
+      local r = p:call("sendTransaction", { "TX" .. i })
+      if r.ok then sent = sent + 1 end
+    end
+    local total = sim:stats(1).send_transaction + sim:stats(2).send_transaction + sim:stats(3).send_transaction
+    assert.are.equal(sent, total)          -- every success reached exactly one endpoint once
+    assert.is_true(sent >= 37, "sent " .. sent)  -- only the few in flight to the dying endpoint fail
+  end)
+
   it("pins an endpoint on request, and names the choices for a wrong one", function()
     local p = pool()
     assert.are.equal("c", p:call("getSlot", {}, { endpoint = "c" }).endpoint)

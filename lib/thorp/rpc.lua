@@ -374,16 +374,29 @@ local function launch(_pool, call, ep, req)
     return false
   end
   call.inflight[id] = ep
+  call.started[id] = now()
   call.n_inflight = call.n_inflight + 1
   log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts })
   return true
 end
 
-local function cancel_all(call)
+-- Stop the attempts still in flight. verdict: "timeout" (the call's deadline
+-- passed: each counts as a timeout), "lost" (another endpoint answered: an
+-- attempt older than its hedge delay counts as a timeout, so an endpoint that
+-- hangs opens its breaker instead of costing every call a hedge delay), or
+-- nil (no verdict on the endpoint).
+local function cancel_all(call, verdict, pool)
+  local t = now()
   for id, ep in pairs(call.inflight) do
     http_cancel(id)
     ep.inflight = ep.inflight - 1
-    ep.breaker:neutral() -- an abandoned hedge or a timed-out call: no verdict on the endpoint
+    if verdict == "timeout" or (verdict == "lost" and t - call.started[id] >= hedge_delay(ep, pool)) then
+      ep.errors.TIMEOUT = ep.errors.TIMEOUT + 1
+      ep.last_error = ep.name .. ": no answer in time"
+      ep.breaker:failure()
+    else
+      ep.breaker:neutral()
+    end
     call.inflight[id] = nil
   end
   call.n_inflight = 0
@@ -410,7 +423,7 @@ local function summarize(failures)
 end
 
 function Pool:_execute(req, opts)
-  local call = { task = sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {},
+  local call = { task = sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {}, started = {},
                  n_inflight = 0, deadline = now() + (opts.timeout_ms or self.timeout_ms) }
   if opts.endpoint then
     call.pin = self.by_name[opts.endpoint]
@@ -446,7 +459,7 @@ function Pool:_execute(req, opts)
       local item = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
       if not item then
         if now() >= call.deadline then
-          cancel_all(call)
+          cancel_all(call, "timeout", self)
           local msg = ("no answer within %d ms"):format(opts.timeout_ms or self.timeout_ms)
           if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
           return fail("TIMEOUT", msg, { failures = call.failures, attempts = call.attempts })
@@ -467,7 +480,7 @@ function Pool:_execute(req, opts)
         local ok_res, err, retry, maybe_sent = classify(self, item.ep, item.res, req)
         if ok_res then
           if call.hedged and call.attempts > 1 then T.hedge_wins = T.hedge_wins + (item.ep ~= first_ep and 1 or 0) end
-          cancel_all(call)
+          cancel_all(call, "lost", self)
           ok_res.attempts = call.attempts
           return ok_res
         end

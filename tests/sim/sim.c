@@ -11,12 +11,13 @@
  * provider misbehave while the others stay healthy:
  *   POST /admin/fault  {"latency_ms":200,"status":429,"retry_after":1,
  *                       "error_rate":0.5,"malformed":true,"hang":true,
- *                       "down":true,"slot_lag":100,"rpc_error":-32005}
+ *                       "down":true,"truncate":true,"slot_lag":100,"rpc_error":-32005}
  *     (keys not given keep their value; "reset":true clears all faults)
  *   POST /admin/reset  clear faults and counters
  *   GET  /admin/stats  {"requests":n,"send_transaction":n,"batches":n,...}
  * "down" resets every RPC connection without an answer (a transport error);
- * "hang" never answers; "status" answers that HTTP status with an error body.
+ * "truncate" sends half an answer and resets; "hang" never answers; "status"
+ * answers that HTTP status with an error body.
  */
 #include <errno.h>
 #include <signal.h>
@@ -35,7 +36,7 @@
 
 typedef struct fault {
     double latency_ms, error_rate;
-    int status, retry_after, malformed, hang, down, rpc_error;
+    int status, retry_after, malformed, hang, down, rpc_error, truncate;
     long slot_lag;
 } fault;
 
@@ -279,6 +280,7 @@ static void handle_admin(endpoint *ep, struct evhttp_request *req, const char *p
         if (get_num(body, len, "down", &v)) ep->f.down = v != 0;
         if (get_num(body, len, "slot_lag", &v)) ep->f.slot_lag = (long)v;
         if (get_num(body, len, "rpc_error", &v)) ep->f.rpc_error = (int)v;
+        if (get_num(body, len, "truncate", &v)) ep->f.truncate = v != 0;
     }
     evbuffer_add_printf(out, "{\"endpoint\":%d,\"requests\":%ld,\"send_transaction\":%ld,\"batches\":%ld,"
                         "\"errors\":%ld,\"get_slot\":%ld,\"slot\":%ld,\"fault\":{\"latency_ms\":%g,\"status\":%d,"
@@ -303,6 +305,18 @@ static void handle(struct evhttp_request *req, void *arg) {
     if (!strncmp(path, "/admin/", 7)) {
         handle_admin(ep, req, path, body, len);
         free(body);
+        return;
+    }
+    if (ep->f.truncate) { /* half an answer, then the connection goes: a reset mid-response */
+        static const char part[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   "Content-Length: 200\r\n\r\n{\"jsonrpc\":\"2.0\",\"result\":";
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
+        int fd = bufferevent_getfd(bev);
+        if (send(fd, part, sizeof part - 1, MSG_NOSIGNAL) < 0) { /* the client is gone already */ }
+        shutdown(fd, SHUT_RDWR);
+        ep->requests++;
+        free(body);
+        evhttp_send_reply(req, 500, "Down", NULL); /* written to a dead socket; frees req */
         return;
     }
     if (ep->f.down) { /* reset the connection: the client sees a transport error */
