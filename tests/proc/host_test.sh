@@ -92,4 +92,15 @@ check $? "the watchdog reports the stuck task by name"
 n=$(grep -c 'greedy-handler' "$work/wd.err")
 check $([ "$n" -ge 2 ] && [ "$n" -le 3 ] && echo 0 || echo 1) "and reports it again at 2x the limit, not on every tick ($n)"
 
+cat >"$work/bp.lua" <<'LUA'
+local bp = thorp.backpressure.default
+local n = 0
+for _ = 1, 20 do if bp:try_acquire("low").accepted then n = n + 1 end end
+print(n, bp:stats().enabled)
+LUA
+out=$(ENABLE_BACKPRESSURE_MANAGEMENT=false BACKPRESSURE_MAX_QUEUE_SIZE=10 "$THORP" exec "$work/bp.lua" 2>/dev/null)
+check $(is "$out" "$(printf '20\tfalse')") "ENABLE_BACKPRESSURE_MANAGEMENT=false admits past the capacity ($out)"
+out=$(ENABLE_BACKPRESSURE_MANAGEMENT=true BACKPRESSURE_MAX_QUEUE_SIZE=10 "$THORP" exec "$work/bp.lua" 2>/dev/null)
+check $(is "$out" "$(printf '8\ttrue')") "and true sheds low work past the warning threshold ($out)"
+
 finish
