@@ -10,7 +10,6 @@
 
 typedef struct req {
     CURL *easy;
-    struct curl_slist *headers;
     thorp_http_result *res;
     size_t cap;
     struct req *next;
@@ -31,6 +30,7 @@ static struct {
     int64_t next_id;
     int inflight;
     int closing; /* at exit: results are freed here, nobody is left to read them */
+    struct curl_slist *headers;
 } pool;
 
 static void pool_check_done(void);
@@ -40,6 +40,7 @@ static void pool_on_free(void *arg) {
     pool.closing = 1;
     while (pool.reqs) thorp_pool_cancel(pool.reqs->res->id);
     while (pool.nspare > 0) curl_easy_cleanup(pool.spare[--pool.nspare]);
+    curl_slist_free_all(pool.headers);
     if (pool.timer) event_free(pool.timer);
     if (pool.multi) curl_multi_cleanup(pool.multi);
     curl_global_cleanup();
@@ -160,7 +161,6 @@ static void pool_finish(req *r, int cancelled) {
     } else {
         curl_easy_cleanup(r->easy);
     }
-    curl_slist_free_all(r->headers);
     free(r);
     if (pool.closing) thorp_pool_result_free(res);
     else loop_post(TEV_RPC, res->id, res->curl_code, res->total_ms, res);
@@ -198,10 +198,12 @@ int64_t thorp_pool_request(const char *url, const char *body, size_t len, double
         return -1;
     }
     CURL *e = r->easy;
-    r->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    r->headers = curl_slist_append(r->headers, "Expect:");
+    if (!pool.headers) { /* the same two headers on every request: built once */
+        pool.headers = curl_slist_append(NULL, "Content-Type: application/json");
+        pool.headers = curl_slist_append(pool.headers, "Expect:");
+    }
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, pool.headers);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pool_on_body);

@@ -376,7 +376,9 @@ local function launch(_pool, call, ep, req)
   call.inflight[id] = ep
   call.started[id] = now()
   call.n_inflight = call.n_inflight + 1
-  log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts })
+  if logm.enabled("debug") then
+    log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts })
+  end
   return true
 end
 
