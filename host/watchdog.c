@@ -10,15 +10,24 @@ thorp_watchdog thorp_wd;
 
 static pthread_t wd_thread;
 static volatile int wd_on, wd_quit;
+static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wd_cv = PTHREAD_COND_INITIALIZER;
 
 static void wd_free(void *arg) { (void)arg; watchdog_stop(); }
 
 static void *wd_main(void *arg) {
     uint64_t seen = 0;
     double since = 0, next_report = 0;
-    struct timespec tick = { 0, 50 * 1000000L };
     while (!wd_quit) {
-        nanosleep(&tick, NULL);
+        /* sleep 50 ms, or until watchdog_stop() wakes us: exit never waits a tick */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 50 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+        pthread_mutex_lock(&wd_mu);
+        if (!wd_quit) pthread_cond_timedwait(&wd_cv, &wd_mu, &until);
+        pthread_mutex_unlock(&wd_mu);
+        if (wd_quit) break;
         double now = thorp_now();
         uint64_t seq = thorp_wd.seq;
         if (!thorp_wd.running || seq != seen) {
@@ -54,7 +63,10 @@ int thorp_watchdog_start(double limit_ms) {
 
 void watchdog_stop(void) {
     if (!wd_on) return;
+    pthread_mutex_lock(&wd_mu);
     wd_quit = 1;
+    pthread_cond_signal(&wd_cv);
+    pthread_mutex_unlock(&wd_mu);
     pthread_join(wd_thread, NULL);
     wd_on = 0;
 }
