@@ -15,17 +15,17 @@
 #define THORP_VERSION "dev"
 #endif
 
-static char dev_root[PATH_MAX];
+static char dev_root[PATH_MAX], exe_dir[PATH_MAX];
 static lua_State *script_L;
 
 const char *thorp_dev_root(void) { return dev_root; }
+const char *thorp_exe_dir(void) { return exe_dir; }
 const char *thorp_version(void) { return THORP_VERSION; }
 
 static void script_find_dev_root(const char *exe_path)
 {
     char real[PATH_MAX], probe[PATH_MAX + 32];
     dev_root[0] = 0;
-    if (getenv("THORP_NO_DEV_LIB")) return;
     ssize_t n = readlink("/proc/self/exe", real, sizeof real - 1);
     if (n <= 0) {
         if (!realpath(exe_path, real)) return;
@@ -33,6 +33,8 @@ static void script_find_dev_root(const char *exe_path)
         real[n] = 0;
     }
     char *dir = dirname(real);
+    snprintf(exe_dir, sizeof exe_dir, "%s", dir);
+    if (getenv("THORP_NO_DEV_LIB")) return;
     snprintf(probe, sizeof probe, "%s/lib/thorp/init.lua", dir);
     if (access(probe, R_OK) == 0) snprintf(dev_root, sizeof dev_root, "%s", dir);
 }

@@ -22,6 +22,8 @@ void script_free(lua_State *L);
  * source tree, or "" when only the embedded bytecode is available. */
 const char *thorp_dev_root(void);
 const char *thorp_version(void);
+/* The directory of the running executable (installed layout: PREFIX/bin). */
+const char *thorp_exe_dir(void);
 /* Register the scheduler's step function (top of stack) and run the loop. */
 int thorp_script_run_loop(void);
 

@@ -8,6 +8,7 @@ local ffi = require "ffi"
 ffi.cdef [[
 const char *thorp_version(void);
 const char *thorp_dev_root(void);
+const char *thorp_exe_dir(void);
 ]]
 local log = require "thorp.log"
 
@@ -18,6 +19,7 @@ M.ORDER = { "thorp.journal", "thorp.shutdown", "thorp.backpressure", "thorp.rpc"
 
 function M.version() return ffi.string(ffi.C.thorp_version()) end
 function M.dev_root() return ffi.string(ffi.C.thorp_dev_root()) end
+function M.exe_dir() return ffi.string(ffi.C.thorp_exe_dir()) end
 
 local started = {}
 

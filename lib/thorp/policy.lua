@@ -63,10 +63,15 @@ function M.expand(paths)
   return files
 end
 
+--- Policies used when `thorp run` names none: ./policies, else the source
+--- tree's, else the installed ones (PREFIX/share/thorp/policies).
 function M.default_paths()
   if is_dir("policies") then return { "policies" } end
-  local root = require("thorp.host").dev_root()
+  local host = require "thorp.host"
+  local root = host.dev_root()
   if root ~= "" and is_dir(root .. "/policies") then return { root .. "/policies" } end
+  local share = host.exe_dir() .. "/../share/thorp/policies"
+  if is_dir(share) then return { share } end
   return {}
 end
 

@@ -13,6 +13,15 @@ grep -q 'bad.lua: breakers.default: unknown option cooldown' "$work/check.err"; 
 (cd "$(dirname "$THORP")" && "$THORP" check policies/default.lua examples/memecoin_policy.lua >/dev/null 2>&1)
 check $? "the shipped policies are valid"
 
+# An installed binary (PREFIX/bin) finds PREFIX/share/thorp/policies when given none.
+mkdir -p "$work/prefix/bin" "$work/prefix/share/thorp/policies" "$work/elsewhere"
+cp "$THORP" "$work/prefix/bin/thorp"
+cp "$(dirname "$THORP")/policies/default.lua" "$work/prefix/share/thorp/policies/"
+(cd "$work/elsewhere" && THORP_STATE_DIR="$work/inst-state" timeout 3 "$work/prefix/bin/thorp" run >/dev/null 2>"$work/inst.err" &
+ sleep 1; kill -TERM $! 2>/dev/null; wait)
+grep "policy applied" "$work/inst.err" | grep -q 'share\\/thorp\\/policies\\/default.lua'
+check $? "an installed thorp run loads PREFIX/share/thorp/policies by default"
+
 printf 'return { priorities = { rpc = { getSlot = "low" } } }\n' >"$work/p.lua"
 "$THORP" run "$work/p.lua" >"$work/host.out" 2>"$work/host.err" &
 host=$!
