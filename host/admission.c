@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <string.h>
+#include "loop.h" /* thorp_now(): read only when the reserve is needed */
 
 #define HALF_LIFE_MS 10000.0
 
@@ -19,7 +20,8 @@ int thorp_admit_util(const thorp_admit *a) {
 }
 
 /* Critical demand: a decaying peak of critical work in flight. */
-double thorp_admit_reserve(thorp_admit *a, double now) {
+double thorp_admit_reserve(thorp_admit *a) {
+    double now = thorp_now();
     double dt = now - a->crit_peak_at;
     if (dt > 0) {
         a->crit_peak *= exp2(-dt / HALF_LIFE_MS);
@@ -31,7 +33,7 @@ double thorp_admit_reserve(thorp_admit *a, double now) {
     return a->reserve;
 }
 
-int thorp_admit_try(thorp_admit *a, int prio, double now) {
+int thorp_admit_try(thorp_admit *a, int prio) {
     if (prio < 0 || prio > 2) prio = ADM_NORMAL;
     a->offered[prio]++;
     double u = a->max > 0 ? a->total / a->max : 1;
@@ -42,12 +44,12 @@ int thorp_admit_try(thorp_admit *a, int prio, double now) {
     else if (prio != ADM_CRITICAL && u >= a->critical - 1e-12) r = ADM_CRITICAL_OVERLOAD;
     else if (prio == ADM_LOW && u >= a->warning - 1e-12) r = ADM_WARNING;
     else if (prio == ADM_NORMAL && u >= a->warning - 1e-12 &&
-             a->total + 1 > a->max - thorp_admit_reserve(a, now)) r = ADM_RESERVED;
+             a->total + 1 > a->max - thorp_admit_reserve(a)) r = ADM_RESERVED;
     if (r != ADM_OK) {
         a->rejected[prio]++;
         a->by_reason[r]++;
         /* a refused critical request is demand the reserve has not seen */
-        if (prio == ADM_CRITICAL) { thorp_admit_reserve(a, now); a->crit_peak += 1; }
+        if (prio == ADM_CRITICAL) { thorp_admit_reserve(a); a->crit_peak += 1; }
         return r;
     }
     a->accepted[prio]++;
@@ -55,7 +57,7 @@ int thorp_admit_try(thorp_admit *a, int prio, double now) {
     a->total++;
     if (a->total > a->peak) a->peak = a->total;
     if (prio == ADM_CRITICAL && a->load[ADM_CRITICAL] > a->crit_peak) {
-        thorp_admit_reserve(a, now);
+        thorp_admit_reserve(a);
     }
     return ADM_OK;
 }

@@ -16,7 +16,7 @@
  *
  * Exported for the FFI: the hot path is one call, no allocation.
  *   thorp_admit a; thorp_admit_init(&a, 10000, 0.8, 0.95);
- *   int r = thorp_admit_try(&a, ADM_NORMAL, now);   ADM_OK or a reason
+ *   int r = thorp_admit_try(&a, ADM_NORMAL);   ADM_OK or a reason
  *   thorp_admit_release(&a, ADM_NORMAL);            or -1: proportional
  */
 #ifndef THORP_ADMISSION_H
@@ -35,11 +35,13 @@ typedef struct thorp_admit {
 } thorp_admit;
 
 void thorp_admit_init(thorp_admit *a, double max, double warning, double critical);
-int thorp_admit_try(thorp_admit *a, int prio, double now);
+/* The clock is read only when the reserve is consulted (at or above the
+ * warning threshold, or on a new critical peak), not on every call. */
+int thorp_admit_try(thorp_admit *a, int prio);
 void thorp_admit_release(thorp_admit *a, int prio);
 /* Utilization in whole percent (floor), as try_acquire reports it. */
 int thorp_admit_util(const thorp_admit *a);
 /* The critical reserve as of now (slots kept for critical work). */
-double thorp_admit_reserve(thorp_admit *a, double now);
+double thorp_admit_reserve(thorp_admit *a);
 
 #endif

@@ -9,7 +9,6 @@
 --   bp:stats()  bp:configure{...}
 --   thorp.backpressure.default   -- the host's instance (rpc pool, bus)
 local ffi = require "ffi"
-local sched = require "thorp.sched"
 
 ffi.cdef [[
 typedef struct thorp_admit {
@@ -21,13 +20,12 @@ typedef struct thorp_admit {
   double by_reason[5];
 } thorp_admit;
 void thorp_admit_init(thorp_admit *a, double max, double warning, double critical);
-int thorp_admit_try(thorp_admit *a, int prio, double now);
+int thorp_admit_try(thorp_admit *a, int prio);
 void thorp_admit_release(thorp_admit *a, int prio);
 int thorp_admit_util(const thorp_admit *a);
-double thorp_admit_reserve(thorp_admit *a, double now);
+double thorp_admit_reserve(thorp_admit *a);
 ]]
 local C = ffi.C
-local now = sched.now
 
 local M = {}
 local PRIO = { critical = 0, normal = 1, low = 2 }
@@ -102,7 +100,7 @@ end
 --- bp:admit(priority) -> true | false, reason, utilization (no allocation)
 function BP:admit(p)
   local a = self.a
-  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:admit"), now())
+  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:admit"))
   if r == 0 then return true end
   return false, REASONS[r], math.floor(a.last_util * 100 + 1e-9)
 end
@@ -110,7 +108,7 @@ end
 function BP:try_acquire(p)
   local a = self.a
   local util = C.thorp_admit_util(a)
-  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:try_acquire"), now())
+  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:try_acquire"))
   return { accepted = r == 0, reason = REASONS[r], utilization = util }
 end
 
@@ -136,7 +134,7 @@ function BP:stats()
     rejection_rate = offered > 0 and rejected / offered or 0, status = status,
     offered = offered, rejected = rejected, accepted = offered - rejected,
     warning_threshold = a.warning, critical_threshold = a.critical, enabled = a.enabled == 1,
-    critical_reserve = C.thorp_admit_reserve(a, now()), by_priority = by,
+    critical_reserve = C.thorp_admit_reserve(a), by_priority = by,
     by_reason = { CRITICAL_OVERLOAD = a.by_reason[1], WARNING_THRESHOLD_EXCEEDED = a.by_reason[2],
                   QUEUE_FULL = a.by_reason[3], RESERVED_FOR_CRITICAL = a.by_reason[4] },
   }

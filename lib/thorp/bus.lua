@@ -804,6 +804,14 @@ local function cfg_opts(cfg)
            evict_low_for_critical = c.evict_low_for_critical == true }
 end
 
+--- system(topic, event, priority): what the host publishes about itself
+--- (thorp.breaker, thorp.health, thorp.shutdown, thorp.policy) goes to the
+--- host's bus when there is one; never an error for the publisher.
+function M.system(topic, ev, priority)
+  local b = rawget(M, "default")
+  if b then pcall(b.publish, b, topic, ev, priority) end
+end
+
 --- start(cfg, mode): create or reconfigure thorp.bus.default from cfg.bus.
 function M.start(cfg)
   local b = rawget(M, "default")

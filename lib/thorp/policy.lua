@@ -301,10 +301,7 @@ local function apply(p)
 end
 
 -- reload results go out on the bus topic "thorp.policy"
-local function announce(ev)
-  local bus = package.loaded["thorp.bus"]
-  if bus and rawget(bus, "default") then pcall(bus.default.publish, bus.default, "thorp.policy", ev, "low") end
-end
+local function announce(ev) require("thorp.bus").system("thorp.policy", ev, "low") end
 
 local function reload_now()
   local t0 = sched.now()

@@ -128,10 +128,7 @@ local function hedge_delay(ep, pool)
   return ep.hedge_cached
 end
 
-local function publish_system(topic, event)
-  local bus = package.loaded["thorp.bus"]
-  if bus and rawget(bus, "default") then pcall(bus.default.publish, bus.default, topic, event, "low") end
-end
+local function publish_system(topic, event) require("thorp.bus").system(topic, event, "low") end
 
 local function new_endpoint(pool, e, i)
   local display = config.redact_url(e.url)
@@ -362,8 +359,9 @@ local function launch(_pool, call, ep, req)
   call.attempts = call.attempts + 1
   ep.calls = ep.calls + 1
   ep.inflight = ep.inflight + 1
-  local id, err = http_send(ep.url, req.body, timeout, function(res)
-    call.mail[#call.mail + 1] = { ep = ep, res = res }
+  local id, err
+  id, err = http_send(ep.url, req.body, timeout, function(res)
+    call.mail[#call.mail + 1] = { id = id, ep = ep, res = res }
     wake_call(call)
   end)
   if not id then
@@ -374,8 +372,9 @@ local function launch(_pool, call, ep, req)
     return false
   end
   call.inflight[id] = ep
-  call.started[id] = now()
+  call.started[id] = t
   call.n_inflight = call.n_inflight + 1
+  call.first = call.first or ep
   if logm.enabled("debug") then
     log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts })
   end
@@ -456,8 +455,7 @@ function Pool:_execute(req, opts)
       launch(self, call, ep, req)
     end
     if call.n_inflight > 0 then
-      local first_ep = next(call.inflight) and call.inflight[next(call.inflight)]
-      local hedge_at = hedging and call.n_inflight == 1 and not call.hedged and (now() + hedge_delay(first_ep, self))
+      local hedge_at = hedging and not call.hedged and call.n_inflight == 1 and (now() + hedge_delay(call.first, self))
       local item = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
       if not item then
         if now() >= call.deadline then
@@ -474,14 +472,12 @@ function Pool:_execute(req, opts)
           launch(self, call, ep, req)
         end
       else
-        for id, e in pairs(call.inflight) do
-          if e == item.ep then call.inflight[id] = nil; break end
-        end
+        call.inflight[item.id] = nil
         call.n_inflight = call.n_inflight - 1
         item.ep.inflight = item.ep.inflight - 1
         local ok_res, err, retry, maybe_sent = classify(self, item.ep, item.res, req)
         if ok_res then
-          if call.hedged and call.attempts > 1 then T.hedge_wins = T.hedge_wins + (item.ep ~= first_ep and 1 or 0) end
+          if call.hedged and item.ep ~= call.first then T.hedge_wins = T.hedge_wins + 1 end
           cancel_all(call, "lost", self)
           ok_res.attempts = call.attempts
           return ok_res

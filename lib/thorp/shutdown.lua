@@ -24,10 +24,7 @@ local settings = { timeout_ms = 30000, force_timeout_ms = 60000, enabled = true 
 local phase_timer, force_timer, progress_timer
 
 -- phases go out on the bus topic "thorp.shutdown" so handlers can react
-local function announce(ev)
-  local bus = package.loaded["thorp.bus"]
-  if bus and rawget(bus, "default") then pcall(bus.default.publish, bus.default, "thorp.shutdown", ev, "critical") end
-end
+local function announce(ev) require("thorp.bus").system("thorp.shutdown", ev, "critical") end
 
 local function journal() return package.loaded["thorp.journal"] and package.loaded["thorp.journal"].default end
 
@@ -107,7 +104,7 @@ function M.is_shutting_down() return state.shutting_down end
 function M.on_begin(fn) hooks[#hooks + 1] = fn end
 
 local function cancel_timers()
-  for _, t in ipairs{ phase_timer, force_timer, progress_timer } do t:cancel() end
+  for _, t in pairs{ phase_timer, force_timer, progress_timer } do t:cancel() end
 end
 
 finish = function(code, why)
@@ -148,9 +145,6 @@ function M.initiate(reason)
     if not ok then log.error("shutdown hook failed", { error = tostring(err) }) end
   end
   if not settings.enabled then
-    state.done = false
-    phase_timer, force_timer, progress_timer = { cancel = function() end }, { cancel = function() end },
-      { cancel = function() end }
     return true, finish(n_trades > 0 and 1 or 0, "graceful shutdown disabled (ENABLE_GRACEFUL_SHUTDOWN=false)")
   end
   force_timer = sched.daemon_after(settings.force_timeout_ms, function()
@@ -176,8 +170,6 @@ end
 function M.force(reason)
   if not state.shutting_down then
     state.shutting_down, state.started, state.reason = true, sched.now(), reason
-    phase_timer, force_timer, progress_timer = { cancel = function() end }, { cancel = function() end },
-      { cancel = function() end }
   end
   finish(1, reason or "forced")
 end

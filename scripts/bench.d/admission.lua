@@ -3,6 +3,7 @@ local thorp = require "thorp"
 local N = 5e6
 local function bench(name, n, fn)
   fn(1000) -- warm up the JIT
+  thorp.sleep(0) -- a loop turn between runs
   local t0 = thorp.now()
   fn(n)
   local ns = (thorp.now() - t0) * 1e6 / n
