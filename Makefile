@@ -19,7 +19,8 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 SRC     := $(wildcard host/*.c)
 OBJ     := $(SRC:host/%.c=build/%.o)
 LUASRC  := $(wildcard lib/thorp/*.lua)
-LUAOBJ  := $(LUASRC:lib/thorp/%.lua=build/lua/%.o)
+LUAOBJ  := $(LUASRC:lib/thorp/%.lua=build/lua/%.o) build/lua/cdef.o
+HDRS    := $(wildcard host/*.h)
 ASANOBJ := $(SRC:host/%.c=build/asan/%.o)
 SIMSRC  := $(wildcard tests/sim/*.c)
 CTESTS  := $(wildcard tests/c/test_*.c)
@@ -43,6 +44,13 @@ build/asan/%.o: host/%.c $(wildcard host/*.h) | build/asan
 # lib/thorp/X.lua is module thorp.X (init.lua is module thorp itself)
 build/lua/%.o: lib/thorp/%.lua | build/lua
 	$(LUAJIT) -b -g -n $(if $(filter init,$*),thorp,thorp.$*) $< $@
+
+# thorp.cdef: the FFI declarations, generated from the ffi:begin/end blocks of the headers
+build/gen/cdef.lua: scripts/gen-cdef $(HDRS) | build
+	@mkdir -p build/gen
+	scripts/gen-cdef host/loop.h $(HDRS) > $@.tmp && mv $@.tmp $@
+build/lua/cdef.o: build/gen/cdef.lua | build/lua
+	$(LUAJIT) -b -g -n thorp.cdef $< $@
 
 thorp: $(OBJ) $(LUAOBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

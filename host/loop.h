@@ -22,8 +22,9 @@
 #include <event2/event.h>
 #include <lua.h>
 
+/* ffi:begin */
 /* Inbox event kinds. Add new kinds here; Lua registers a handler per kind
- * with sched.on_event(kind, fn). Keep in sync with lib/thorp/sched.lua. */
+ * with sched.on_event(kind, fn) and reads the numbers as ffi.C.TEV_*. */
 enum {
     TEV_SIGNAL = 1,  /* a = signal number */
     TEV_RPC = 2,     /* id = call id */
@@ -40,6 +41,7 @@ typedef struct thorp_event {
     double num;
     void *ptr;
 } thorp_event;
+/* ffi:end */
 
 int loop_init(void);
 void loop_free(void);
@@ -53,6 +55,7 @@ void loop_post(int kind, int64_t id, int a, double num, void *ptr);
 int loop_run(lua_State *L, int step_ref);
 
 /* Exported to Lua through the FFI. */
+/* ffi:begin */
 double thorp_now(void);        /* monotonic ms */
 double thorp_wall(void);       /* wall-clock ms since the epoch */
 int thorp_inbox_drain(thorp_event *out, int max);
@@ -60,5 +63,6 @@ int thorp_inbox_size(void);
 void thorp_loop_stop(void);
 int thorp_loop_stopping(void);
 void thorp_loop_catch_signal(int signum);
+/* ffi:end */
 
 #endif

@@ -25,6 +25,8 @@ const char *thorp_version(void);
 /* The directory of the running executable (installed layout: PREFIX/bin). */
 const char *thorp_exe_dir(void);
 /* Register the scheduler's step function (top of stack) and run the loop. */
+/* ffi:begin */
 int thorp_script_run_loop(void);
+/* ffi:end */
 
 #endif

@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 
+/* ffi:begin */
 typedef struct thorp_watchdog {
     const char *volatile task; /* name of the running task (a Lua string, never moved) */
     volatile uint64_t seq;     /* incremented on every resume */
@@ -31,6 +32,7 @@ extern thorp_watchdog thorp_wd;
 
 /* Start the thread (idempotent). */
 int thorp_watchdog_start(double limit_ms);
+/* ffi:end */
 void watchdog_stop(void);
 
 #endif

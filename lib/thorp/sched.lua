@@ -16,29 +16,7 @@
 -- daemon = true so that their background work never keeps a script alive.
 local ffi = require "ffi"
 
-ffi.cdef [[
-typedef struct thorp_event { int32_t kind; int32_t a; int64_t id; double num; void *ptr; } thorp_event;
-double thorp_now(void);
-double thorp_wall(void);
-int thorp_inbox_drain(thorp_event *out, int max);
-int thorp_inbox_size(void);
-void thorp_loop_stop(void);
-int thorp_loop_stopping(void);
-void thorp_loop_catch_signal(int signum);
-int thorp_script_run_loop(void);
-typedef struct thorp_watchdog {
-  const char *volatile task;
-  volatile uint64_t seq;
-  volatile int running;
-  volatile double limit_ms;
-  volatile uint64_t stalls;
-  volatile double longest_ms;
-} thorp_watchdog;
-extern thorp_watchdog thorp_wd;
-int thorp_watchdog_start(double limit_ms);
-]]
-
-local C = ffi.C
+local C = require "thorp.cdef"
 local co_create, co_resume, co_yield, co_status, co_running =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running
 local select, unpack, type, tostring, xpcall = select, unpack, type, tostring, xpcall
@@ -46,7 +24,8 @@ local floor = math.floor
 
 local M = {}
 
-M.EV = { SIGNAL = 1, RPC = 2, CONSOLE = 3, HTTP = 4, WAKE = 5, USER = 16 }
+M.EV = { SIGNAL = C.TEV_SIGNAL, RPC = C.TEV_RPC, CONSOLE = C.TEV_CONSOLE, HTTP = C.TEV_HTTP,
+         WAKE = C.TEV_WAKE, USER = C.TEV_USER }
 
 local SUSPEND = setmetatable({}, { __tostring = function() return "thorp.SUSPEND" end })
 M.SUSPEND = SUSPEND
