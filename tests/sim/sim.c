@@ -363,7 +363,8 @@ static void handle_admin(endpoint *ep, struct evhttp_request *req, const char *p
     double v;
     if (!strcmp(path, "/admin/reset") || (get_num(body, len, "reset", &v) && v)) {
         fault_clear(ep);
-        if (!strcmp(path, "/admin/reset")) ep->requests = ep->send_tx = ep->batches = ep->errors = 0;
+        if (!strcmp(path, "/admin/reset"))
+            ep->requests = ep->send_tx = ep->batches = ep->errors = ep->by_method_get_slot = 0;
     }
     if (!strcmp(path, "/admin/fault")) {
         if (get_num(body, len, "latency_ms", &v)) ep->f.latency_ms = v;
