@@ -8,6 +8,8 @@
 --   subscribers  = { executor = { topic = "trade_signal", handler = function(ev) end,
 --                                 max_failure_rate = 0.5 } }
 --   hooks        = { frontdoor_request = function(req) end }
+--   methods      = { getPriorityFeeEstimate = { endpoints = { "helius" }, timeout_ms = 800, priority = "normal" },
+--                    submit = { "sendBundle" } }   -- rpc routing (validated by thorp.rpc)
 --   on_start     = function() end   -- runs once in its own task after the first load
 --                                      (not on reloads): start feeds, timers
 --
@@ -28,7 +30,7 @@ local M = {}
 local state = { version = 0, files = {}, applied = nil, reloads = 0, rejected = 0 }
 local PRIO = { critical = true, normal = true, low = true }
 local TOP_KEYS = { priorities = true, backpressure = true, breakers = true, subscribers = true, hooks = true,
-                   on_start = true }
+                   on_start = true, methods = true }
 local HOOKS = { frontdoor_request = true }
 
 -- Files -------------------------------------------------------------------
@@ -154,6 +156,11 @@ function M.validate(p, file, endpoints)
       end
     end
   end
+  if p.methods ~= nil then -- rpc routing: thorp.rpc validates its own section
+    for _, e in ipairs(require("thorp.rpc").validate_methods(p.methods, file .. ": methods", endpoints)) do
+      errs[#errs + 1] = e
+    end
+  end
   if p.subscribers ~= nil then
     if type(p.subscribers) ~= "table" then
       errs[#errs + 1] = file .. ": subscribers: expected a table name = { topic =, handler = }"
@@ -277,6 +284,7 @@ local function apply(p)
   bus:set_topic_priorities(p.priorities.topics or {})
   if p.backpressure then require("thorp.backpressure").default:configure(p.backpressure) end
   rpc.configure_breakers(p.breakers or {})
+  rpc.set_methods(p.methods)
   -- subscribers, matched by name
   for name, cur in pairs(subscribed) do
     local s = p.subscribers[name]

@@ -950,12 +950,15 @@ end
 
 -- The reference slot: the upper median of the endpoints' fresh slots, so one
 -- endpoint claiming a slot far ahead (or behind) cannot move it past an
--- honest neighbour's (with 3 or more endpoints; with 2 the higher one counts).
+-- honest neighbour's. It needs a quorum of 3 fresh slots (all of them in a
+-- pool of 1 or 2, where the higher counts): with fewer, a liar and a laggard
+-- look alike, and nil says no endpoint is judged on lag for now.
 local function reference_slot(pool, t)
   local s = {}
   for _, e in ipairs(pool.eps) do
     if e.slot and t - e.slot_at < pool.health_interval_ms * 5 + 1000 then s[#s + 1] = e.slot end
   end
+  if #s < min(3, #pool.eps) then return nil end
   table.sort(s, function(a, b) return a > b end)
   return s[floor((#s - 1) / 2) + 1]
 end
@@ -987,6 +990,7 @@ local function health_result(pool, ep, res, sent_at)
   end
   if ep.backoff_until > t and sent_at >= ep.backoff_at then ep.backoff_until, ep.backoff_n = 0, 0 end
   local ref = reference_slot(pool, t)
+  if not ref then return end
   for _, e in ipairs(pool.eps) do if e.slot then e.lag = ref - e.slot end end
   if ep.lag > pool.max_slot_lag then
     ep.good_checks = 0
