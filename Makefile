@@ -4,6 +4,7 @@
 #   make asan     ./thorp-asan with -fsanitize=address,undefined
 #   make demo     run the example handler against the bundled simulator
 #   make bench    benchmarks (figures printed, never asserted)
+#   make stress   the RPC fault cascade, 20 rounds (failed critical calls per round)
 #   make deps     install missing Debian packages (no-op when all present)
 
 CC      ?= cc
@@ -28,7 +29,7 @@ CTESTBIN:= $(CTESTS:tests/c/%.c=build/ctest/%)
 # C unit tests link every host module except main.c
 LIBOBJ  := $(filter-out build/main.o,$(OBJ))
 
-.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint
+.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint stress
 
 all: thorp build/thorp-sim
 
@@ -82,6 +83,9 @@ demo: deps all
 
 bench: deps all
 	@scripts/bench
+
+stress: all
+	@scripts/stress
 
 lint:
 	luacheck lib policies examples tests
