@@ -129,6 +129,15 @@ describe("rpc pool", function()
     assert.is_true(thorp.now() - t0 < 1500)
   end)
 
+  it("gives every transfer slot back when a hedge and the first attempt answer together", function()
+    sim:fault(1, { latency_ms = 40 })
+    sim:fault(2, { latency_ms = 20 })
+    local p = pool{ hedge_ms = 20, endpoints = { { name = "a", url = sim.urls[1], max_inflight = 4 },
+                                                 { name = "b", url = sim.urls[2], max_inflight = 4 } } }
+    for _ = 1, 40 do assert.is_true(p:call("getSlot").ok) end
+    for _, e in ipairs(p:endpoints()) do assert.are.equal(0, e.inflight, e.name) end
+  end)
+
   it("does not hedge sendTransaction: a timeout is a timeout", function()
     sim:fault(1, { latency_ms = 1000 })
     local p = pool{ hedge_ms = 20 }
@@ -251,6 +260,10 @@ describe("rpc pool", function()
       while done < 1000 do thorp.sleep(20) end
       p:stop_health()
       assert.are.equal(1000, ok, table.concat(errors, ","))
+      for _, e in ipairs(p:endpoints()) do                -- every transfer slot came back
+        assert.are.equal(0, e.inflight, e.name)
+        assert.are.equal(0, e.queued, e.name)
+      end
       local a = p:endpoints()[1]
       if f[1] == "429 with Retry-After 2" then
         -- only the calls already in flight when the first 429 came back reached it

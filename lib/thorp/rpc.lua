@@ -624,7 +624,6 @@ local function cancel_all(call, verdict, pool)
     elseif att.id then
       http_cancel(att.id)
       att.id = nil
-      cancelled[#cancelled + 1] = att
       local ran = t - att.started
       if (verdict == "timeout" and ran >= fair_ms(att)) or (verdict == "lost" and ran >= hedge_delay(ep, pool)) then
         ep.errors.TIMEOUT = ep.errors.TIMEOUT + 1
@@ -633,7 +632,10 @@ local function cancel_all(call, verdict, pool)
       else
         ep.breaker:neutral()
       end
+    else -- answered, but the call is over before it read the answer
+      ep.breaker:neutral()
     end
+    cancelled[#cancelled + 1] = att -- release() frees a transfer slot only if it took one
     call.inflight[att] = nil
   end
   call.n_inflight = 0
