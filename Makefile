@@ -18,7 +18,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 SRC     := $(wildcard host/*.c)
 OBJ     := $(SRC:host/%.c=build/%.o)
-LUASRC  := $(wildcard lib/thorp/*.lua)
+LUASRC  := $(wildcard lib/thorp/*.lua lib/thorp/*/*.lua)
 LUAOBJ  := $(LUASRC:lib/thorp/%.lua=build/lua/%.o) build/lua/cdef.o
 HDRS    := $(wildcard host/*.h)
 ASANOBJ := $(SRC:host/%.c=build/asan/%.o)
@@ -41,9 +41,10 @@ build/%.o: host/%.c $(wildcard host/*.h) | build
 build/asan/%.o: host/%.c $(wildcard host/*.h) | build/asan
 	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -DTHORP_VERSION='"$(VERSION)"' -c -o $@ $<
 
-# lib/thorp/X.lua is module thorp.X (init.lua is module thorp itself)
+# lib/thorp/X.lua is module thorp.X (init.lua is module thorp itself), lib/thorp/D/X.lua thorp.D.X
 build/lua/%.o: lib/thorp/%.lua | build/lua
-	$(LUAJIT) -b -g -n $(if $(filter init,$*),thorp,thorp.$*) $< $@
+	@mkdir -p $(dir $@)
+	$(LUAJIT) -b -g -n $(if $(filter init,$*),thorp,thorp.$(subst /,.,$*)) $< $@
 
 # thorp.cdef: the FFI declarations, generated from the ffi:begin/end blocks of the headers
 build/gen/cdef.lua: scripts/gen-cdef $(HDRS) | build
