@@ -168,14 +168,6 @@ local function set_path(t, key, v)
   t[parts[#parts]] = v
 end
 
-local function get_path(t, key)
-  for p in key:gmatch("[^.]+") do
-    if type(t) ~= "table" then return nil end
-    t = t[p]
-  end
-  return t
-end
-
 ------------------------------------------------------------------------------
 -- Loading
 ------------------------------------------------------------------------------
@@ -360,7 +352,6 @@ function M.describe_all()
   return table.concat(lines, "\n")
 end
 
-M.get = get_path
 
 -- The effective configuration of this process (set by thorp.cli).
 M.current = nil

@@ -26,7 +26,6 @@ local function num(v)
   if tonumber(s) ~= v then s = fmt("%.17g", v) end
   return s
 end
-M.format_value = num
 
 local function esc(v) return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" })) end
 

@@ -25,7 +25,7 @@ local floor = math.floor
 local M = {}
 
 M.EV = { SIGNAL = C.TEV_SIGNAL, RPC = C.TEV_RPC, CONSOLE = C.TEV_CONSOLE, HTTP = C.TEV_HTTP,
-         WAKE = C.TEV_WAKE, USER = C.TEV_USER }
+         USER = C.TEV_USER }
 
 local SUSPEND = setmetatable({}, { __tostring = function() return "thorp.SUSPEND" end })
 M.SUSPEND = SUSPEND
@@ -130,8 +130,6 @@ end
 
 local default_opts = {}
 function M.spawn(fn, ...) return M.spawn_opts(default_opts, fn, ...) end
-local daemon_opts = { daemon = true }
-function M.spawn_daemon(fn, ...) return M.spawn_opts(daemon_opts, fn, ...) end
 
 --- The running task, or nil outside any task.
 function M.current()
@@ -383,7 +381,6 @@ function M.stop(code)
   if stop_code == nil then stop_code = code or 0 end
   C.thorp_loop_stop()
 end
-function M.stopping() return stop_code ~= nil end
 function M.exit_code() return stop_code end
 
 local RUN_BUDGET = 20000
