@@ -84,13 +84,25 @@ describe("backpressure", function()
     local bp = backpressure.new{}
     ok, err = pcall(bp.try_acquire, bp, "urgent")
     assert.is_false(ok)
-    assert.truthy(tostring(err):find('"critical", "normal" or "low", got urgent', 1, true))
+    assert.truthy(tostring(err):find('backpressure:try_acquire: priority: got "urgent", allowed: critical, normal, low',
+                                     1, true))
   end)
 
-  it("the host instance follows the configuration", function()
+  it("the host instance follows the configuration, and is left as it was", function()
+    local was = backpressure.default:stats()
+    local function restore()
+      backpressure.start{ backpressure = { max_queue_size = was.max_queue_size, enabled = was.enabled,
+                                           warning_threshold = was.warning_threshold,
+                                           critical_threshold = was.critical_threshold } }
+    end
+    finally(restore)
     backpressure.start{ backpressure = { max_queue_size = 3, warning_threshold = 0.5, critical_threshold = 0.9,
                                          enabled = true } }
-    assert.are.equal(3, backpressure.default:stats().max_queue_size)
-    backpressure.start{ backpressure = { max_queue_size = 10000 } }
+    local st = backpressure.default:stats()
+    assert.are.same({ 3, 0.5, 0.9 }, { st.max_queue_size, st.warning_threshold, st.critical_threshold })
+    restore()
+    st = backpressure.default:stats()
+    assert.are.same({ was.max_queue_size, was.warning_threshold, was.critical_threshold, was.enabled },
+                    { st.max_queue_size, st.warning_threshold, st.critical_threshold, st.enabled })
   end)
 end)

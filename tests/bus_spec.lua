@@ -248,7 +248,7 @@ describe("bus", function()
     bus:set_topic_priorities{}
     assert.are.equal("normal", bus:stats().topics.metrics.priority)
     assert.has_error(function() bus:set_topic_priorities{ x = "urgent" } end,
-      'bus:set_topic_priorities: priority of topic "x" must be "critical", "normal" or "low" (got "urgent")')
+      'bus:set_topic_priorities: priority of topic "x": got "urgent", allowed: critical, normal, low')
   end)
 
   it("refuses a burst beyond max_queue_size and counts it", function()
@@ -696,36 +696,38 @@ describe("bus", function()
     assert.are.equal("bus:executor", name)
   end)
 
-  describe("argument errors name the argument and what is allowed", function()
+  describe("argument errors name the argument, the value and what is allowed", function()
     local bus = busm.new{}
     local cases = {
-      { function() bus:publish(nil, 1) end, "bus:publish: topic must be a non-empty string (got nil)" },
-      { function() bus:publish("", 1) end, 'bus:publish: topic must be a non-empty string (got "")' },
+      { function() bus:publish(nil, 1) end, "bus:publish: topic: got nil, allowed: a non-empty string" },
+      { function() bus:publish("", 1) end, 'bus:publish: topic: got "", allowed: a non-empty string' },
       { function() bus:publish("t", 1, "high") end,
-        'bus:publish: priority must be "critical", "normal" or "low" (got "high")' },
+        'bus:publish: priority: got "high", allowed: critical, normal, low' },
       { function() bus:publish("t", { sequence = 0 }) end,
-        "bus:publish: event.sequence must be an integer >= 1 or nil (got 0)" },
+        "bus:publish: event.sequence: got 0, allowed: integer >= 1 or nil" },
       { function() bus:publish("t", { sequence = "3" }) end,
-        'bus:publish: event.sequence must be an integer >= 1 or nil (got "3")' },
-      { function() bus:subscribe(5, function() end) end, "bus:subscribe: topic must be a non-empty string (got 5)" },
-      { function() bus:subscribe("t", "f") end, 'bus:subscribe: handler must be a function (got "f")' },
+        'bus:publish: event.sequence: got "3", allowed: integer >= 1 or nil' },
+      { function() bus:subscribe(5, function() end) end, "bus:subscribe: topic: got 5, allowed: a non-empty string" },
+      { function() bus:subscribe("t", "f") end, 'bus:subscribe: handler: got "f", allowed: a function' },
       { function() bus:subscribe("t", function() end, { max_failure_rate = 2 }) end,
-        "bus:subscribe: opts.max_failure_rate must be a number from 0 to 1 (got 2)" },
+        "bus:subscribe: opts.max_failure_rate: got 2, allowed: number in [0, 1]" },
       { function() bus:subscribe("t", function() end, { nmae = "x" }) end,
         'bus:subscribe: unknown option "nmae" (allowed: failure_window, max_failure_rate, max_queue_size, '
           .. "name, quarantine_ms)" },
-      { function() busm.new{ max_queue_size = 0 } end, "bus.new: max_queue_size must be an integer >= 1 (got 0)" },
+      { function() busm.new{ max_queue_size = 0 } end, "bus.new: max_queue_size: got 0, allowed: integer >= 1" },
       { function() busm.new{ reorder_window_ms = -1 } end,
-        "bus.new: reorder_window_ms must be a number >= 0 (got -1)" },
-      { function() busm.new{ backpressure = {} } end, "bus.new: backpressure must be an object with" },
-      { function() busm.new(5) end, "bus.new: options must be a table or nil (got 5)" },
+        "bus.new: reorder_window_ms: got -1, allowed: number >= 0" },
+      { function() busm.new{ backpressure = {} } end, "bus.new: backpressure: got table: " },
+      { function() busm.new(5) end, "bus.new: options: got 5, allowed: a table or nil" },
       { function() busm.new{ evict_low_for_critical = "yes" } end,
-        'bus.new: evict_low_for_critical must be a boolean (got "yes")' },
+        'bus.new: evict_low_for_critical: got "yes", allowed: true or false' },
       { function() bus:configure{ max_subscribers = 1.5 } end,
-        "bus:configure: max_subscribers must be an integer >= 1 (got 1.5)" },
+        "bus:configure: max_subscribers: got 1.5, allowed: integer >= 1" },
       { function() bus:subscribe("t", function() end, { failure_window = 0 }) end,
-        "bus:subscribe: opts.failure_window must be an integer from 1 to 10000 (got 0)" },
-      { function() bus:replace_handler("x", 1) end, "bus:replace_handler: handler must be a function (got 1)" },
+        "bus:subscribe: opts.failure_window: got 0, allowed: integer in [1, 10000]" },
+      { function() bus:replace_handler("x", 1) end, "bus:replace_handler: handler: got 1, allowed: a function" },
+      { function() bus:set_topic_priorities{ t = "urgent" } end,
+        'bus:set_topic_priorities: priority of topic "t": got "urgent", allowed: critical, normal, low' },
     }
     for i, c in ipairs(cases) do
       it("case " .. i .. ": " .. c[2], function()

@@ -40,7 +40,7 @@ local Sub = {}
 Sub.__index = Sub
 function Sub:__tostring() return ("bus subscriber %s (%s)"):format(self.name, self.topic) end
 
-local function check_topic(fn, topic) return check.name(fn, "topic", topic) end
+local function check_topic(fn, topic) return check.name(fn .. ": topic", topic) end
 
 local function new_topic(self, name)
   local tp = { name = name, subs = {}, nsubs = 0, prio = RANK[self.topic_prio[name]] or 2, expect = 1,
@@ -58,21 +58,21 @@ local NEW_OPTS = { max_queue_size = true, max_subscribers = true, reorder_window
 function Bus:configure(opts, fn)
   fn = fn or "bus:configure"
   check.options(fn, opts, NEW_OPTS)
-  if opts.max_queue_size ~= nil then self.max_queue_size = check.int(fn, "max_queue_size", opts.max_queue_size, 1) end
+  if opts.max_queue_size ~= nil then self.max_queue_size = check.int(fn .. ": max_queue_size", opts.max_queue_size, 1) end
   if opts.max_subscribers ~= nil then
-    self.max_subscribers = check.int(fn, "max_subscribers", opts.max_subscribers, 1)
+    self.max_subscribers = check.int(fn .. ": max_subscribers", opts.max_subscribers, 1)
   end
   if opts.reorder_window_ms ~= nil then
-    self.reorder_window_ms = check.num(fn, "reorder_window_ms", opts.reorder_window_ms, 0)
+    self.reorder_window_ms = check.num(fn .. ": reorder_window_ms", opts.reorder_window_ms, 0)
   end
-  if opts.quarantine_ms ~= nil then self.quarantine_ms = check.num(fn, "quarantine_ms", opts.quarantine_ms, 0) end
+  if opts.quarantine_ms ~= nil then self.quarantine_ms = check.num(fn .. ": quarantine_ms", opts.quarantine_ms, 0) end
   if opts.evict_low_for_critical ~= nil then
-    self.evict_low_for_critical = check.bool(fn, "evict_low_for_critical", opts.evict_low_for_critical)
+    self.evict_low_for_critical = check.bool(fn .. ": evict_low_for_critical", opts.evict_low_for_critical)
   end
   if opts.backpressure ~= nil then
     local bp = opts.backpressure
     if type(bp) ~= "table" or type(bp.try_acquire) ~= "function" or type(bp.release) ~= "function" then
-      check.bad(fn, "backpressure", "an object with try_acquire(priority) and release(priority) methods", bp)
+      check.bad(fn .. ": backpressure", bp, "an object with try_acquire(priority) and release(priority) methods")
     end
     self.backpressure = bp
   end
@@ -91,7 +91,7 @@ function M.new(opts)
     mailbox_dropped = 0, duplicates = 0, reorder_gaps = 0, missing_sequences = 0,
   }, Bus)
   if opts ~= nil then
-    if type(opts) ~= "table" then check.bad("bus.new", "options", "a table or nil", opts) end
+    if type(opts) ~= "table" then check.bad("bus.new: options", opts, "a table or nil") end
     Bus.configure(self, opts, "bus.new")
   end
   return self
@@ -133,11 +133,11 @@ function Bus:publish(topic, ev, prio)
     tp = new_topic(self, topic)
   end
   local p = tp.prio
-  if prio ~= nil then p = RANK[prio] or priority.check("bus:publish", prio) end
+  if prio ~= nil then p = RANK[prio] or priority.check("bus:publish: priority", prio) end
   if type(ev) == "table" then
     local s = ev.sequence
     if s ~= nil and (type(s) ~= "number" or s < 1 or s % 1 ~= 0) then
-      check.bad("bus:publish", "event.sequence", "an integer >= 1 or nil", s)
+      check.bad("bus:publish: event.sequence", s, "integer >= 1 or nil")
     end
   end
   local q = self.q
@@ -171,10 +171,10 @@ local SUB_OPTS = { name = true, max_failure_rate = true, failure_window = true, 
 function Bus:subscribe(topic, handler, opts)
   local fn = "bus:subscribe"
   check_topic(fn, topic)
-  check.callable(fn, "handler", handler)
+  check.callable(fn .. ": handler", handler)
   opts = check.options(fn, opts, SUB_OPTS)
   local name = opts.name
-  if name ~= nil then check.name(fn, "opts.name", name) end
+  if name ~= nil then check.name(fn .. ": opts.name", name) end
   if name and self.by_name[name] then
     check.raise(("%s: a subscriber named %q already exists (use bus:replace_handler to change its handler)")
       :format(fn, name))
@@ -184,14 +184,14 @@ function Bus:subscribe(topic, handler, opts)
     check.raise(("%s: max_subscribers (%d) reached; unsubscribe one or raise max_subscribers"):format(
       fn, self.max_subscribers))
   end
-  local window = opts.failure_window and check.int(fn, "opts.failure_window", opts.failure_window, 1, 10000) or 10
+  local window = opts.failure_window and check.int(fn .. ": opts.failure_window", opts.failure_window, 1, 10000) or 10
   local s = setmetatable({
     bus = self, topic = topic, handler = handler, mb = lanes.new(false),
-    max_failure_rate = opts.max_failure_rate and check.rate(fn, "opts.max_failure_rate", opts.max_failure_rate)
+    max_failure_rate = opts.max_failure_rate and check.rate(fn .. ": opts.max_failure_rate", opts.max_failure_rate)
       or 0.5,
-    quarantine_ms = opts.quarantine_ms and check.num(fn, "opts.quarantine_ms", opts.quarantine_ms, 0)
+    quarantine_ms = opts.quarantine_ms and check.num(fn .. ": opts.quarantine_ms", opts.quarantine_ms, 0)
       or self.quarantine_ms,
-    max_queue_size = opts.max_queue_size and check.int(fn, "opts.max_queue_size", opts.max_queue_size, 1)
+    max_queue_size = opts.max_queue_size and check.int(fn .. ": opts.max_queue_size", opts.max_queue_size, 1)
       or self.max_queue_size,
     window = window, win = {}, wi = 1, wn = 0, wfails = 0,
     delivered = 0, failures = 0, skipped = 0, dropped = 0, quarantines = 0,
@@ -249,7 +249,7 @@ function Bus:find_subscriber(name) return self.by_name[name] end
 --- bus:replace_handler(name, fn) -> sub | nil, err. Keeps the mailbox and the
 --- topic's sequence state; lifts a quarantine (the new code gets a fresh window).
 function Bus:replace_handler(name, handler)
-  check.callable("bus:replace_handler", "handler", handler)
+  check.callable("bus:replace_handler: handler", handler)
   local s = self.by_name[name]
   if not s then return nil, ("no subscriber named %s"):format(check.show(name)) end
   s.handler = handler
@@ -261,11 +261,11 @@ end
 --- priority of an event published without one (replaces the previous map).
 function Bus:set_topic_priorities(map)
   local fn = "bus:set_topic_priorities"
-  if type(map) ~= "table" then check.bad(fn, "map", "a table of topic = priority", map) end
+  if type(map) ~= "table" then check.bad(fn .. ": map", map, "a table of topic = priority") end
   local copy = {}
   for k, v in pairs(map) do
     check_topic(fn, k)
-    priority.check(fn, v, ("priority of topic %q"):format(k))
+    priority.check(("%s: priority of topic %q"):format(fn, k), v)
     copy[k] = v
   end
   self.topic_prio = copy

@@ -26,7 +26,8 @@ local log = require("thorp.log").for_module("policy")
 local M = {}
 
 local state = { version = 0, files = {}, applied = nil, reloads = 0, rejected = 0 }
-local PRIO = { critical = true, normal = true, low = true }
+local PRIO = require("thorp.priority").RANK
+local check = require "thorp.check"
 local TOP_KEYS = { priorities = true, backpressure = true, breakers = true, subscribers = true, hooks = true,
                    on_start = true }
 local HOOKS = { frontdoor_request = true }
@@ -169,9 +170,8 @@ function M.validate(p, file, endpoints)
           if type(s.handler) ~= "function" then
             errs[#errs + 1] = ("%s.handler: expected a function, got %s"):format(w, type(s.handler))
           end
-          if s.max_failure_rate ~= nil and (type(s.max_failure_rate) ~= "number" or s.max_failure_rate <= 0
-                                             or s.max_failure_rate > 1) then
-            errs[#errs + 1] = ("%s.max_failure_rate = %s: allowed a number in (0, 1]"):format(w, tostring(s.max_failure_rate))
+          if s.max_failure_rate ~= nil then -- the same range as bus:subscribe's
+            errs[#errs + 1] = check.problem(w .. ".max_failure_rate", s.max_failure_rate, check.rate_rule(s.max_failure_rate))
           end
           for k in pairs(s) do
             if k ~= "topic" and k ~= "handler" and k ~= "max_failure_rate" then

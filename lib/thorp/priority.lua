@@ -6,7 +6,7 @@
 -- urgent); ADMIT is the index host/admission.h uses.
 --
 --   local priority = require "thorp.priority"
---   local lane = priority.RANK[p] or priority.check("bus:publish", p)
+--   local lane = priority.RANK[p] or priority.check("bus:publish: priority", p)
 local C = require "thorp.cdef"
 
 local M = {}
@@ -16,15 +16,15 @@ M.RANK = { critical = 1, normal = 2, low = 3 }
 M.ADMIT = { critical = C.ADM_CRITICAL, normal = C.ADM_NORMAL, low = C.ADM_LOW }
 M.ADMIT_NAMES = { [C.ADM_CRITICAL] = "critical", [C.ADM_NORMAL] = "normal", [C.ADM_LOW] = "low" }
 M.DEFAULT = "normal"
-M.ALLOWED = '"critical", "normal" or "low"'
+M.ALLOWED = "critical, normal, low"
 
 --- The more urgent of two priority names.
 function M.max(a, b) return M.RANK[a] <= M.RANK[b] and a or b end
 
---- check(fn, p) -> rank of p, or raises "fn: priority must be ... (got p)".
-function M.check(fn, p, what)
+--- check(where, p) -> rank of p, or raises "where: got p, allowed: critical, normal, low".
+function M.check(where, p)
   local r = M.RANK[p]
-  if not r then require("thorp.check").bad(fn, what or "priority", M.ALLOWED, p) end
+  if not r then require("thorp.check").bad(where, p, M.ALLOWED) end
   return r
 end
 
