@@ -69,34 +69,9 @@ local function pool_endpoints()
   return require("thorp.rpc").endpoints()
 end
 
-------------------------------------------------------------------------------
--- JSON spans (host/http.c): raw ids, results and errors pass through as bytes
-------------------------------------------------------------------------------
-local s0, s1 = ffi.new("size_t[1]"), ffi.new("size_t[1]")
-
--- raw text of member `key` of the object text s (at byte offset off, len n), or nil
-local function member(s, key, off, n)
-  off = off or 0
-  local p = ffi.cast("const char *", s) + off
-  if C.thorp_json_member(p, n or #s - off, key, #key, s0, s1) ~= 1 then return nil end
-  return s:sub(off + tonumber(s0[0]) + 1, off + tonumber(s1[0]))
-end
-
--- offsets { {from, to}, ... } (1-based, inclusive) of the elements of the array text s
-local function elements(s)
-  local max = 64
-  while true do
-    local a, b = ffi.new("size_t[?]", max), ffi.new("size_t[?]", max)
-    local n = C.thorp_json_elements(s, #s, a, b, max)
-    if n < 0 then return nil end
-    if n <= max then
-      local out = {}
-      for i = 0, n - 1 do out[i + 1] = { tonumber(a[i]) + 1, tonumber(b[i]) } end
-      return out
-    end
-    max = n
-  end
-end
+-- JSON spans (thorp.jsonspan): raw ids, results and errors pass through as bytes
+local jsonspan = require "thorp.jsonspan"
+local member, elements = jsonspan.member, jsonspan.elements
 M._member, M._elements = member, elements
 
 ------------------------------------------------------------------------------
