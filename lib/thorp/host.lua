@@ -64,6 +64,13 @@ function M.wire(mods)
     -- once shutdown begins, only critical events are taken
     if sd then sd.on_begin(function() b.critical_only = true end) end
   end
+  -- the policy's frontdoor_request hook runs in the front door
+  local pol, http = mods["thorp.policy"], mods["thorp.http"]
+  if pol and http then
+    local function install() http.set_request_hook(pol.hooks.frontdoor_request) end
+    pol.on_apply(install)
+    install()
+  end
 end
 
 function M.stop()

@@ -21,7 +21,7 @@
 -- shutdown operation until its answer is written out, so a draining host
 -- finishes the front-door calls it accepted before it exits.
 --
--- Request hook (policy `hooks.frontdoor_request`, installed by thorp.policy
+-- Request hook (policy `hooks.frontdoor_request`, installed by thorp.host.wire
 -- through M.set_request_hook(fn)): fn(req) runs in the request's task for
 -- every front-door call; req = { method, params, id, batch = bool }; it may
 -- rewrite req.method / req.params / req.priority / req.timeout_ms, or return
@@ -470,21 +470,11 @@ end
 function M.port() return C.thorp_http_port() end
 function M.pending() return C.thorp_http_pending() end
 
--- the policy may have been applied before this module was loaded
-local function pull_hook()
-  local pol = package.loaded["thorp.policy"]
-  if pol and type(pol.hooks) == "table" and type(pol.hooks.frontdoor_request) == "function" then
-    hook = pol.hooks.frontdoor_request
-  end
-end
-pull_hook()
-
 function M.start(cfg, mode)
   local h = cfg and cfg.http or {}
   if h.enabled == false or not h.port or h.port == 0 or (mode ~= "run" and mode ~= "exec") then return true end
   local port, err = M.listen(h.host or "127.0.0.1", h.port)
   if not port then return nil, "http: " .. err .. " (THORP_HTTP_PORT / http.port)" end
-  pull_hook()
   log.info("http listening", { address = (h.host or "127.0.0.1") .. ":" .. port,
                                routes = "GET /metrics /health /ready, POST / (JSON-RPC)" })
   return true

@@ -26,6 +26,10 @@ local log = require("thorp.log").for_module("policy")
 local M = {}
 
 local state = { version = 0, files = {}, applied = nil, reloads = 0, rejected = 0 }
+local appliers = {} -- on_apply listeners
+--- on_apply(fn): fn(policy) after each policy is applied (thorp.host wires the front door's hook here).
+function M.on_apply(fn) appliers[#appliers + 1] = fn end
+M.hooks = {}
 local PRIO = require("thorp.priority").RANK
 local check = require "thorp.check"
 local TOP_KEYS = { priorities = true, backpressure = true, breakers = true, subscribers = true, hooks = true,
@@ -214,8 +218,7 @@ local function merge_into(dst, src)
 end
 
 local function known_endpoints()
-  local rpc = package.loaded["thorp.rpc"]
-  local pool = rpc and rpc.default_pool()
+  local pool = require("thorp.rpc").default_pool()
   if not pool then return nil end
   local set = {}
   for _, e in ipairs(pool:endpoints()) do set[e.name] = true end
@@ -295,9 +298,8 @@ local function apply(p)
     end
   end
   M.hooks = p.hooks or {}
-  local http = package.loaded["thorp.http"]
-  if http and http.set_request_hook then http.set_request_hook(M.hooks.frontdoor_request) end
   state.applied = p
+  for _, fn in ipairs(appliers) do fn(p) end
 end
 
 -- reload results go out on the bus topic "thorp.policy"
