@@ -60,7 +60,7 @@ local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true }
 -- URL redaction
 ------------------------------------------------------------------------------
 local function secret(s)
-  local log = package.loaded["thorp.log"] or require("thorp.log")
+  local log = require "thorp.log"
   log.secret(s)
 end
 

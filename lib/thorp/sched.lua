@@ -39,12 +39,8 @@ local cached = now()
 M.cached_now = function() return cached end
 M.wall = function() return C.thorp_wall() end
 
--- Logging is wired in by thorp.log once loaded (it needs sched for nothing,
--- so there is no cycle); until then errors go to stderr.
-local function report(msg, fields)
-  local log = package.loaded["thorp.log"]
-  if log then log.error(msg, fields) else io.stderr:write(msg, " ", tostring(fields and fields.error), "\n") end
-end
+-- Errors go to thorp.log (which needs nothing of sched, so there is no cycle).
+local function report(msg, fields) require("thorp.log").error(msg, fields) end
 
 ------------------------------------------------------------------------------
 -- Tasks

@@ -26,7 +26,7 @@ local phase_timer, force_timer, progress_timer
 -- phases go out on the bus topic "thorp.shutdown" so handlers can react
 local function announce(ev) require("thorp.bus").system("thorp.shutdown", ev, "critical") end
 
-local function journal() return package.loaded["thorp.journal"] and package.loaded["thorp.journal"].default end
+local function journal() return require("thorp.journal").default end -- nil until the host opens it
 
 --- register(kind, id, meta) -> op | nil, { code = "SHUTTING_DOWN" }
 function M.register(kind, id, meta)
