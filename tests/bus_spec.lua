@@ -4,11 +4,13 @@
 local thorp = require "thorp"
 local sched = require "thorp.sched"
 local busm = require "thorp.bus"
+local testing = require "thorp.testing"
+local wait_until = testing.wait_until
 
--- A few loop turns: enough for the dispatcher and the workers to run. A plain
--- yield runs again within the scheduler's current step; the short sleep waits
--- for the next one (a worker past its time budget naps until then).
-local function turns(n) for _ = 1, n or 5 do coroutine.yield(); thorp.sleep(0.001) end end
+-- A few loop turns (not wall-clock time): enough for the dispatcher and the
+-- workers to run; used where a test checks what has (or has not) happened
+-- once the bus had its turns. Waits for something to happen use wait_until.
+local turns = testing.turns
 
 -- A gate a handler can park on until the test opens it.
 local function gate()
@@ -65,7 +67,7 @@ describe("bus", function()
     bus:publish("t", { sequence = 3 })
     bus:publish("t", { sequence = 4 })
     bus:publish("t", { sequence = 7 })
-    thorp.sleep(80)
+    wait_until(function() return #got == 4 end, 2000, "the held events after the reorder window")
     assert.are.same({ 1, 3, 4, 7 }, got)
     local st = bus:stats()
     assert.are.equal(2, st.reorder_gaps)
@@ -131,7 +133,7 @@ describe("bus", function()
       active = active - 1
     end)
     for i = 1, 5 do bus:publish("t", i) end
-    while #order < 5 do thorp.sleep(5) end
+    wait_until(function() return #order == 5 end, 2000, "five events")
     assert.are.equal(1, max_active)
     assert.are.same({ 1, 2, 3, 4, 5 }, order)
   end)
@@ -319,7 +321,7 @@ describe("bus", function()
     turns()
     assert.are.equal(6, calls)
     assert.are.equal(15, sub_stats(bus, "s").skipped)
-    thorp.sleep(40)
+    wait_until(function() return sub_stats(bus, "s").quarantined_for_ms == 0 end, 2000, "the quarantine to end")
     fail = false
     bus:publish("t", 22)
     turns()
@@ -464,19 +466,6 @@ describe("bus", function()
     assert.are.equal(10000, busm.default.max_queue_size)
   end)
 
-  -- Wait until cond() holds (checked every loop turn, then every ms), failing
-  -- instead of hanging after max_ms.
-  local function until_true(cond, max_ms, what)
-    for _ = 1, 100 do
-      if cond() then return end
-      coroutine.yield()
-    end
-    local deadline = thorp.now() + max_ms
-    while not cond() do
-      if thorp.now() > deadline then error("timed out waiting for " .. what) end
-      thorp.sleep(1)
-    end
-  end
 
   it("a million events through a bounded bus: memory stays flat, every event is accounted for", function()
     local base = sched.pending().holds
@@ -508,7 +497,7 @@ describe("bus", function()
         mem_max = math.max(mem_max, collectgarbage("count") - mem0)
       end
     end
-    until_true(function() return n1 == accepted and n2 == accepted end, 20000, "the fast subscribers")
+    wait_until(function() return n1 == accepted and n2 == accepted end, 20000, "the fast subscribers")
     collectgarbage("collect")
     local grown = collectgarbage("count") - mem0
     assert.is_true(mem_max < 1024, ("memory grew by %.0f KB during the run"):format(mem_max))
@@ -535,7 +524,7 @@ describe("bus", function()
     assert.are.equal(slow.dropped, st.topics.t.dropped_by_reason.MAILBOX_FULL)
     assert.are.equal(slow.dropped, st.mailbox_dropped)
     bus:unsubscribe("slow")
-    until_true(function() return sched.pending().holds == base end, 5000, "holds to balance")
+    wait_until(function() return sched.pending().holds == base end, 5000, "holds to balance")
   end)
 
   it("a handler that errors on every third event: the others are delivered, failures counted, no quarantine", function()
@@ -568,7 +557,7 @@ describe("bus", function()
     turns(2)
     assert.are.equal(20, #fast) -- the sleeper does not hold the other subscriber up
     for i = 21, 40 do bus:publish("t", i); if i % 5 == 0 then thorp.sleep(1) end end
-    until_true(function() return #got == 40 end, 5000, "the sleeper")
+    wait_until(function() return #got == 40 end, 5000, "the sleeper")
     local want = {}
     for i = 1, 40 do want[i] = i end
     assert.are.same(want, got)
@@ -671,7 +660,7 @@ describe("bus", function()
     bus:subscribe("fast", function() end, { name = "fast" })
     for i = 1, 4 do bus:publish("slow", i) end
     for i = 1, 100 do bus:publish("fast", i) end
-    until_true(function() return sub_stats(bus, "slow").delivered == 4 end, 5000, "the slow handler")
+    wait_until(function() return sub_stats(bus, "slow").delivered == 4 end, 5000, "the slow handler")
     local h = sub_stats(bus, "slow").handler_ms
     assert.are.equal(4, h.samples) -- a slow handler is timed on every call
     assert.is_true(h.p50 >= 3 and h.p99 >= h.p50 and h.max >= h.p99, require("thorp.pretty").format(h))

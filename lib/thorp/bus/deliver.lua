@@ -23,7 +23,7 @@ local band = require("bit").band
 
 local type, xpcall, min, floor = type, xpcall, math.min, math.floor
 local hold, unhold, wake, co_yield = sched.hold, sched.unhold, sched.wake, coroutine.yield
-local now, cached_now = sched.now, sched.cached_now
+local now = sched.now
 local drop, grow, sequenced, release = stats.drop, lanes.grow, reorder.sequenced, quarantine.release
 local NAMES = priority.NAMES
 
@@ -69,7 +69,7 @@ local function route(self, tp, p, ev)
     local s = subs[i]
     local mb = s.mb
     local c = mb.count
-    if s.quarantined and not release(s, cached_now()) then
+    if s.quarantined and not release(s, now()) then
       s.skipped = s.skipped + 1
       self.skipped = self.skipped + 1
     elseif c >= s.max_queue_size
