@@ -20,7 +20,7 @@
 -- allows it); reads may be hedged: when the first endpoint is slower than
 -- its own recent p90, a second one is asked and the first answer wins.
 local ffi = require "ffi"
-local cjson = require "cjson.safe"
+local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
@@ -273,7 +273,7 @@ local function classify(_pool, ep, res, req)
                   message = ("%s: HTTP %d"):format(ep.name, status) }, true, status >= 500 and status ~= 503
   end
   ep.backoff_n = 0
-  local doc = cjson.decode(res.body)
+  local doc = json.decode(res.body)
   if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
      or (not req.batch and doc.result == nil and type(doc.error) ~= "table") then
     ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
@@ -594,7 +594,7 @@ function Pool:call(method, params, opts)
   next_id = next_id + 1
   local msg = { jsonrpc = "2.0", id = next_id, method = method }
   if params and next(params) ~= nil then msg.params = params end
-  local body, err = cjson.encode(msg)
+  local body, err = json.safe_encode(msg)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = method ~= "sendTransaction" }
@@ -621,7 +621,7 @@ function Pool:batch(calls, opts)
       if not prio or rank[p] > rank[prio] then prio = p end
     end
   end
-  local body = cjson.encode(msgs)
+  local body = json.safe_encode(msgs)
   local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
                 idempotent = idem }
   return self:_admit_and_run(req, prio, opts)
@@ -651,7 +651,7 @@ end
 
 local function health_result(pool, ep, res)
   ep.health_pending = false
-  local doc = res.curl_code == 0 and res.http_status == 200 and cjson.decode(res.body)
+  local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
   local slot = type(doc) == "table" and tonumber(doc.result)
   if not slot then
     ep.health_fails = ep.health_fails + 1
