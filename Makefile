@@ -28,7 +28,17 @@ CTESTBIN:= $(CTESTS:tests/c/%.c=build/ctest/%)
 # C unit tests link every host module except main.c
 LIBOBJ  := $(filter-out build/main.o,$(OBJ))
 
-.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint
+.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint fuzz fuzz-build
+
+# Fuzzing (tests/fuzz/, see tests/fuzz/fuzz.h): each target NAME is
+# tests/fuzz/NAME.c, or lua_target.c + tests/fuzz/NAME.lua, built with clang's
+# libFuzzer (build/fuzz/NAME) and, for make test, plainly with a main() that
+# replays tests/fuzz/corpus/NAME/ (build/fuzz-replay/NAME).
+FUZZ_CC      ?= clang-14
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_TARGETS ?= $(notdir $(wildcard tests/fuzz/corpus/*))
+FUZZOBJ      := $(filter-out build/fuzz/obj/main.o,$(SRC:host/%.c=build/fuzz/obj/%.o))
+FUZZ_SRC      = $(if $(wildcard tests/fuzz/$(1).c),tests/fuzz/$(1).c,tests/fuzz/lua_target.c)
 
 all: thorp build/thorp-sim
 
@@ -58,6 +68,21 @@ thorp: $(OBJ) $(LUAOBJ)
 thorp-asan: $(ASANOBJ) $(LUAOBJ)
 	$(CC) $(LDFLAGS) -fsanitize=address,undefined -o $@ $^ $(LDLIBS)
 
+build/fuzz/obj/%.o: host/%.c $(wildcard host/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CFLAGS) -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN) -DTHORP_VERSION='"$(VERSION)"' -c -o $@ $<
+
+.PRECIOUS: build/fuzz/obj/%.o
+.SECONDEXPANSION:
+build/fuzz/%: $$(call FUZZ_SRC,$$*) tests/fuzz/fuzz.c tests/fuzz/fuzz.h $(FUZZOBJ) $(LUAOBJ)
+	$(FUZZ_CC) $(CFLAGS) -O1 -Itests/fuzz -DFUZZ_NAME='"$*"' -DFUZZ_LIBFUZZER -fsanitize=fuzzer $(FUZZ_SAN) $(LDFLAGS) -o $@ \
+	  $(call FUZZ_SRC,$*) tests/fuzz/fuzz.c $(FUZZOBJ) $(LUAOBJ) $(LDLIBS)
+
+build/fuzz-replay/%: $$(call FUZZ_SRC,$$*) tests/fuzz/fuzz.c tests/fuzz/replay.c tests/fuzz/fuzz.h $(LIBOBJ) $(LUAOBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/fuzz -DFUZZ_NAME='"$*"' $(LDFLAGS) -o $@ \
+	  $(call FUZZ_SRC,$*) tests/fuzz/fuzz.c tests/fuzz/replay.c $(LIBOBJ) $(LUAOBJ) $(LDLIBS)
+
 build/thorp-sim: $(SIMSRC) | build
 	$(CC) $(CFLAGS) -o $@ $(SIMSRC) -levent -lm
 
@@ -71,11 +96,16 @@ build/lua build/asan build/ctest: | build
 
 asan: thorp-asan build/thorp-sim
 
-test: deps all $(CTESTBIN)
+test: deps all $(CTESTBIN) $(FUZZ_TARGETS:%=build/fuzz-replay/%)
 	@scripts/run-tests ./thorp
 
 test-asan: deps asan
 	@ASAN_OPTIONS=detect_leaks=0 scripts/run-tests ./thorp-asan
+
+# FUZZ_SECONDS per target (default 60), FUZZ_TARGETS="a b" to pick some
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
+fuzz: deps fuzz-build
+	@tests/fuzz/run $(FUZZ_TARGETS)
 
 demo: deps all
 	@scripts/demo
