@@ -343,6 +343,7 @@ local function classify(_pool, ep, res, req)
   -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
   return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
 end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
