@@ -188,7 +188,9 @@ local function load_file(path, errs)
   setfenv(chunk, setmetatable({}, { __index = _G }))
   local ok, t = pcall(chunk)
   if not ok then
-    errs[#errs + 1] = ("config file %s: %s"):format(path, tostring(t))
+    -- an error value whose __tostring raises must not escape the loader
+    local shown, text = pcall(tostring, t)
+    errs[#errs + 1] = ("config file %s: %s"):format(path, shown and text or "(an error value that cannot be shown)")
     return nil
   end
   if type(t) ~= "table" then
