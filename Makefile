@@ -1,7 +1,11 @@
 # thorp: build, test, demo, bench.
 #   make          build ./thorp (and the simulator build/thorp-sim)
 #   make test     deps, build, C unit tests, busted specs in the host, process tests
-#   make asan     ./thorp-asan with -fsanitize=address,undefined
+#   make asan     ./thorp-asan with -fsanitize=address,undefined (findings abort)
+#   make test-asan  the suite on ./thorp-asan, LeakSanitizer on
+#   make tsan     the C unit tests under ThreadSanitizer
+#   make fuzz     libFuzzer targets in tests/fuzz/, FUZZ_SECONDS each (default 60)
+#   make soak     scripts/soak: SOAK_SECONDS (default 600) of the example under load
 #   make demo     run the example handler against the bundled simulator
 #   make bench    benchmarks (figures printed, never asserted)
 #   make deps     install missing Debian packages (no-op when all present)
@@ -34,8 +38,10 @@ LIBOBJ  := $(filter-out build/main.o,$(OBJ))
 # tests/fuzz/NAME.c, or lua_target.c + tests/fuzz/NAME.lua, built with clang's
 # libFuzzer (build/fuzz/NAME) and, for make test, plainly with a main() that
 # replays tests/fuzz/corpus/NAME/ (build/fuzz-replay/NAME).
+# UBSan findings abort (by default UBSan prints and goes on, so CI passed)
+ASAN_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CC      ?= clang-14
-FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SAN     := $(ASAN_SAN) -fno-omit-frame-pointer
 FUZZ_TARGETS ?= $(notdir $(wildcard tests/fuzz/corpus/*))
 FUZZOBJ      := $(filter-out build/fuzz/obj/main.o,$(SRC:host/%.c=build/fuzz/obj/%.o))
 FUZZ_SRC      = $(if $(wildcard tests/fuzz/$(1).c),tests/fuzz/$(1).c,tests/fuzz/lua_target.c)
@@ -49,7 +55,7 @@ build/%.o: host/%.c $(wildcard host/*.h) | build
 	$(CC) $(CFLAGS) -DTHORP_VERSION='"$(VERSION)"' -c -o $@ $<
 
 build/asan/%.o: host/%.c $(wildcard host/*.h) | build/asan
-	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -DTHORP_VERSION='"$(VERSION)"' -c -o $@ $<
+	$(CC) $(CFLAGS) -O1 -fno-omit-frame-pointer $(ASAN_SAN) -DTHORP_VERSION='"$(VERSION)"' -c -o $@ $<
 
 # lib/thorp/X.lua is module thorp.X (init.lua is module thorp itself)
 build/lua/%.o: lib/thorp/%.lua | build/lua
@@ -66,7 +72,7 @@ thorp: $(OBJ) $(LUAOBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 thorp-asan: $(ASANOBJ) $(LUAOBJ)
-	$(CC) $(LDFLAGS) -fsanitize=address,undefined -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) $(ASAN_SAN) -o $@ $^ $(LDLIBS)
 
 build/fuzz/obj/%.o: host/%.c $(wildcard host/*.h)
 	@mkdir -p $(@D)
@@ -100,7 +106,7 @@ test: deps all $(CTESTBIN) $(FUZZ_TARGETS:%=build/fuzz-replay/%)
 	@scripts/run-tests ./thorp
 
 test-asan: deps asan
-	@ASAN_OPTIONS=detect_leaks=0 scripts/run-tests ./thorp-asan
+	@scripts/run-tests ./thorp-asan
 
 # FUZZ_SECONDS per target (default 60), FUZZ_TARGETS="a b" to pick some
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
