@@ -32,7 +32,7 @@ CTESTBIN:= $(CTESTS:tests/c/%.c=build/ctest/%)
 # C unit tests link every host module except main.c
 LIBOBJ  := $(filter-out build/main.o,$(OBJ))
 
-.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint fuzz fuzz-build
+.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint fuzz fuzz-build tsan soak
 
 # Fuzzing (tests/fuzz/, see tests/fuzz/fuzz.h): each target NAME is
 # tests/fuzz/NAME.c, or lua_target.c + tests/fuzz/NAME.lua, built with clang's
@@ -41,6 +41,9 @@ LIBOBJ  := $(filter-out build/main.o,$(OBJ))
 # UBSan findings abort (by default UBSan prints and goes on, so CI passed)
 ASAN_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CC      ?= clang-14
+# ThreadSanitizer build of the C unit tests (the watchdog thread shares state with the loop)
+TSAN_CC      ?= clang-14
+TSANOBJ      := $(filter-out build/tsan/obj/main.o,$(SRC:host/%.c=build/tsan/obj/%.o))
 FUZZ_SAN     := $(ASAN_SAN) -fno-omit-frame-pointer
 FUZZ_TARGETS ?= $(notdir $(wildcard tests/fuzz/corpus/*))
 FUZZOBJ      := $(filter-out build/fuzz/obj/main.o,$(SRC:host/%.c=build/fuzz/obj/%.o))
@@ -78,7 +81,14 @@ build/fuzz/obj/%.o: host/%.c $(wildcard host/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CFLAGS) -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN) -DTHORP_VERSION='"$(VERSION)"' -c -o $@ $<
 
-.PRECIOUS: build/fuzz/obj/%.o
+build/tsan/obj/%.o: host/%.c $(wildcard host/*.h)
+	@mkdir -p $(@D)
+	$(TSAN_CC) $(CFLAGS) -O1 -fsanitize=thread -DTHORP_VERSION='"$(VERSION)"' -c -o $@ $<
+
+build/tsan/test_%: tests/c/test_%.c $(TSANOBJ) $(LUAOBJ)
+	$(TSAN_CC) $(CFLAGS) -O1 -fsanitize=thread $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+.PRECIOUS: build/fuzz/obj/%.o build/tsan/obj/%.o
 .SECONDEXPANSION:
 build/fuzz/%: $$(call FUZZ_SRC,$$*) tests/fuzz/fuzz.c tests/fuzz/fuzz.h $(FUZZOBJ) $(LUAOBJ)
 	$(FUZZ_CC) $(CFLAGS) -O1 -Itests/fuzz -DFUZZ_NAME='"$*"' -DFUZZ_LIBFUZZER -fsanitize=fuzzer $(FUZZ_SAN) $(LDFLAGS) -o $@ \
@@ -107,6 +117,9 @@ test: deps all $(CTESTBIN) $(FUZZ_TARGETS:%=build/fuzz-replay/%)
 
 test-asan: deps asan
 	@scripts/run-tests ./thorp-asan
+
+tsan: $(CTESTS:tests/c/%.c=build/tsan/%)
+	@rc=0; for t in $^; do echo "== $$t"; TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $$TSAN_OPTIONS" $$t || rc=1; done; exit $$rc
 
 # FUZZ_SECONDS per target (default 60), FUZZ_TARGETS="a b" to pick some
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
