@@ -189,8 +189,8 @@ local function load_file(path, errs)
   local ok, t = pcall(chunk)
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
-    local shown, text = pcall(tostring, t)
-    errs[#errs + 1] = ("config file %s: %s"):format(path, shown and text or "(an error value that cannot be shown)")
+    local printable, text = pcall(tostring, t)
+    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
     return nil
   end
   if type(t) ~= "table" then
