@@ -32,7 +32,7 @@ CTESTBIN:= $(CTESTS:tests/c/%.c=build/ctest/%)
 # C unit tests link every host module except main.c
 LIBOBJ  := $(filter-out build/main.o,$(OBJ))
 
-.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint fuzz fuzz-build tsan soak
+.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint fuzz fuzz-build tsan soak soak-valgrind
 
 # Fuzzing (tests/fuzz/, see tests/fuzz/fuzz.h): each target NAME is
 # tests/fuzz/NAME.c, or lua_target.c + tests/fuzz/NAME.lua, built with clang's
@@ -125,6 +125,12 @@ tsan: $(CTESTS:tests/c/%.c=build/tsan/%)
 fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
 fuzz: deps fuzz-build
 	@tests/fuzz/run $(FUZZ_TARGETS)
+
+# SOAK_SECONDS (default 600); make soak-valgrind: 60 s under valgrind
+soak: deps all
+	@scripts/soak
+soak-valgrind: deps all
+	@scripts/soak --valgrind
 
 demo: deps all
 	@scripts/demo
