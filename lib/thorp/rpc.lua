@@ -289,8 +289,9 @@ local function classify(_pool, ep, res, req)
   end
   ep.backoff_n = 0
   local doc = cjson.decode(res.body)
+  if type(doc) == "table" and doc.error == cjson.null then doc.error = nil end -- "error": null is no error
   if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
-     or (not req.batch and doc.result == nil and type(doc.error) ~= "table") then
+     or (not req.batch and (doc.result == nil or doc.error ~= nil) and type(doc.error) ~= "table") then
     ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
     ep.breaker:failure()
     return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
