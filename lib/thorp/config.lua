@@ -240,7 +240,9 @@ local function load_file(path, errs, timeout_ms)
   setfenv(chunk, M.sandbox("a config file", path))
   local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout())
   if not ok then
-    errs[#errs + 1] = ("config file %s: %s"):format(path, tostring(t))
+    -- an error value whose __tostring raises must not escape the loader
+    local printable, text = pcall(tostring, t)
+    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
     return nil
   end
   if type(t) ~= "table" then

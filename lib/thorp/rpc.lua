@@ -286,8 +286,9 @@ local function classify(_pool, ep, res, req)
   end
   ep.backoff_n = 0
   local doc = json.decode(res.body)
+  if type(doc) == "table" and doc.error == json.null then doc.error = nil end -- "error": null is no error
   if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
-     or (not req.batch and doc.result == nil and type(doc.error) ~= "table") then
+     or (not req.batch and (doc.result == nil or doc.error ~= nil) and type(doc.error) ~= "table") then
     ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
     ep.breaker:failure()
     return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
@@ -340,6 +341,7 @@ local function classify(_pool, ep, res, req)
   -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
   return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
 end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
