@@ -350,8 +350,14 @@ static void ws_on_read(struct bufferevent *bev, void *arg) {
     c->t_read = thorp_now();
     if (!c->ws && ws_read_upgrade(c) != 1) return;
     if (evbuffer_get_length(bufferevent_get_input(bev)) == 0) return;
-    if (wslay_event_recv(c->ws) != 0) {
-        ws_fail(c, "%s: WebSocket read failed", c->hostport);
+    int r = wslay_event_recv(c->ws);
+    if (r == WSLAY_ERR_PROTO || (r != 0 && wslay_event_get_status_code_sent(c->ws))) {
+        c->info.close_code = WSLAY_CODE_PROTOCOL_ERROR;
+        ws_fail(c, "%s: WebSocket protocol error from the server (a malformed frame)", c->hostport);
+        return;
+    }
+    if (r != 0) {
+        ws_fail(c, "%s: WebSocket read failed (wslay error %d)", c->hostport, r);
         return;
     }
     ws_pump(c);
