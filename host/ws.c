@@ -37,6 +37,9 @@ typedef struct conn {
     double connect_timeout_ms, ping_interval_ms, idle_timeout_ms, last_ping;
     uint64_t max_message;
     double t_read; /* time of the read callback running now */
+    char *mbuf;    /* the data message being received (frames appended; no wslay buffering) */
+    size_t mlen, mcap;
+    int in_ctrl, too_big;
     thorp_ws_info info;
     struct conn *next;
 } conn;
@@ -45,6 +48,7 @@ typedef struct qmsg {
     int64_t conn, sub;
     size_t off, len;
     double t_rx;
+    size_t blob_off, blob_len, res_off, res_len;
 } qmsg;
 
 static struct {
@@ -104,7 +108,7 @@ static conn *ws_find(int64_t id) {
 
 /* ---- the message queue ---------------------------------------------------- */
 
-static int64_t ws_sub_id(const char *d, size_t len) {
+static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
     static const char needle[] = "\"subscription\":";
     size_t nl = sizeof needle - 1, from = len > 96 ? len - 96 : 0;
     for (size_t i = len >= nl ? len - nl : 0; i + 1 > from && i + nl <= len; i--) {
@@ -112,6 +116,7 @@ static int64_t ws_sub_id(const char *d, size_t len) {
             const char *p = d + i + nl, *e = d + len;
             while (p < e && *p == ' ') p++;
             if (p >= e || !isdigit((unsigned char)*p)) return -1;
+            *at = i;
             int64_t v = 0;
             while (p < e && isdigit((unsigned char)*p)) v = v * 10 + (*p++ - '0');
             return v;
@@ -119,6 +124,30 @@ static int64_t ws_sub_id(const char *d, size_t len) {
         if (i == 0) break;
     }
     return -1;
+}
+
+static const unsigned char b64ok[256] = {
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+    ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['+'] = 1, ['/'] = 1, ['='] = 1,
+};
+
+/* The content of a "data":["<base64>" string of at least 128 bytes, if any. */
+static void ws_find_blob(const uint8_t *d, size_t len, size_t *off, size_t *blen) {
+    static const char needle[] = "\"data\":[\"";
+    *off = *blen = 0;
+    const uint8_t *p = memmem(d, len, needle, sizeof needle - 1);
+    if (!p) return;
+    const uint8_t *s = p + sizeof needle - 1, *e = d + len, *q = s;
+    while (q < e && b64ok[*q]) q++;
+    if (q < e && *q == '"' && q - s >= 128) {
+        *off = (size_t)(s - d);
+        *blen = (size_t)(q - s);
+    }
 }
 
 static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
@@ -140,7 +169,21 @@ static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
     }
     memcpy(ws.arena + ws.alen, data, len);
     ws.arena[ws.alen + len] = 0;
-    ws.q[ws.qn++] = (qmsg){ c->id, ws_sub_id((const char *)data, len), ws.alen, len, c->t_read };
+    qmsg *m = &ws.q[ws.qn++];
+    size_t sub_at = 0;
+    *m = (qmsg){ c->id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, c->t_read, 0, 0, 0, 0 };
+    if (m->sub >= 0) {
+        ws_find_blob(data, len, &m->blob_off, &m->blob_len);
+        /* {"jsonrpc":"2.0","method":"xNotification","params":{"result":R,"subscription":N}} */
+        static const char pre[] = "\"params\":{\"result\":";
+        size_t scan = len < 128 ? len : 128;
+        const uint8_t *r = memmem(data, scan, pre, sizeof pre - 1);
+        if (r && sub_at > 0 && data[sub_at - 1] == ',') {
+            m->res_off = (size_t)(r - data) + sizeof pre - 1;
+            if (sub_at - 1 > m->res_off) m->res_len = sub_at - 1 - m->res_off;
+            if (m->blob_len && (m->blob_off < m->res_off || m->blob_off + m->blob_len > sub_at)) m->blob_len = 0;
+        }
+    }
     ws.alen = need;
     c->info.messages++;
     if (!ws.posted) {
@@ -153,7 +196,8 @@ int thorp_ws_drain(thorp_ws_msg *out, int max) {
     int n = 0;
     while (n < max && ws.qrd < ws.qn) {
         qmsg *m = &ws.q[ws.qrd++];
-        out[n++] = (thorp_ws_msg){ m->conn, m->sub, ws.arena + m->off, m->len, m->t_rx };
+        out[n++] = (thorp_ws_msg){ m->conn, m->sub, ws.arena + m->off, m->len, m->t_rx, m->blob_off, m->blob_len,
+                                   m->res_off, m->res_len };
     }
     if (n == 0) { /* everything handed out earlier has been read: start over */
         ws.qn = ws.qrd = 0;
@@ -190,6 +234,9 @@ static void ws_release(conn *c) {
     if (c->bev) { bufferevent_free(c->bev); c->bev = NULL; }
     if (c->ws) { wslay_event_context_free(c->ws); c->ws = NULL; }
     if (c->own_ctx) { SSL_CTX_free(c->own_ctx); c->own_ctx = NULL; }
+    free(c->mbuf);
+    c->mbuf = NULL;
+    c->mlen = c->mcap = 0;
 }
 
 static void ws_fail(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -231,17 +278,50 @@ static int ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, 
     return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
 }
 
+/* Data frames are not buffered by wslay (it would copy each message and check
+ * its UTF-8 byte by byte, half the cost of a 1 KB notification): their
+ * payload is appended here and the message queued when wslay reports it done. */
+static void ws_on_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg,
+                              void *user) {
+    conn *c = user;
+    c->in_ctrl = (arg->opcode & 0x8) != 0;
+    if (c->in_ctrl) return;
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME) c->mlen = 0, c->too_big = 0;
+    if (c->mlen + arg->payload_length > c->max_message) c->too_big = 1;
+}
+
+static void ws_on_frame_chunk(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_chunk_arg *arg,
+                              void *user) {
+    conn *c = user;
+    if (c->in_ctrl || c->too_big) return;
+    size_t need = c->mlen + arg->data_length;
+    if (need > c->mcap) {
+        size_t cap = c->mcap ? c->mcap * 2 : 16384;
+        while (cap < need) cap *= 2;
+        char *b = realloc(c->mbuf, cap);
+        if (!b) { c->too_big = 1; return; }
+        c->mbuf = b;
+        c->mcap = cap;
+    }
+    memcpy(c->mbuf + c->mlen, arg->data, arg->data_length);
+    c->mlen = need;
+}
+
 static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user) {
     conn *c = user;
     c->info.last_rx = c->t_read;
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) ws_enqueue(c, arg->msg, arg->msg_length);
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+        if (!c->too_big) ws_enqueue(c, (const uint8_t *)c->mbuf, c->mlen);
+        c->mlen = 0;
+        if (c->mcap > (1u << 20)) { free(c->mbuf); c->mbuf = NULL; c->mcap = 0; } /* after a huge one */
+    }
     else if (arg->opcode == WSLAY_PONG) c->info.pongs++;
     else if (arg->opcode == WSLAY_PING) c->info.pings++;
     else if (arg->opcode == WSLAY_CONNECTION_CLOSE) c->info.close_code = arg->status_code;
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {
-    ws_recv_cb, ws_send_cb, ws_genmask_cb, NULL, NULL, NULL, ws_on_msg,
+    ws_recv_cb, ws_send_cb, ws_genmask_cb, ws_on_frame_start, ws_on_frame_chunk, NULL, ws_on_msg,
 };
 
 /* Hand wslay what it queued; close when the exchange is over. */
@@ -336,7 +416,7 @@ static int ws_read_upgrade(conn *c) {
         ws_fail(c, "%s: out of memory", c->hostport);
         return -1;
     }
-    wslay_event_config_set_max_recv_msg_length(c->ws, c->max_message);
+    wslay_event_config_set_no_buffering(c->ws, 1);
     c->info.state = THORP_WS_UP;
     c->info.opened_at = c->info.last_rx = thorp_now();
     loop_post(TEV_WS, c->id, THORP_WS_OPEN, 0, NULL);
@@ -351,6 +431,13 @@ static void ws_on_read(struct bufferevent *bev, void *arg) {
     if (!c->ws && ws_read_upgrade(c) != 1) return;
     if (evbuffer_get_length(bufferevent_get_input(bev)) == 0) return;
     int r = wslay_event_recv(c->ws);
+    if (c->too_big) {
+        c->info.close_code = WSLAY_CODE_MESSAGE_TOO_BIG;
+        wslay_event_queue_close(c->ws, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0);
+        wslay_event_send(c->ws);
+        ws_fail(c, "%s: a message exceeded max_message_bytes (%llu)", c->hostport, (unsigned long long)c->max_message);
+        return;
+    }
     if (r == WSLAY_ERR_PROTO || (r != 0 && wslay_event_get_status_code_sent(c->ws))) {
         c->info.close_code = WSLAY_CODE_PROTOCOL_ERROR;
         ws_fail(c, "%s: WebSocket protocol error from the server (a malformed frame)", c->hostport);
@@ -490,6 +577,9 @@ int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_in
     c->next = ws.conns;
     ws.conns = c;
     bufferevent_setcb(c->bev, ws_on_read, NULL, ws_on_event, c);
+    /* 256 KB a turn (libevent reads 4 KB): a burst comes in a few turns, each small
+     * enough that the handlers (bus workers, 1 ms budget a turn) keep up with it */
+    bufferevent_set_max_single_read(c->bev, 256 << 10);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     double tick = c->ping_interval_ms < c->idle_timeout_ms ? c->ping_interval_ms : c->idle_timeout_ms;
     if (c->connect_timeout_ms < tick) tick = c->connect_timeout_ms;

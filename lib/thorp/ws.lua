@@ -283,7 +283,8 @@ local function deliver(e, value, slot, ep, t_rx)
     s.notifications = s.notifications + 1
     s.last_slot = slot or s.last_slot
     local ctx = { slot = slot, endpoint = ep.name, subscription = s, value = value, received_at = t_rx }
-    if s.bus_sub then dbus():publish(s.topic_private, ctx) end
+    -- critical: the private bus routes that lane without a per-turn batch limit
+    if s.bus_sub then dbus():publish(s.topic_private, ctx, "critical") end
     if s.topic then
       local b = rawget(busm, "default") or busm.default
       local ok = b:publish(s.topic, ctx)
@@ -354,15 +355,43 @@ local function on_notification(ep, m)
                 { endpoint = ep.name, subscription_id = sid })
     return
   end
-  local msg = decode(ffi_string(m.data, len))
-  local params = type(msg) == "table" and msg.params
-  if type(params) ~= "table" or params.result == nil then
+  -- decode only params.result where C located it, and around a long base64
+  -- data string (taken as is): JSON decoding is most of a notification's cost
+  local result, blob
+  local ro, rl, bl = tonumber(m.res_off), tonumber(m.res_len), tonumber(m.blob_len)
+  local p = m.data
+  if rl > 0 then
+    if bl > 0 then
+      local bo = tonumber(m.blob_off)
+      result = decode(ffi_string(p + ro, bo - ro) .. ffi_string(p + bo + bl, ro + rl - bo - bl))
+      blob = ffi_string(p + bo, bl)
+    else
+      result = decode(ffi_string(p + ro, rl))
+    end
+    if result == nil then rl = 0 end
+  end
+  if rl == 0 then
+    local msg = decode(ffi_string(p, len))
+    local params = type(msg) == "table" and msg.params
+    result = type(params) == "table" and params.result
+    blob = nil
+  end
+  if result == nil then
     ep.malformed = ep.malformed + 1
     S.malformed = S.malformed + 1
     log_limited("malformed:" .. ep.name, "ws message is not a JSON-RPC notification", { endpoint = ep.name })
     return
   end
-  local result = params.result
+  if blob then
+    local v = type(result) == "table" and result.value
+    local d = type(v) == "table" and (v.data or (type(v.account) == "table" and v.account.data))
+    if type(d) == "table" and d[1] == "" then
+      d[1] = blob
+    else -- not where an account's data goes: decode it all
+      local msg = decode(ffi_string(p, len))
+      result = msg.params.result
+    end
+  end
   local slot = slot_of(result)
   local t = now()
   ep.last_rx_at = t
