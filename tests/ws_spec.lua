@@ -249,6 +249,78 @@ describe("ws subscriptions", function()
     thorp.bus.default:unsubscribe(bs)
   end)
 
+
+  describe("wss", function()
+    -- nginx terminates TLS (a self-signed certificate for localhost) in front of endpoint 1's WebSocket port
+    local dir, port, nginx_pid
+    setup(function()
+      dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. dir))
+      assert(os.execute(("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/key.pem -out %s/cert.pem -days 1 "
+        .. "-subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1"):format(dir, dir)))
+      local p = io.popen("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); "
+        .. "print(s.getsockname()[1])'")
+      port = tonumber(p:read("*l"))
+      p:close()
+      local upstream = sim.ws_urls[1]:gsub("^ws://", "")
+      local f = assert(io.open(dir .. "/nginx.conf", "w"))
+      f:write((([[
+daemon off; worker_processes 1; pid DIR/nginx.pid; error_log DIR/error.log;
+events {}
+http {
+  access_log off; client_body_temp_path DIR; proxy_temp_path DIR; fastcgi_temp_path DIR;
+  uwsgi_temp_path DIR; scgi_temp_path DIR;
+  server {
+    listen 127.0.0.1:PORT ssl; ssl_certificate DIR/cert.pem; ssl_certificate_key DIR/key.pem;
+    location / { proxy_pass http://UP; proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade;
+                 proxy_set_header Connection "upgrade"; proxy_read_timeout 1h; }
+  }
+}
+]]):gsub("DIR", dir):gsub("PORT", tostring(port)):gsub("UP", upstream)))
+      f:close()
+      assert(os.execute(("nginx -e %s/error.log -c %s/nginx.conf >/dev/null 2>&1 &"):format(dir, dir)))
+      wait(function()
+        local pf = io.open(dir .. "/nginx.pid")
+        if pf then nginx_pid = tonumber(pf:read("*l")); pf:close() end
+        return nginx_pid ~= nil
+      end, 5000, "nginx")
+    end)
+    teardown(function()
+      if nginx_pid then os.execute("kill " .. nginx_pid) end
+      os.execute("rm -rf " .. dir)
+    end)
+
+    local function tls_pool(host)
+      return thorp.rpc.new_pool{ endpoints = { { name = "t", url = sim.urls[1],
+                                                 ws_url = ("wss://%s:%d/"):format(host, port) } } }
+    end
+
+    it("subscribes over TLS with SNI and the certificate checked against the host name", function()
+      ws.options.ca_file = dir .. "/cert.pem"
+      local p = tls_pool("localhost")
+      local got = 0
+      p:subscribe("slotSubscribe", nil, function() got = got + 1 end)
+      wait(function() return got >= 1 end, 5000, "a slot over wss")
+      assert.are.equal("open", wsinfo(p, "t").state)
+    end)
+
+    it("refuses a certificate that does not name the host, and one it does not trust", function()
+      ws.options.ca_file = dir .. "/cert.pem"
+      local p = tls_pool("127.0.0.1") -- the certificate names localhost only
+      local got = 0
+      p:subscribe("slotSubscribe", nil, function() got = got + 1 end)
+      wait(function() return wsinfo(p, "t").last_error ~= nil end, 5000, "the refusal")
+      assert.matches("TLS", wsinfo(p, "t").last_error)
+      ws.options.ca_file = nil
+      local p2 = tls_pool("localhost") -- the system's trust store: self-signed is not in it
+      p2:subscribe("rootSubscribe", nil, function() got = got + 1 end)
+      wait(function() return wsinfo(p2, "t").last_error ~= nil end, 5000, "the refusal")
+      assert.matches("TLS", wsinfo(p2, "t").last_error)
+      assert.are.equal(0, got)
+    end)
+  end)
+
   describe("bad input", function()
     it("refuses an unknown method, bad params and a missing handler with error values", function()
       local p = pool(1)
