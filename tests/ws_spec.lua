@@ -70,6 +70,26 @@ describe("ws subscriptions", function()
     wait(function() return sim:ws_fault(1, {}).subscriptions == 0 end, 2000, "the upstream unsubscribe")
   end)
 
+  it("shows connection state, counts and lag in endpoints(), subscriptions() and /metrics", function()
+    local p = pool(2)
+    local n = 0
+    local sub = p:subscribe("slotSubscribe", nil, function() n = n + 1 end, { redundancy = 2 })
+    wait(function() return n >= 2 end, 3000, "slots")
+    local a = wsinfo(p, "a")
+    assert.are.equal("open", a.state)
+    assert.are.equal(1, a.subscriptions)
+    assert.is_number(a.lag)
+    assert.is_true(a.bytes > 0)
+    local listed
+    for _, s in ipairs(thorp.rpc.subscriptions()) do if s.subscription == sub then listed = s end end
+    assert.are.equal("slotSubscribe", listed.method)
+    assert.are.equal("active", listed.state)
+    local text = require("thorp.metrics").render{ pool = p }
+    assert.matches('thorp_ws_endpoint_state{endpoint="a"} 2', text, 1, true)
+    assert.matches('thorp_ws_endpoint_subscriptions{endpoint="b"} 1', text, 1, true)
+    assert.matches("thorp_ws_delivered_total %d+", text)
+  end)
+
   it("shares one upstream subscription between identical subscriptions", function()
     local p = pool(1)
     local a, b = 0, 0

@@ -744,6 +744,43 @@ function M.endpoint_status(pool, name)
   end
 end
 
+--- metrics(w, pool): the WebSocket families for /metrics (lib/thorp/metrics.lua's writer)
+local STATE_NUM = { idle = 0, connecting = 1, open = 2, down = 3 }
+function M.metrics(w, pool)
+  w.one("ws_notifications_total", "counter", "WebSocket notifications received (all endpoints, duplicates included).",
+        S.notifications)
+  w.one("ws_delivered_total", "counter", "Notifications delivered (once each, after redundancy dedupe).",
+        S.delivered_once)
+  w.one("ws_duplicates_total", "counter", "Notifications dropped as already delivered from another endpoint.",
+        S.duplicates)
+  w.one("ws_bad_messages_total", "counter", "Malformed messages and notifications for unknown subscription ids.",
+        S.malformed + S.unknown_subscription)
+  w.one("ws_gaps_total", "counter", "Gap events published (a subscription resumed after notifications may be lost).",
+        S.gaps)
+  w.one("ws_subscriptions", "gauge", "Subscriptions (user handles).", #all_subs)
+  local st = pool and states[pool]
+  if not st then return end
+  local function each(name, typ, help, get)
+    w.family(name, typ, help)
+    for _, ep in ipairs(st.eps) do
+      local v = get(ep)
+      if v ~= nil then w.sample("", v, "endpoint", ep.name) end
+    end
+  end
+  each("ws_endpoint_state", "gauge", "WebSocket connection: 0 idle, 1 connecting, 2 open, 3 down.",
+       function(ep) return STATE_NUM[ep.state] end)
+  each("ws_endpoint_reconnects_total", "counter", "Reconnects.", function(ep) return ep.reconnects end)
+  each("ws_endpoint_gaps_total", "counter", "Gap events on this endpoint.", function(ep) return ep.gaps end)
+  each("ws_endpoint_notifications_total", "counter", "Notifications received.", function(ep) return ep.notifications end)
+  each("ws_endpoint_notifications_per_second", "gauge", "Notifications per second (last second).",
+       function(ep) return ep.rate end)
+  each("ws_endpoint_bytes_total", "counter", "Notification bytes received.", function(ep) return ep.bytes end)
+  each("ws_endpoint_subscriptions", "gauge", "Upstream subscriptions placed on the endpoint.",
+       function(ep) return ep.nplaced end)
+  each("ws_endpoint_slot_lag", "gauge", "Slots behind the latest notification slot of any endpoint.",
+       function(ep) return ep.slot and best_slot > 0 and best_slot - ep.slot or nil end)
+end
+
 --- configure{ heartbeat_ms=, ping_interval_ms=, ping_timeout_ms=, connect_timeout_ms=,
 ---            max_message_bytes=, backoff_min_ms=, backoff_max_ms=, mailbox=, ca_file= }
 function M.configure(opts)
