@@ -29,7 +29,7 @@
 -- endpoint is judged only on the time it was really asked. Every pool
 -- checks its endpoints in the background unless health = false.
 local ffi = require "ffi"
-local cjson = require "cjson.safe"
+local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
@@ -60,15 +60,16 @@ sched.on_event(sched.EV.RPC, function(ev)
   local res
   if cb then
     res = { curl_code = r.curl_code, http_status = r.http_status, retry_after_ms = r.retry_after_ms,
-            total_ms = r.total_ms, sent = r.sent ~= 0, body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "",
-            error = ffi.string(r.error) }
+            total_ms = r.total_ms, sent = r.sent ~= 0,
+            body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "", error = ffi.string(r.error) }
   end
   C.thorp_pool_result_free(r)
   if cb then cb(res) end
 end)
 
-local function http_send(url, body, timeout_ms, cb)
-  local id = C.thorp_pool_request(url, body, #body, timeout_ms, min(timeout_ms, 3000), errbuf, 256)
+-- headers: an endpoint's own "Name: value" lines (config `headers`), or nil
+local function http_send(url, body, timeout_ms, cb, headers)
+  local id = C.thorp_pool_request_headers(url, body, #body, timeout_ms, min(timeout_ms, 3000), headers, errbuf, 256)
   if id < 0 then return nil, ffi.string(errbuf) end
   id = tonumber(id)
   waiting[id] = cb
@@ -124,6 +125,16 @@ end
 
 local function publish_system(topic, event) require("thorp.bus").system(topic, event, "low") end
 
+-- An endpoint's `headers` (providers that authenticate by header) as the
+-- "Name: value" lines the transport sends; the values are secrets.
+local function header_lines(h)
+  if not h or next(h) == nil then return nil end
+  local lines = {}
+  for k, v in pairs(h) do lines[#lines + 1] = k .. ": " .. v end
+  table.sort(lines)
+  return table.concat(lines, "\n")
+end
+
 local function new_endpoint(pool, e, i)
   local display = config.redact_url(e.url)
   local bopts = {}
@@ -131,6 +142,7 @@ local function new_endpoint(pool, e, i)
   bopts.name = e.name
   local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
                timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
+               ws_url = e.ws_url, header_lines = header_lines(e.headers),
                hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
                inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_at = 0, backoff_n = 0,
                healthy = true, health_fails = 0, good_checks = 0, queue = {}, qhead = 1, qtail = 0, nqueued = 0,
@@ -138,6 +150,7 @@ local function new_endpoint(pool, e, i)
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
   for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
+  ep.ws_url = e.ws_url -- WebSocket subscriptions (lib/thorp/ws.lua)
   ep.breaker:on_change(function(_, from, to)
     local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
     if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
@@ -175,6 +188,9 @@ local function validate_endpoints(list)
       error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
     end
     if e.max_inflight ~= nil then check_inflight(e.max_inflight, w .. ".max_inflight", 3) end
+    if e.ws_url ~= nil and (type(e.ws_url) ~= "string" or not e.ws_url:match("^wss?://[^/]")) then
+      error(("%s.ws_url (%s): expected a ws:// or wss:// URL"):format(w, config.redact_url(tostring(e.ws_url))), 3)
+    end
   end
 end
 
@@ -392,7 +408,7 @@ end
 -- curl codes that prove the request never left: proxy or host not resolved, could not connect
 local NOT_SENT = { [5] = true, [6] = true, [7] = true }
 local ENDPOINT_RPC_FAULTS = { [-32005] = true, [-32603] = true }
-local NULL = cjson.null
+local NULL = json.null
 
 -- why d is not a sane JSON-RPC answer to request id (nil when it is), and its error object
 local function insane(d, id)
@@ -457,7 +473,7 @@ local function classify(pool, ep, res, req, att)
                   message = ("%s: HTTP %d"):format(ep.name, status) }, true, true
   end
   ep.backoff_n = 0
-  local doc = cjson.decode(res.body)
+  local doc = json.decode(res.body)
   local e
   if req.batch then
     if type(doc) ~= "table" or doc[1] == nil then return bad_response(ep, res, "not an array of answers") end
@@ -528,6 +544,7 @@ local function classify(pool, ep, res, req, att)
   -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
   return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
 end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
@@ -549,7 +566,8 @@ local function dispatch(att)
   local t = now()
   local budget = call.deadline - t
   att.timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
-  local id, err = http_send(ep.url, att.req.body, att.timeout, function(res) att.id = nil; deliver(att, res) end)
+  local id, err = http_send(ep.url, att.req.body, att.timeout, function(res) att.id = nil; deliver(att, res) end,
+    ep.header_lines)
   if not id then
     deliver(att, { curl_code = -1, http_status = 0, error = err, sent = false, body = "", total_ms = 0 })
     return
@@ -888,7 +906,7 @@ function Pool:call(method, params, opts)
   next_id = next_id + 1
   local msg = { jsonrpc = "2.0", id = next_id, method = method }
   if params and next(params) ~= nil then msg.params = params end
-  local body, err = cjson.encode(msg)
+  local body, err = json.safe_encode(msg)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = not is_submit(self, method) }
@@ -915,7 +933,7 @@ function Pool:batch(calls, opts)
       if not prio or rank[p] > rank[prio] then prio = p end
     end
   end
-  local body = cjson.encode(msgs)
+  local body = json.safe_encode(msgs)
   local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
                 idempotent = idem }
   return self:_admit_and_run(req, prio, opts)
@@ -944,8 +962,15 @@ function Pool:endpoints()
                state_changes = b.state_changes,
                latency_histogram = { bounds = LAT_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
                                      count = ep.hist_n } }
+    local ws = package.loaded["thorp.ws"]
+    out[i].ws = ws and ws.endpoint_status(self, ep.name) or nil
   end
   return out
+end
+
+-- WebSocket subscriptions: lib/thorp/ws.lua
+function Pool:subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(self, method, params, handler, opts)
 end
 
 -- Health: slot lag and liveness, polled in the background --------------------
@@ -968,7 +993,7 @@ end
 local function health_result(pool, ep, res, sent_at)
   ep.health_pending = false
   if res.curl_code == 0 and res.http_status == 429 then return end -- rate-limited: alive, no verdict
-  local doc = res.curl_code == 0 and res.http_status == 200 and cjson.decode(res.body)
+  local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
   local slot = type(doc) == "table" and doc.id == 0 and doc.result
   if type(slot) ~= "number" or not (slot >= 0 and slot < 2 ^ 53) then
     ep.health_fails = ep.health_fails + 1
@@ -1025,7 +1050,7 @@ function Pool:check_health()
       ep.health_pending = true
       local sent_at = now()
       local id = http_send(ep.url, SLOT_BODY, min(self.health_interval_ms * 2, ep.timeout_ms or 2000),
-        function(res) health_result(self, ep, res, sent_at) end)
+        function(res) health_result(self, ep, res, sent_at) end, ep.header_lines)
       if not id then ep.health_pending = false end
     end
   end
@@ -1100,6 +1125,10 @@ function M.batch(calls, opts)
 end
 
 function M.endpoints() return default and default:endpoints() or {} end
+function M.subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(default, method, params, handler, opts)
+end
+function M.subscriptions() return require("thorp.ws").list() end
 
 function M.set_priorities(map)
   for k, v in pairs(map or {}) do
@@ -1127,7 +1156,10 @@ function M.start(cfg, mode)
   local rc = cfg and cfg.rpc
   if not rc or not rc.endpoints or #rc.endpoints == 0 then return true end
   local eps = {}
-  for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms } end
+  for i, e in ipairs(rc.endpoints) do
+    eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, headers = e.headers,
+               ws_url = e.ws_url }
+  end
   local interval = rc.health_interval_ms or 400
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,
