@@ -612,10 +612,10 @@ describe("bus", function()
     local bus = busm.new{}
     local g = gate()
     bus:subscribe("t", function() g.wait() end, { name = "s" })
-    bus.critical_only = true -- what the host sets when shutdown begins
+    bus:set_critical_only(true) -- what the host does when shutdown begins
     assert.are.same({ false, "SHUTTING_DOWN" }, { bus:publish("t", 1, "normal") })
     assert.is_true(bus:publish("t", 2, "critical"))
-    bus.critical_only = false
+    bus:set_critical_only(false)
     bus:publish("u", { sequence = 1 })
     bus:publish("u", { sequence = 1 })
     for i = 3, 5 do bus:publish("t", i) end

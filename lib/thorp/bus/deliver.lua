@@ -183,7 +183,6 @@ local function run(self, s, t_batch, max)
       s.skipped = s.skipped + 1
       self.skipped = self.skipped + 1
     else
-      s.rid = false
       if left > 0 then
         left = left - 1
         s.handler(ev, topic)
@@ -202,7 +201,7 @@ local function run(self, s, t_batch, max)
         if t1 - t_batch > BUDGET_MS then over = true end
       end
       s.delivered = s.delivered + 1
-      if s.wfails > 0 or s.probation then quarantine.record(s, false) end
+      if s.watch then quarantine.record(s, false) end
     end
     unhold(1)
     if over then break end
