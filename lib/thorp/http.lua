@@ -355,6 +355,10 @@ function M.health()
     return false, { status = "draining", reason = "shutting down (" .. tostring(st.reason) .. ")",
                     active_trades = st.active_trades }
   end
+  local jm = package.loaded["thorp.journal"]
+  if jm and jm.healthy and not jm.healthy() then -- trades cannot be journaled (thorp.journal)
+    return false, { status = "unavailable", reason = "journal failing: " .. tostring(jm.stats().last_error) }
+  end
   local eps = pool_endpoints()
   local healthy = 0
   for _, e in ipairs(eps) do if e.healthy and e.state ~= "OPEN" then healthy = healthy + 1 end end

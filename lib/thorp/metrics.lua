@@ -236,6 +236,8 @@ local function shutdown_section(w)
     w.one("journal_open_trades", "gauge", "Trades open in the journal (this run and any left by an earlier one).",
       s.open)
     w.one("journal_idempotency_keys", "gauge", "Idempotency keys held.", s.idempotency_keys)
+    w.one("journal_errors_total", "counter", "Journal I/O failures (writes that could not be made durable).", s.errors)
+    w.one("journal_healthy", "gauge", "1 while the journal can write; 0 while it fails (/health is 503).", s.healthy)
   end
 end
 
@@ -293,6 +295,8 @@ function M.render(opts)
   shutdown_section(w)
   policy_section(w)
   http_section(w)
+  local ws = loaded("thorp.ws") -- WebSocket subscriptions (lib/thorp/ws.lua)
+  if ws then ws.metrics(w, opts.pool or (loaded("thorp.rpc") and loaded("thorp.rpc").default_pool())) end
   return w.text()
 end
 

@@ -239,7 +239,9 @@ function M.load(paths, eps)
       setfenv(chunk, env)
       local ok, p = xpcall(chunk, debug.traceback)
       if not ok then
-        errs[#errs + 1] = ("%s: error while loading: %s"):format(file, tostring(p))
+        -- an error value whose __tostring raises must not escape the loader
+        local shown, text = pcall(tostring, p)
+        errs[#errs + 1] = ("%s: error while loading: %s"):format(file, shown and text or "(an error value that cannot be shown)")
       else
         local perrs = M.validate(p, file, eps)
         for _, e in ipairs(perrs) do errs[#errs + 1] = e end
