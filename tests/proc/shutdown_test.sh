@@ -28,7 +28,8 @@ check $(is "$out" held) "the abandoned trade is listed by the next run ($out)"
 grep -q "trade left open by an earlier run" "$work/list.err"; check $? "and logged at start"
 
 # Shutdown progress is logged while waiting.
-SHUTDOWN_TIMEOUT_MS=1500 "$THORP" exec "$work/hold.lua" >"$work/c.log" 2>&1 &
+# (a state directory of its own: run a left trade "held" open, and an open id is refused)
+THORP_STATE_DIR="$work/state-c" SHUTDOWN_TIMEOUT_MS=1500 "$THORP" exec "$work/hold.lua" >"$work/c.log" 2>&1 &
 pid=$!
 wait_for SCRIPT_READY "$work/c.log"
 kill -TERM $pid; wait $pid; rc=$?
@@ -36,7 +37,7 @@ check $(is $rc 1) "SIGTERM with a stuck trade exits 1 after the timeout"
 grep 'shutdown waiting' "$work/c.log" | grep -q '"held"'; check $? "progress names the open trade"
 
 # Graceful shutdown off: SIGTERM exits at once; the open trade is kept.
-ENABLE_GRACEFUL_SHUTDOWN=false "$THORP" exec "$work/hold.lua" >"$work/d.log" 2>&1 &
+THORP_STATE_DIR="$work/state-d" ENABLE_GRACEFUL_SHUTDOWN=false "$THORP" exec "$work/hold.lua" >"$work/d.log" 2>&1 &
 pid=$!
 wait_for SCRIPT_READY "$work/d.log"
 t0=$(date +%s%3N); kill -TERM $pid; wait $pid; rc=$?; dt=$(( $(date +%s%3N) - t0 ))
