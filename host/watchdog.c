@@ -2,7 +2,9 @@
 #include "watchdog.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 #include "log.h"
 #include "loop.h"
 
@@ -38,6 +40,15 @@ static void *wd_main(void *arg) {
         }
         double ran = now - since;
         if (ran > thorp_wd.longest_ms) thorp_wd.longest_ms = ran;
+        if (thorp_wd.exit_after_ms > 0 && ran >= thorp_wd.exit_after_ms) {
+            const char *name = thorp_wd.task;
+            log_emit(LOG_ERROR, "watchdog", NULL,
+                     "task %s has run %.0f ms without yielding (THORP_WATCHDOG_EXIT_MULTIPLE x THORP_WATCHDOG_MS = "
+                     "%.0f ms): exiting 1 so the supervisor restarts the host; open trades stay in the journal",
+                     name ? name : "(unnamed)", ran, thorp_wd.exit_after_ms);
+            fflush(stderr);
+            _exit(1);
+        }
         if (thorp_wd.limit_ms > 0 && ran >= next_report) {
             const char *name = thorp_wd.task;
             if (next_report == thorp_wd.limit_ms) thorp_wd.stalls++;

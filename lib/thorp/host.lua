@@ -40,7 +40,7 @@ function M.start(cfg, mode, opts)
       sched.stop(0)
     end)
   end
-  sched.watchdog_start(cfg and cfg.watchdog_ms or 1000)
+  sched.watchdog_start(cfg and cfg.watchdog_ms or 1000, cfg and cfg.watchdog_exit_multiple or 0)
   for _, name in ipairs(M.ORDER) do
     local m = find(name)
     if m and m.start then

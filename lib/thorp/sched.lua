@@ -179,8 +179,12 @@ end
 -- the watchdog thread (host/watchdog.c) sees which task runs, and for how long
 local wd = C.thorp_wd
 M.watchdog = wd
---- watchdog_start(limit_ms): report any task running longer than limit_ms without yielding.
-function M.watchdog_start(limit_ms) return C.thorp_watchdog_start(limit_ms) == 0 end
+--- watchdog_start(limit_ms, exit_multiple): report any task running longer than limit_ms
+--- without yielding; with exit_multiple > 0, exit 1 once one has run that many limits.
+function M.watchdog_start(limit_ms, exit_multiple)
+  wd.exit_after_ms = (exit_multiple or 0) > 0 and limit_ms * exit_multiple or 0
+  return C.thorp_watchdog_start(limit_ms) == 0
+end
 
 local function run_task(t, v)
   current = t
