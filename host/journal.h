@@ -81,7 +81,8 @@ int thorp_journal_next_key(thorp_journal *j, thorp_journal_key *out);
 /* Drop done trades ended before `before` and expired keys; checkpoint the WAL. Rows removed or -1. */
 int thorp_journal_compact(thorp_journal *j, double before, double now);
 const char *thorp_journal_error(thorp_journal *j);
-/* Counts for stats: 0 open trades (all runs), 1 done trades, 2 live keys. */
+/* Counts for stats: open trades (all runs), done trades, live keys. */
+enum { JOURNAL_COUNT_OPEN = 0, JOURNAL_COUNT_DONE = 1, JOURNAL_COUNT_KEYS = 2 };
 int thorp_journal_count(thorp_journal *j, int what);
 /* ffi:end */
 

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ffi:begin */
 typedef struct thorp_http_result {
     int64_t id;
     int curl_code;        /* 0 = the transfer completed (any HTTP status) */
@@ -42,5 +43,6 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
 void thorp_pool_cancel(int64_t id);
 void thorp_pool_result_free(thorp_http_result *r);
 int thorp_pool_inflight(void);
+/* ffi:end */
 
 #endif

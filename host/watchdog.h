@@ -16,6 +16,13 @@
  * for good can do nothing useful, its supervisor restarts it, and the
  * journal (every trade committed before register returned) carries the
  * open trades to the next run.
+ *
+ * Threads: the scheduler's stores stay plain (FFI field stores, no call on
+ * every resume); the thread reads with relaxed atomic loads and writes only
+ * stalls and longest_ms, with relaxed atomic stores (watchdog.c says why
+ * that is enough). C code that stands in for the scheduler (the unit tests)
+ * stores with __atomic_store_n(..., __ATOMIC_RELAXED), the same instruction,
+ * so ThreadSanitizer sees both sides (make tsan).
  */
 #ifndef THORP_WATCHDOG_H
 #define THORP_WATCHDOG_H

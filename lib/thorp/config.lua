@@ -76,7 +76,7 @@ M.OTHER_ENV = { THORP_NO_DEV_LIB = true, THORP_TEST_VERBOSE = true, THORP_SIM = 
 -- URL redaction
 ------------------------------------------------------------------------------
 local function secret(s)
-  local log = package.loaded["thorp.log"] or require("thorp.log")
+  local log = require "thorp.log"
   log.secret(s)
 end
 
@@ -184,14 +184,6 @@ local function set_path(t, key, v)
   t[parts[#parts]] = v
 end
 
-local function get_path(t, key)
-  for p in key:gmatch("[^.]+") do
-    if type(t) ~= "table" then return nil end
-    t = t[p]
-  end
-  return t
-end
-
 ------------------------------------------------------------------------------
 -- Loading
 ------------------------------------------------------------------------------
@@ -248,7 +240,9 @@ local function load_file(path, errs, timeout_ms)
   setfenv(chunk, M.sandbox("a config file", path))
   local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout())
   if not ok then
-    errs[#errs + 1] = ("config file %s: %s"):format(path, tostring(t))
+    -- an error value whose __tostring raises must not escape the loader
+    local printable, text = pcall(tostring, t)
+    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
     return nil
   end
   if type(t) ~= "table" then
@@ -573,7 +567,6 @@ function M.describe_all()
   return table.concat(lines, "\n")
 end
 
-M.get = get_path
 
 -- The effective configuration of this process (set by thorp.cli).
 M.current = nil

@@ -228,8 +228,8 @@ function J:recover()
 end
 
 function J:stats()
-  return { open = C.thorp_journal_count(self.h, 0), done = C.thorp_journal_count(self.h, 1),
-           idempotency_keys = C.thorp_journal_count(self.h, 2), dir = self.dir, run_id = self.run_id,
+  return { open = C.thorp_journal_count(self.h, C.JOURNAL_COUNT_OPEN), done = C.thorp_journal_count(self.h, C.JOURNAL_COUNT_DONE),
+           idempotency_keys = C.thorp_journal_count(self.h, C.JOURNAL_COUNT_KEYS), dir = self.dir, run_id = self.run_id,
            healthy = self.healthy, errors = self.errors, last_error = self.last_error }
 end
 

@@ -26,7 +26,6 @@ local function num(v)
   if tonumber(s) ~= v then s = fmt("%.17g", v) end
   return s
 end
-M.format_value = num
 
 local function esc(v) return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" })) end
 
@@ -296,6 +295,8 @@ function M.render(opts)
   shutdown_section(w)
   policy_section(w)
   http_section(w)
+  local ws = loaded("thorp.ws") -- WebSocket subscriptions (lib/thorp/ws.lua)
+  if ws then ws.metrics(w, opts.pool or (loaded("thorp.rpc") and loaded("thorp.rpc").default_pool())) end
   return w.text()
 end
 

@@ -47,7 +47,12 @@ local log = require("thorp.log").for_module("policy")
 local M = {}
 
 local state = { version = 0, files = {}, applied = nil, reloads = 0, rejected = 0 }
-local PRIO = { critical = true, normal = true, low = true }
+local appliers = {} -- on_apply listeners
+--- on_apply(fn): fn(policy) after each policy is applied (thorp.host wires the front door's hook here).
+function M.on_apply(fn) appliers[#appliers + 1] = fn end
+M.hooks = {}
+local PRIO = require("thorp.priority").RANK
+local check = require "thorp.check"
 local HOOKS = { frontdoor_request = true }
 
 -- Files -------------------------------------------------------------------
@@ -214,10 +219,9 @@ M.section("subscribers", {
         if type(sub.handler) ~= "function" then
           errs[#errs + 1] = ("%s.handler: expected a function, got %s"):format(w, type(sub.handler))
         end
-        if sub.max_failure_rate ~= nil and (type(sub.max_failure_rate) ~= "number" or sub.max_failure_rate <= 0
-                                             or sub.max_failure_rate > 1) then
-          errs[#errs + 1] = ("%s.max_failure_rate = %s: allowed a number in (0, 1]"):format(w,
-            tostring(sub.max_failure_rate))
+        if sub.max_failure_rate ~= nil then -- the same range as bus:subscribe's
+          errs[#errs + 1] = check.problem(w .. ".max_failure_rate", sub.max_failure_rate,
+            check.rate_rule(sub.max_failure_rate))
         end
         for k in pairs(sub) do
           if k ~= "topic" and k ~= "handler" and k ~= "max_failure_rate" then
@@ -277,11 +281,8 @@ M.section("hooks", {
     end
     return errs
   end,
-  apply = function(h)
-    M.hooks = h or {}
-    local http = package.loaded["thorp.http"]
-    if http and http.set_request_hook then http.set_request_hook(M.hooks.frontdoor_request) end
-  end,
+  apply = function(h) M.hooks = h or {} end, -- the front door reads them through on_apply
+
 })
 
 M.section("on_start", {
@@ -314,8 +315,7 @@ end
 -- Loading and merging -----------------------------------------------------------
 
 local function known_endpoints()
-  local rpc = package.loaded["thorp.rpc"]
-  local pool = rpc and rpc.default_pool()
+  local pool = require("thorp.rpc").default_pool()
   if not pool then return nil end
   local set = {}
   for _, e in ipairs(pool:endpoints()) do set[e.name] = true end
@@ -362,7 +362,9 @@ local function load_one(file, errs)
   setfenv(chunk, config.sandbox("a policy", file, { thorp = require "thorp" }))
   local ok, p = config.run_bounded(chunk, file, config.load_timeout())
   if not ok then
-    errs[#errs + 1] = ("%s: error while loading: %s"):format(file, tostring(p))
+    -- an error value whose __tostring raises must not escape the loader
+    local shown, text = pcall(tostring, p)
+    errs[#errs + 1] = ("%s: error while loading: %s"):format(file, shown and text or "(an error value that cannot be shown)")
     return nil
   end
   return p
@@ -421,6 +423,7 @@ end
 local function apply(p)
   for _, name in ipairs(ORDER) do SECTIONS[name].apply(p[name], p) end
   state.applied = p
+  for _, fn in ipairs(appliers) do fn(p) end
 end
 
 -- reload results go out on the bus topic "thorp.policy"

@@ -20,31 +20,14 @@
 -- allows it); reads may be hedged: when the first endpoint is slower than
 -- its own recent p90, a second one is asked and the first answer wins.
 local ffi = require "ffi"
-local cjson = require "cjson.safe"
+local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
 local logm = require "thorp.log"
 local log = logm.for_module("rpc")
 
-ffi.cdef [[
-typedef struct thorp_http_result {
-  int64_t id;
-  int curl_code, http_status, cancelled;
-  double retry_after_ms, total_ms, connect_ms;
-  char *body;
-  size_t body_len;
-  char error[256];
-} thorp_http_result;
-int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
-                           double connect_timeout_ms, char *err, int errlen);
-int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len, double timeout_ms,
-                                   double connect_timeout_ms, const char *headers, char *err, int errlen);
-void thorp_pool_cancel(int64_t id);
-void thorp_pool_result_free(thorp_http_result *r);
-int thorp_pool_inflight(void);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local now = sched.now
 local floor, min, max = math.floor, math.min, math.max
 
@@ -157,6 +140,7 @@ local function new_endpoint(pool, e, i)
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
   for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
+  ep.ws_url = e.ws_url -- WebSocket subscriptions (lib/thorp/ws.lua)
   ep.breaker:on_change(function(_, from, to)
     local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
     if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
@@ -184,6 +168,9 @@ local function validate_endpoints(list)
     end
     if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
       error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
+    end
+    if e.ws_url ~= nil and (type(e.ws_url) ~= "string" or not e.ws_url:match("^wss?://[^/]")) then
+      error(("%s.ws_url (%s): expected a ws:// or wss:// URL"):format(w, config.redact_url(tostring(e.ws_url))), 3)
     end
   end
 end
@@ -302,9 +289,10 @@ local function classify(_pool, ep, res, req)
                   message = ("%s: HTTP %d"):format(ep.name, status) }, true, status >= 500 and status ~= 503
   end
   ep.backoff_n = 0
-  local doc = cjson.decode(res.body)
+  local doc = json.decode(res.body)
+  if type(doc) == "table" and doc.error == json.null then doc.error = nil end -- "error": null is no error
   if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
-     or (not req.batch and doc.result == nil and type(doc.error) ~= "table") then
+     or (not req.batch and (doc.result == nil or doc.error ~= nil) and type(doc.error) ~= "table") then
     ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
     ep.breaker:failure()
     return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
@@ -357,6 +345,7 @@ local function classify(_pool, ep, res, req)
   -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
   return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
 end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
@@ -623,7 +612,7 @@ function Pool:call(method, params, opts)
   next_id = next_id + 1
   local msg = { jsonrpc = "2.0", id = next_id, method = method }
   if params and next(params) ~= nil then msg.params = params end
-  local body, err = cjson.encode(msg)
+  local body, err = json.safe_encode(msg)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = method ~= "sendTransaction" }
@@ -650,7 +639,7 @@ function Pool:batch(calls, opts)
       if not prio or rank[p] > rank[prio] then prio = p end
     end
   end
-  local body = cjson.encode(msgs)
+  local body = json.safe_encode(msgs)
   local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
                 idempotent = idem }
   return self:_admit_and_run(req, prio, opts)
@@ -672,15 +661,22 @@ function Pool:endpoints()
                state_changes = b.state_changes,
                latency_histogram = { bounds = LAT_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
                                      count = ep.hist_n } }
+    local ws = package.loaded["thorp.ws"]
+    out[i].ws = ws and ws.endpoint_status(self, ep.name) or nil
   end
   return out
+end
+
+-- WebSocket subscriptions: lib/thorp/ws.lua
+function Pool:subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(self, method, params, handler, opts)
 end
 
 -- Health: slot lag and liveness, polled in the background --------------------
 
 local function health_result(pool, ep, res)
   ep.health_pending = false
-  local doc = res.curl_code == 0 and res.http_status == 200 and cjson.decode(res.body)
+  local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
   local slot = type(doc) == "table" and tonumber(doc.result)
   if not slot then
     ep.health_fails = ep.health_fails + 1
@@ -797,6 +793,10 @@ function M.batch(calls, opts)
 end
 
 function M.endpoints() return default and default:endpoints() or {} end
+function M.subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(default, method, params, handler, opts)
+end
+function M.subscriptions() return require("thorp.ws").list() end
 
 function M.set_priorities(map)
   for k, v in pairs(map or {}) do

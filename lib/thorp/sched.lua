@@ -25,21 +25,22 @@ local floor = math.floor
 local M = {}
 
 M.EV = { SIGNAL = C.TEV_SIGNAL, RPC = C.TEV_RPC, CONSOLE = C.TEV_CONSOLE, HTTP = C.TEV_HTTP,
-         WAKE = C.TEV_WAKE, USER = C.TEV_USER }
+         USER = C.TEV_USER }
 
 local SUSPEND = setmetatable({}, { __tostring = function() return "thorp.SUSPEND" end })
 M.SUSPEND = SUSPEND
 
 local now = C.thorp_now
 M.now = function() return now() end
+-- The clock as of the start of this loop turn (like OpenResty's ngx.now()):
+-- free to read, for hot paths that only need turn resolution. M.now reads the
+-- clock itself.
+local cached = now()
+M.cached_now = function() return cached end
 M.wall = function() return C.thorp_wall() end
 
--- Logging is wired in by thorp.log once loaded (it needs sched for nothing,
--- so there is no cycle); until then errors go to stderr.
-local function report(msg, fields)
-  local log = package.loaded["thorp.log"]
-  if log then log.error(msg, fields) else io.stderr:write(msg, " ", tostring(fields and fields.error), "\n") end
-end
+-- Errors go to thorp.log (which needs nothing of sched, so there is no cycle).
+local function report(msg, fields) require("thorp.log").error(msg, fields) end
 
 ------------------------------------------------------------------------------
 -- Tasks
@@ -125,8 +126,6 @@ end
 
 local default_opts = {}
 function M.spawn(fn, ...) return M.spawn_opts(default_opts, fn, ...) end
-local daemon_opts = { daemon = true }
-function M.spawn_daemon(fn, ...) return M.spawn_opts(daemon_opts, fn, ...) end
 
 --- The running task, or nil outside any task.
 function M.current()
@@ -387,7 +386,7 @@ function M.on_signal(signum, fn)
   signal_handlers[signum] = fn
   C.thorp_loop_catch_signal(signum)
 end
-M.SIGHUP, M.SIGINT, M.SIGTERM, M.SIGUSR1 = 1, 2, 15, 10
+M.SIGHUP, M.SIGINT, M.SIGTERM, M.SIGUSR1 = C.TSIG_HUP, C.TSIG_INT, C.TSIG_TERM, C.TSIG_USR1
 
 handlers[M.EV.SIGNAL] = function(ev)
   local h = signal_handlers[ev.a]
@@ -424,12 +423,12 @@ function M.stop(code)
   if stop_code == nil then stop_code = code or 0 end
   C.thorp_loop_stop()
 end
-function M.stopping() return stop_code ~= nil end
 function M.exit_code() return stop_code end
 
 local RUN_BUDGET = 20000
 
 local function step()
+  cached = now()
   drain_inbox()
   local t = now()
   while hn > 0 and heap[1].at <= t do

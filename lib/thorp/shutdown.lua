@@ -26,7 +26,8 @@ local phase_timer, force_timer, progress_timer
 -- phases go out on the bus topic "thorp.shutdown" so handlers can react
 local function announce(ev) require("thorp.bus").system("thorp.shutdown", ev, "critical") end
 
-local function journal_mod() return package.loaded["thorp.journal"] end
+-- required when used: the journal module is loaded by the host before any trade
+local function journal_mod() return require("thorp.journal") end
 
 --- register(kind, id, meta) -> op | nil, { code = "SHUTTING_DOWN" | "DUPLICATE" | "JOURNAL_ERROR", message }
 --- A trade id still open (this run, or left open by an earlier one) is refused, never replaced.
