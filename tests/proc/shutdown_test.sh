@@ -133,6 +133,7 @@ check $(is "$out" "IN_DOUBT number DUPLICATE true AGAIN") "a key claimed by a ki
 # /health says 503 naming the journal, the error is counted and logged, the journal
 # reopens when writes work again, and shutdown exits 1 because trades were refused.
 cat >"$work/io.lua" <<'LUA'
+io.stdout:write("PID ", require("thorp.sys").getpid(), "\n"); io.stdout:flush()
 local n = 0
 thorp.timer.every(20, function()
   n = n + 1
@@ -146,7 +147,7 @@ port=$((20000 + RANDOM % 20000))
 # output through pipes: the file-size limit must only hit the journal
 ( THORP_HTTP_PORT=$port "$THORP" exec "$work/io.lua" 2> >(cat >"$work/io.err") | cat >"$work/io.out" ) &
 wait_for "REG ok" "$work/io.out"
-pid=$(pgrep -f "exec $work/io.lua" | head -1)
+pid=$(awk '/^PID / {print $2; exit}' "$work/io.out")
 prlimit --pid "$pid" --fsize=1:unlimited
 wait_for "REG JOURNAL_ERROR" "$work/io.out"; check $? "a register during the failure is refused with JOURNAL_ERROR (no exception)"
 h=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$port/health")
