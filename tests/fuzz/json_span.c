@@ -6,6 +6,7 @@
 #include <string.h>
 #include "fuzz.h"
 #include "http.h"
+#include "jsonspan.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) { return 0; }
 
