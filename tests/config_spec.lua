@@ -185,5 +185,8 @@ describe("config", function()
     assert.matches("still running after 100 ms", all, 1, true)
     _, all = load_text("os.exit(0)")
     assert.matches("os.exit is not allowed in a config file", all, 1, true)
+    _, all = load_text("local o = _G['o' .. 's']; o['ex' .. 'it'](0)") -- the real os table, another way
+    assert.matches("os.exit is not allowed in a config file", all, 1, true)
+    assert.are.equal("function", type(os.exit))
   end)
 end)

@@ -360,7 +360,7 @@ local function load_one(file, errs)
   add_folder(file)
   local config = require "thorp.config"
   setfenv(chunk, config.sandbox("a policy", file, { thorp = require "thorp" }))
-  local ok, p = config.run_bounded(chunk, file, config.load_timeout())
+  local ok, p = config.run_bounded(chunk, file, config.load_timeout(), "a policy")
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
     local shown, text = pcall(tostring, p)
