@@ -285,6 +285,10 @@ local function flatten(t, prefix, out, errs, path)
       out[key] = v
     elseif type(k) == "string" and set[k] and type(v) == "table" then
       flatten(v, key .. ".", out, errs, path)
+    elseif type(k) == "string" and set[k] then
+      local _, sub = allowed_under(key .. ".")
+      errs[#errs + 1] = ("config file %s: %s = %s: must be a table of settings (%s)"):format(path, key,
+        tostring(v), table.concat(sub, ", "))
     else
       local where = prefix == "" and "at the top level" or ("in " .. prefix:sub(1, -2))
       errs[#errs + 1] = ("config file %s: unknown key %s (allowed %s: %s)"):format(path, key, where,
