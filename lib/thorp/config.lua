@@ -192,13 +192,16 @@ end
 ------------------------------------------------------------------------------
 --- sandbox(what, file, extra) -> an environment for a user chunk: the globals,
 --- with an os.exit that raises an error naming it (a file must not end the host).
-function M.sandbox(what, file, extra)
-  local function no_exit()
+local function no_exit_for(what, file)
+  return function()
     error(("os.exit is not allowed in %s (%s): it would end the host and abandon open trades; "
            .. "use thorp.shutdown.initiate(reason) to stop it"):format(what, file), 2)
   end
+end
+
+function M.sandbox(what, file, extra)
   local env = setmetatable(extra or {}, { __index = _G })
-  env.os = setmetatable({ exit = no_exit }, { __index = os })
+  env.os = setmetatable({ exit = no_exit_for(what, file) }, { __index = os })
   return env
 end
 
@@ -209,15 +212,18 @@ local function load_timeout()
 end
 M.load_timeout = load_timeout
 
---- run_bounded(chunk, file, timeout_ms) -> true, result | false, message
+--- run_bounded(chunk, file, timeout_ms, what) -> true, result | false, message (with a traceback)
 --- Runs a user file's chunk with a deadline. LuaJIT's hooks do not fire in
 --- compiled code, so the JIT is off while the chunk runs (nothing new gets
 --- compiled) and a count hook checks the clock: `while true do end` is
 --- stopped and named instead of freezing the host.
-function M.run_bounded(chunk, file, timeout_ms, ...)
+function M.run_bounded(chunk, file, timeout_ms, what)
   local now = require("thorp.sched").now
   local deadline = now() + timeout_ms
   local jit_was_on = jit.status()
+  -- while it loads, the real os.exit is out of reach by any path (_G.os, a required module)
+  local exit = os.exit
+  rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
   debug.sethook(function()
     if now() > deadline then
@@ -225,9 +231,10 @@ function M.run_bounded(chunk, file, timeout_ms, ...)
         file, timeout_ms), 2)
     end
   end, "", 1000)
-  local res = { xpcall(chunk, debug.traceback, ...) }
+  local res = { xpcall(chunk, debug.traceback) }
   debug.sethook()
   if jit_was_on then jit.on() end
+  rawset(os, "exit", exit)
   return unpack(res, 1, 2)
 end
 
@@ -238,11 +245,12 @@ local function load_file(path, errs, timeout_ms)
     return nil
   end
   setfenv(chunk, M.sandbox("a config file", path))
-  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout())
+  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout(), "a config file")
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
     local printable, text = pcall(tostring, t)
-    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
+    text = printable and text:gsub("\nstack traceback:.*$", "") or "(an error value that cannot be shown)"
+    errs[#errs + 1] = ("config file %s: %s"):format(path, text)
     return nil
   end
   if type(t) ~= "table" then
@@ -277,6 +285,10 @@ local function flatten(t, prefix, out, errs, path)
       out[key] = v
     elseif type(k) == "string" and set[k] and type(v) == "table" then
       flatten(v, key .. ".", out, errs, path)
+    elseif type(k) == "string" and set[k] then
+      local _, sub = allowed_under(key .. ".")
+      errs[#errs + 1] = ("config file %s: %s = %s: must be a table of settings (%s)"):format(path, key,
+        tostring(v), table.concat(sub, ", "))
     else
       local where = prefix == "" and "at the top level" or ("in " .. prefix:sub(1, -2))
       errs[#errs + 1] = ("config file %s: unknown key %s (allowed %s: %s)"):format(path, key, where,

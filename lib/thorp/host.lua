@@ -36,7 +36,7 @@ function M.start(cfg, mode, opts)
       sched.stop(0)
     end)
   end
-  sched.watchdog_start(cfg and cfg.watchdog_ms or 1000)
+  sched.watchdog_start(cfg and cfg.watchdog_ms or 1000, cfg and cfg.watchdog_exit_multiple or 0)
   local mods = {}
   for _, name in ipairs(M.ORDER) do
     local m = find(name)
