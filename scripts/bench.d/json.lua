@@ -38,7 +38,9 @@ local tb = ('{"accountIndex":%d,"mint":"%s","owner":"%s","programId":"TokenkegQf
 local tbs = {}
 for i = 1, 6 do tbs[i] = tb:format(i, key(100 + i), key(200 + i)) end
 local ixs = {}
-for i = 1, 8 do ixs[i] = ('{"accounts":[1,2,3,4,5,6],"data":"3Bxs4h24hBtQy9rw","programIdIndex":%d,"stackHeight":null}'):format(i) end
+for i = 1, 8 do
+  ixs[i] = ('{"accounts":[1,2,3,4,5,6],"data":"3Bxs4h24hBtQy9rw","programIdIndex":%d,"stackHeight":null}'):format(i)
+end
 local gtx = '{"jsonrpc":"2.0","result":{"blockTime":1733100000,"meta":{"computeUnitsConsumed":185432,"err":null,'
   .. '"fee":105000,"innerInstructions":[{"index":2,"instructions":[' .. table.concat(ixs, ",") .. ']}],'
   .. '"loadedAddresses":{"readonly":[],"writable":[]},"logMessages":[' .. table.concat(logs, ",") .. '],'
@@ -62,3 +64,4 @@ local doc = json.decode(gtx)
 local cdoc = cjson.decode(gtx)
 bench("thorp.json.encode  getTransaction", 3000, function(n) for _ = 1, n do sink = json.encode(doc) end end)
 bench("cjson.encode       getTransaction", 3000, function(n) for _ = 1, n do sink = cjson.encode(cdoc) end end)
+assert(sink ~= nil)
