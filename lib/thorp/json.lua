@@ -23,7 +23,7 @@ local tnew = require "table.new"
 local M = {}
 
 M.null = setmetatable({}, { __tostring = function() return "null" end, __newindex = function()
-  error("json.null is read-only", 2) end, __metatable = "json.null" })
+  error("json.null is read-only", 2) end })
 function M.is_null(v) return v == M.null end
 M.array_mt = { __name = "json.array" }
 function M.array(t)
