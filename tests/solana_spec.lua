@@ -128,6 +128,32 @@ describe("keypairs and signatures", function()
     assert.matches("does not belong to the secret seed", err)
     assert.is_nil(err:find(secret58, 1, true))
   end)
+  it("never show the secret in logs (JSON and text lines) or in a failed task's error", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      local kp = assert(thorp.solana.keypair.from_bytes(thorp.solana.base58.decode(%q)))
+      local log = require "thorp.log"
+      log.warn("wallet", { wallet = kp, list = { kp }, pk = kp.pubkey })
+      log.set_json(false)
+      log.warn("wallet", { wallet = kp, list = { kp } })
+      print(kp, thorp.pretty.format({ kp }, { raw = true }))
+      error({ wallet = kp })
+    ]]):format(sol.base58.encode(seed .. pub)))
+    f:close()
+    local bin = os.getenv("THORP") or (require("thorp.host").dev_root() .. "/thorp")
+    local p = io.popen(("d=$(mktemp -d); THORP_STATE_DIR=$d LOG_LEVEL=info %q exec %q 2>&1; rm -rf $d"):format(bin, script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    assert.matches("wallet", out)
+    assert.matches("keypair%(" .. sol.base58.encode(pub) .. "%)", out)
+    local hexseed = seed:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+    for _, secret in ipairs({ sol.base58.encode(seed .. pub), sol.base58.encode(seed), hexseed, seed,
+                              sol.base64.encode(seed), table.concat({ seed:byte(1, -1) }, ",") }) do
+      assert.is_nil(out:find(secret, 1, true), out)
+    end
+  end)
   it("refuse malformed keypair files and wrong-length keys with the rule", function()
     local cases = {
       { "", "does not start with '%['" },

@@ -10,7 +10,8 @@
 -- integer beyond 2^53 is uint64 cdata (int64 when negative), written back
 -- unchanged by encode. Arrays: an empty JSON array decodes to a table with
 -- json.array_mt so it encodes back as []; json.array(t) marks a table the
--- same way. The parser is C (host/json.c); decode_buffer(ptr, len) parses a
+-- same way. A table whose metatable has __tojson(v) encodes as what that
+-- returns (thorp.solana pubkeys and keypairs: their base58). The parser is C (host/json.c); decode_buffer(ptr, len) parses a
 -- C buffer without making a Lua string of it.
 local ffi = require "ffi"
 local C = require "thorp.cdef"
@@ -136,9 +137,11 @@ enc = function(v, out, n, depth)
   end
   if t ~= "table" then error("json.encode: cannot encode a " .. t, 0) end
   if v == NULL then n = n + 1; out[n] = "null"; return n end
+  local mt = getmetatable(v)
+  if mt and mt.__tojson then return enc(mt.__tojson(v), out, n, depth + 1) end
   if depth > 1000 then error("json.encode: nesting deeper than 1000 (a cycle?)", 0) end
   local len = #v
-  local is_array = getmetatable(v) == array_mt
+  local is_array = mt == array_mt
   if not is_array and len > 0 then
     local count = 0
     for _ in pairs(v) do count = count + 1 end
