@@ -64,4 +64,12 @@ local doc = json.decode(gtx)
 local cdoc = cjson.decode(gtx)
 bench("thorp.json.encode  getTransaction", 3000, function(n) for _ = 1, n do sink = json.encode(doc) end end)
 bench("cjson.encode       getTransaction", 3000, function(n) for _ = 1, n do sink = cjson.encode(cdoc) end end)
+local send = { jsonrpc = "2.0", id = 12345, method = "sendTransaction", params = { sol.base64.encode(("\5"):rep(1200)),
+  { encoding = "base64", skipPreflight = true, maxRetries = 0 } } }
+bench("thorp.json.encode  sendTransaction request (1.6 KB)", 20000, function(n)
+  for _ = 1, n do sink = json.encode(send) end
+end)
+bench("cjson.encode       sendTransaction request (1.6 KB)", 20000, function(n)
+  for _ = 1, n do sink = cjson.encode(send) end
+end)
 assert(sink ~= nil)
