@@ -18,7 +18,7 @@ local C = require "thorp.cdef"
 
 local type, tostring, pairs, setmetatable, getmetatable, error = type, tostring, pairs, setmetatable,
   getmetatable, error
-local fstring, floor, huge, concat, format = ffi.string, math.floor, math.huge, table.concat, string.format
+local fstring, floor, huge, format = ffi.string, math.floor, math.huge, string.format
 local tnew = require "table.new"
 
 local M = {}
@@ -122,7 +122,7 @@ local function number(v)
   return s
 end
 
-local sbuf = require("string.buffer").new(4096)
+local obuf = require("string.buffer").new(4096)
 
 local enc
 enc = function(b, v, depth)
@@ -178,13 +178,13 @@ end
 
 --- encode(v) -> string (raises on values JSON cannot hold: functions, NaN, cycles)
 function M.encode(v)
-  sbuf:reset()
-  local ok, err = pcall(enc, sbuf, v, 0)
+  obuf:reset()
+  local ok, err = pcall(enc, obuf, v, 0)
   if not ok then
-    sbuf:reset()
+    obuf:reset()
     error(err, 2)
   end
-  return sbuf:tostring()
+  return obuf:tostring()
 end
 
 --- safe_encode(v) -> string | nil, err
