@@ -192,6 +192,13 @@ describe("program addresses", function()
   end)
   it("tells on-curve keys from PDAs", function()
     assert.is_true(sol.is_on_curve(sol.keypair.generate().pubkey))
+    -- points of small order count as on the curve (curve25519-dalek decompresses them;
+    -- libsodium's is_valid_point would not): the identity, (0, -1), and y = p + 1 (non-canonical 1);
+    -- @solana/kit's isOffCurveAddress says the same of all four
+    assert.is_true(sol.is_on_curve("\1" .. ("\0"):rep(31)))
+    assert.is_true(sol.is_on_curve("\236" .. ("\255"):rep(30) .. "\127"))
+    assert.is_true(sol.is_on_curve("\238" .. ("\255"):rep(30) .. "\127"))
+    assert.is_false(sol.is_on_curve("\2" .. ("\0"):rep(31))) -- y = 2: (y^2-1)/(dy^2+1) is not a square
     local pda = sol.find_program_address({ "seed" }, sol.SYSTEM_PROGRAM)
     assert.is_false(sol.is_on_curve(pda))
   end)
