@@ -35,6 +35,7 @@
 
 enum { CONSOLE_EV_REQUEST = 1, CONSOLE_EV_CLOSED = 2, CONSOLE_EV_STDIN = 3 };
 
+/* ffi:begin */
 /* Server (exported to Lua). */
 int thorp_console_listen(const char *path, char *err, int errcap);
 void thorp_console_stop(void);
@@ -59,5 +60,6 @@ int thorp_console_stdin_start(int edit);
 void thorp_console_stdin_prompt(const char *prompt);
 char *thorp_console_stdin_next(size_t *len, int *eof);
 void thorp_console_stdin_stop(void);
+/* ffi:end */
 
 #endif

@@ -34,6 +34,7 @@
 /* event.a of a TEV_HTTP event: a new request's method, or HTTP_EV_SENT */
 enum { HTTP_M_OTHER = 0, HTTP_M_GET = 1, HTTP_M_POST = 2, HTTP_M_HEAD = 3, HTTP_EV_SENT = 16 };
 
+/* ffi:begin */
 typedef struct thorp_http_req {
     int64_t id;
     int method;
@@ -56,5 +57,6 @@ int thorp_http_port(void);
 
 int thorp_json_member(const char *s, size_t len, const char *key, size_t keylen, size_t *start, size_t *end);
 int thorp_json_elements(const char *s, size_t len, size_t *starts, size_t *ends, int max);
+/* ffi:end */
 
 #endif

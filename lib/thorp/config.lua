@@ -59,39 +59,10 @@ local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true }
 ------------------------------------------------------------------------------
 -- URL redaction
 ------------------------------------------------------------------------------
-local function secret(s)
-  local log = package.loaded["thorp.log"] or require("thorp.log")
-  log.secret(s)
-end
-
---- Return url with its secrets replaced by ***, and register them.
-function M.redact_url(url)
-  if type(url) ~= "string" then return tostring(url) end
-  local scheme, rest = url:match("^(%a[%w+.-]*://)(.*)$")
-  if not scheme then scheme, rest = "", url end
-  local auth, after = rest:match("^([^/?#@]*)@(.*)$")
-  if auth then
-    secret(auth)
-    local user, pass = auth:match("^([^:]*):(.*)$")
-    if pass then secret(pass); secret(user) end
-    rest = "***@" .. after
-  end
-  local hostport, path, query, frag = rest:match("^([^/?#]*)([^?#]*)%??([^#]*)#?(.*)$")
-  if not hostport then return scheme .. rest end
-  path = path:gsub("[^/]+", function(seg)
-    if #seg >= 16 and seg:match("^[%w%-_]+$") and (seg:match("%d") or #seg >= 24) then
-      secret(seg)
-      return "***"
-    end
-  end)
-  if query ~= "" then
-    query = "?" .. query:gsub("([^&=]+)=([^&]*)", function(k, v)
-      if #v > 0 then secret(v) end
-      return k .. "=***"
-    end)
-  end
-  if frag ~= "" then secret(frag); frag = "#***" end
-  return scheme .. hostport .. path .. query .. frag
+--- redact_url(url [, endpoint]) -> url with its secrets replaced by ***, each
+--- registered with the scrubber (one scrubber: thorp.log.redact_url).
+function M.redact_url(url, opts)
+  return (package.loaded["thorp.log"] or require("thorp.log")).redact_url(url, opts)
 end
 
 ------------------------------------------------------------------------------
@@ -251,7 +222,8 @@ local function check_endpoints(list, where, errs)
       end
       if ok then
         seen[e.name] = true
-        out[#out + 1] = { name = e.name, url = e.url, weight = e.weight or 1, timeout_ms = e.timeout_ms }
+        out[#out + 1] = { name = e.name, url = e.url, weight = e.weight or 1, timeout_ms = e.timeout_ms,
+                          public_path = e.public_path == true or nil }
       end
     end
   end
@@ -338,12 +310,15 @@ function M.load(opts)
     names[name] = true
     eps[#eps + 1] = { name = name, url = url, weight = weight or 1 }
   end
-  for _, e in ipairs(endpoints_from_file or {}) do add(e.name, e.url, e.weight); eps[#eps].timeout_ms = e.timeout_ms end
+  for _, e in ipairs(endpoints_from_file or {}) do
+    add(e.name, e.url, e.weight)
+    eps[#eps].timeout_ms, eps[#eps].public_path = e.timeout_ms, e.public_path
+  end
   if values["rpc.helius_url"] then add("helius", values["rpc.helius_url"]) end
   if values["rpc.chainstack_url"] then add("chainstack", values["rpc.chainstack_url"]) end
   if values["rpc.public_url"] then add("public", values["rpc.public_url"]) end
   for _, e in ipairs(values["rpc.urls"] or {}) do add(e.name, e.url) end
-  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url) end
+  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url, e) end
   cfg.rpc.endpoints = eps
   cfg.console.socket = cfg.console.socket or (cfg.state_dir .. "/console.sock")
 

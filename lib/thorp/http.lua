@@ -27,19 +27,7 @@
 -- rewrite req.method / req.params / req.priority / req.timeout_ms, or return
 -- an error table { code = n, message = "...", data = ... } to answer with it.
 local ffi = require "ffi"
-ffi.cdef [[
-typedef struct thorp_http_req { int64_t id; int method; const char *uri; const char *body; size_t body_len; } thorp_http_req;
-int thorp_http_listen(const char *host, int port, size_t max_body, char *err, int errcap);
-void thorp_http_stop(void);
-const thorp_http_req *thorp_http_request(int64_t id);
-int thorp_http_reply(int64_t id, int status, const char *content_type, const char *body, size_t len,
-                     const char *hname, const char *hvalue);
-int thorp_http_pending(void);
-int thorp_http_port(void);
-int thorp_json_member(const char *s, size_t len, const char *key, size_t keylen, size_t *start, size_t *end);
-int thorp_json_elements(const char *s, size_t len, size_t *starts, size_t *ends, int max);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local cjson = require("cjson.safe").new()
 local sched = require "thorp.sched"
 local logm = require "thorp.log"

@@ -131,7 +131,7 @@ end
 local function publish_system(topic, event) require("thorp.bus").system(topic, event, "low") end
 
 local function new_endpoint(pool, e, i)
-  local display = config.redact_url(e.url)
+  local display = config.redact_url(e.url, e)
   local bopts = {}
   for k, v in pairs(pool.breaker_opts) do bopts[k] = v end
   bopts.name = e.name
@@ -810,7 +810,7 @@ function M.start(cfg, mode)
   local rc = cfg and cfg.rpc
   if not rc or not rc.endpoints or #rc.endpoints == 0 then return true end
   local eps = {}
-  for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms } end
+  for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, public_path = e.public_path } end
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,
                         auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil }
