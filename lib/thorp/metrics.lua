@@ -258,13 +258,17 @@ end
 local function http_section(w)
   local h = loaded("thorp.http")
   if not h or not h.counters then return end
+  -- answers from Lua and the ones the listener sent itself (400, 413, 501, 503 before Lua saw them)
+  local all = {}
+  for k, n in pairs(h.counters.requests) do all[k] = n end
+  for k, n in pairs(h.refused and h.refused() or {}) do all[k] = (all[k] or 0) + n end
   local keys = {}
-  for k in pairs(h.counters.requests) do keys[#keys + 1] = k end
+  for k in pairs(all) do keys[#keys + 1] = k end
   table.sort(keys)
   w.family("http_requests_total", "counter", "HTTP requests answered, by route and status code.")
   for _, k in ipairs(keys) do
     local route, code = k:match("^(%S+) (%d+)$")
-    w.sample("", h.counters.requests[k], "route", route, "code", code)
+    w.sample("", all[k], "route", route, "code", code)
   end
   keys = {}
   for k in pairs(h.counters.calls) do keys[#keys + 1] = k end
@@ -274,6 +278,10 @@ local function http_section(w)
   w.one("frontdoor_coalesced_total", "counter", "Front-door reads that shared an identical call in flight.",
     h.counters.coalesced or 0)
   w.one("http_pending", "gauge", "HTTP requests being answered.", h.pending())
+  if h.inflight_bytes then
+    w.one("http_inflight_body_bytes", "gauge", "Request body bytes held (bounded by THORP_HTTP_MAX_INFLIGHT_BYTES).",
+      h.inflight_bytes())
+  end
 end
 
 --- render(opts) -> text. opts.pool: report this pool's endpoints instead of the host's.
