@@ -40,6 +40,7 @@ struct conn {
     hreq *wait_body;  /* head admitted, body still arriving */
     size_t discard;   /* body bytes of a refused request still to drop */
     int closing;      /* close once the output is written */
+    int lingering;    /* output shut down; input read and dropped until the client closes */
     char peer[64];
     conn *prev, *next;
 };
@@ -373,13 +374,33 @@ static void conn_free(conn *c)
     free(c);
 }
 
-static void conn_on_read(struct bufferevent *bev, void *arg) { (void)bev; conn_process(arg); }
+static void conn_on_read(struct bufferevent *bev, void *arg)
+{
+    conn *c = arg;
+    if (c->closing) { /* what the client still sends after a final answer is dropped */
+        struct evbuffer *in = bufferevent_get_input(bev);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    conn_process(c);
+}
 
 static void conn_on_write(struct bufferevent *bev, void *arg)
 {
     conn *c = arg;
     if (evbuffer_get_length(bufferevent_get_output(bev)) != 0) return;
-    if (c->closing) { conn_free(c); return; }
+    if (c->closing) {
+        /* Lingering close: shut our side down and read until the client closes
+         * (a few seconds at most), so a client still sending its body gets
+         * the answer instead of a reset. */
+        if (!c->lingering) {
+            c->lingering = 1;
+            shutdown(bufferevent_getfd(bev), SHUT_WR);
+            struct timeval tv = { 5, 0 };
+            bufferevent_set_timeouts(bev, &tv, &tv);
+        }
+        return;
+    }
     hreq *r = c->cur;
     if (r && r->sending) {
         int keep = r->keep_alive;
