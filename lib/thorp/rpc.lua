@@ -749,16 +749,12 @@ function M.set_default_pool(pool)
 end
 
 --- http_post(url, body, timeout_ms) -> { status, body } | nil, err: a plain POST on the
---- same loop (webhooks, alerts, admin calls). Yields like an RPC call.
+--- same loop; an alias of thorp.fetch (lib/thorp/fetch.lua), which takes any method.
 function M.http_post(url, body, timeout_ms)
-  local task = sched.current()
-  if not task then error("rpc.http_post: call it from a coroutine", 2) end
-  local tok = sched.token(task)
-  local id, err = http_send(url, body or "", timeout_ms or 5000, function(res) sched.wake(task, res, tok) end)
-  if not id then return nil, err end
-  local res = sched.suspend()
-  if res.curl_code ~= 0 then return nil, res.error end
-  return { status = res.http_status, body = res.body }
+  local res = require("thorp.fetch").fetch(url, { method = "POST", body = body or "", timeout_ms = timeout_ms or 5000,
+                                                  headers = { ["Content-Type"] = "application/json" } })
+  if not res.ok then return nil, res.error.message end
+  return { status = res.status, body = res.body }
 end
 
 local function no_pool()
@@ -810,7 +806,8 @@ function M.start(cfg, mode)
   local rc = cfg and cfg.rpc
   if not rc or not rc.endpoints or #rc.endpoints == 0 then return true end
   local eps = {}
-  for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, public_path = e.public_path } end
+  for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms,
+                                          public_path = e.public_path } end
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,
                         auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil }
