@@ -7,7 +7,7 @@
 #   make deps     install missing Debian packages (no-op when all present)
 
 CC      ?= cc
-PKGS    := luajit libevent libcurl sqlite3 libedit
+PKGS    := luajit libevent libcurl sqlite3 libedit libsodium
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Ihost

@@ -33,6 +33,8 @@
 #define CONSOLE_MAX_REPLY (64u << 20)
 #define CONSOLE_MAX_CONNS 16
 
+/* ffi:begin */
+/* event.a of a TEV_CONSOLE event */
 enum { CONSOLE_EV_REQUEST = 1, CONSOLE_EV_CLOSED = 2, CONSOLE_EV_STDIN = 3 };
 
 /* ffi:begin */

@@ -19,6 +19,7 @@
 #ifndef THORP_JOURNAL_H
 #define THORP_JOURNAL_H
 
+/* ffi:begin */
 typedef struct thorp_journal thorp_journal;
 
 typedef struct thorp_journal_row {
@@ -41,6 +42,8 @@ int thorp_journal_unclaim(thorp_journal *j, const char *key);
 int thorp_journal_compact(thorp_journal *j, double before, double now);
 const char *thorp_journal_error(thorp_journal *j);
 /* Counts for stats: open trades (all runs), done trades, live keys. */
+enum { JOURNAL_COUNT_OPEN = 0, JOURNAL_COUNT_DONE = 1, JOURNAL_COUNT_KEYS = 2 };
 int thorp_journal_count(thorp_journal *j, int what);
+/* ffi:end */
 
 #endif

@@ -27,7 +27,9 @@
 
 #include <stddef.h>
 
+/* ffi:begin */
 enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+/* ffi:end */
 
 void log_init(void);
 void log_free(void);

@@ -34,6 +34,10 @@ enum {
     TEV_USER = 16,   /* first kind free for modules */
 };
 
+/* The signals Lua handles (thorp_loop_catch_signal, event.a of TEV_SIGNAL).
+ * loop.c checks at compile time that they equal <signal.h>'s. */
+enum { TSIG_HUP = 1, TSIG_INT = 2, TSIG_USR1 = 10, TSIG_TERM = 15 };
+
 typedef struct thorp_event {
     int32_t kind;
     int32_t a;

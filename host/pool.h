@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ffi:begin */
 typedef struct thorp_http_result {
     int64_t id;
     int curl_code;        /* 0 = the transfer completed (any HTTP status) */
@@ -39,6 +40,7 @@ int64_t thorp_pool_request(const char *url, const char *body, size_t len, double
 void thorp_pool_cancel(int64_t id);
 void thorp_pool_result_free(thorp_http_result *r);
 int thorp_pool_inflight(void);
+/* ffi:end */
 
 /* For host/fetch.c (other HTTP APIs on the same multi and connection cache):
  * the host's CURLM (created on first use; NULL if curl cannot start), and a

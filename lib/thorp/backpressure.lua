@@ -10,27 +10,13 @@
 --   thorp.backpressure.default   -- the host's instance (rpc pool, bus)
 local ffi = require "ffi"
 
-ffi.cdef [[
-typedef struct thorp_admit {
-  double max, warning, critical;
-  int enabled;
-  double load[3], total, peak;
-  double offered[3], accepted[3], rejected[3];
-  double crit_peak, crit_peak_at, reserve, last_util;
-  double by_reason[5];
-} thorp_admit;
-void thorp_admit_init(thorp_admit *a, double max, double warning, double critical);
-int thorp_admit_try(thorp_admit *a, int prio);
-void thorp_admit_release(thorp_admit *a, int prio);
-int thorp_admit_util(const thorp_admit *a);
-double thorp_admit_reserve(thorp_admit *a);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 
 local M = {}
-local PRIO = { critical = 0, normal = 1, low = 2 }
-local NAMES = { [0] = "critical", "normal", "low" }
-local REASONS = { "CRITICAL_OVERLOAD", "WARNING_THRESHOLD_EXCEEDED", "QUEUE_FULL", "RESERVED_FOR_CRITICAL" }
+local PRIO = { critical = C.ADM_CRITICAL, normal = C.ADM_NORMAL, low = C.ADM_LOW }
+local NAMES = { [C.ADM_CRITICAL] = "critical", [C.ADM_NORMAL] = "normal", [C.ADM_LOW] = "low" }
+local REASONS = { [C.ADM_CRITICAL_OVERLOAD] = "CRITICAL_OVERLOAD", [C.ADM_WARNING] = "WARNING_THRESHOLD_EXCEEDED",
+                  [C.ADM_QUEUE_FULL] = "QUEUE_FULL", [C.ADM_RESERVED] = "RESERVED_FOR_CRITICAL" }
 M.PRIORITIES = PRIO
 M.REASONS = REASONS
 
@@ -120,8 +106,9 @@ function BP:stats()
   local a = self.a
   local util = C.thorp_admit_util(a)
   local offered, rejected = 0, 0
-  local by = {}
-  for i = 0, 2 do
+  local by, by_reason = {}, {}
+  for r, name in pairs(REASONS) do by_reason[name] = a.by_reason[r] end
+  for i = 0, C.ADM_PRIORITIES - 1 do
     offered, rejected = offered + a.offered[i], rejected + a.rejected[i]
     by[NAMES[i]] = { offered = a.offered[i], accepted = a.accepted[i], rejected = a.rejected[i],
                      load = math.floor(a.load[i] + 0.5) }
@@ -135,8 +122,7 @@ function BP:stats()
     offered = offered, rejected = rejected, accepted = offered - rejected,
     warning_threshold = a.warning, critical_threshold = a.critical, enabled = a.enabled == 1,
     critical_reserve = C.thorp_admit_reserve(a), by_priority = by,
-    by_reason = { CRITICAL_OVERLOAD = a.by_reason[1], WARNING_THRESHOLD_EXCEEDED = a.by_reason[2],
-                  QUEUE_FULL = a.by_reason[3], RESERVED_FOR_CRITICAL = a.by_reason[4] },
+    by_reason = by_reason,
   }
 end
 

@@ -16,33 +16,13 @@
 local ffi = require "ffi"
 local sched = require "thorp.sched"
 
-ffi.cdef [[
-typedef struct thorp_breaker {
-  int failure_threshold, half_open_max_calls, rate_min_calls;
-  double cooldown_ms, max_cooldown_ms, jitter, half_open_timeout_ms;
-  double failure_rate, rate_window_ms;
-  int state, consecutive, half_open_inflight, reopen_count;
-  double opened_at, open_until, current_cooldown_ms, trial_at;
-  uint64_t rng;
-  double bucket_start[10];
-  int bucket_calls[10], bucket_fail[10];
-  double calls, successes, failures, neutral, rejected, trips, state_changes;
-} thorp_breaker;
-void thorp_breaker_init(thorp_breaker *b);
-int thorp_breaker_allow(thorp_breaker *b, double now);
-int thorp_breaker_record(thorp_breaker *b, double now, int outcome);
-int thorp_breaker_state(thorp_breaker *b, double now);
-void thorp_breaker_trip(thorp_breaker *b, double now);
-void thorp_breaker_reset(thorp_breaker *b);
-double thorp_breaker_retry_in(thorp_breaker *b, double now);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local now = sched.now
 
 local M = {}
-local STATES = { [0] = "CLOSED", "OPEN", "HALF_OPEN" }
+local STATES = { [C.BR_CLOSED] = "CLOSED", [C.BR_OPEN] = "OPEN", [C.BR_HALF_OPEN] = "HALF_OPEN" }
 M.STATES = STATES
-local SUCCESS, FAILURE, NEUTRAL = 0, 1, 2
+local SUCCESS, FAILURE, NEUTRAL = C.BR_SUCCESS, C.BR_FAILURE, C.BR_NEUTRAL
 
 local Breaker = {}
 Breaker.__index = Breaker

@@ -25,7 +25,7 @@ local concat, select, tostring, type = table.concat, select, tostring, type
 
 local M = {}
 
-local EV_REQUEST, EV_CLOSED, EV_STDIN = 1, 2, 3
+local EV_REQUEST, EV_CLOSED, EV_STDIN = C.CONSOLE_EV_REQUEST, C.CONSOLE_EV_CLOSED, C.CONSOLE_EV_STDIN
 local PROMPT, CONT = "thorp> ", "   >> "
 
 ------------------------------------------------------------------------------

@@ -5,11 +5,7 @@
 -- mode is "run", "exec", "test" or "repl". A start error is fatal for the
 -- process (exit code 2: bad config, locked journal, ...).
 local ffi = require "ffi"
-ffi.cdef [[
-const char *thorp_version(void);
-const char *thorp_dev_root(void);
-const char *thorp_exe_dir(void);
-]]
+local C = require "thorp.cdef"
 local log = require "thorp.log"
 
 local M = {}
@@ -17,9 +13,9 @@ local M = {}
 M.ORDER = { "thorp.journal", "thorp.shutdown", "thorp.backpressure", "thorp.rpc", "thorp.bus",
             "thorp.policy", "thorp.console", "thorp.http" }
 
-function M.version() return ffi.string(ffi.C.thorp_version()) end
-function M.dev_root() return ffi.string(ffi.C.thorp_dev_root()) end
-function M.exe_dir() return ffi.string(ffi.C.thorp_exe_dir()) end
+function M.version() return ffi.string(C.thorp_version()) end
+function M.dev_root() return ffi.string(C.thorp_dev_root()) end
+function M.exe_dir() return ffi.string(C.thorp_exe_dir()) end
 
 local started = {}
 

@@ -40,7 +40,7 @@ local M = {}
 M.MAX_BATCH = 1000
 
 local JSON = "application/json"
-local METHOD = { [0] = "OTHER", "GET", "POST", "HEAD" }
+local METHOD = { [C.HTTP_M_OTHER] = "OTHER", [C.HTTP_M_GET] = "GET", [C.HTTP_M_POST] = "POST", [C.HTTP_M_HEAD] = "HEAD" }
 
 -- Counters for thorp.metrics: HTTP answers by route and status, front-door
 -- calls by outcome ("ok", "rpc_error", a thorp error code, "invalid").
@@ -461,7 +461,7 @@ function M.route(method, path, body)
   return not_found(path)
 end
 
-local EV_SENT = 16
+local EV_SENT = C.HTTP_EV_SENT
 local ops = {} -- request id -> shutdown operation id, until the answer is written out
 
 -- Bearer-token auth (THORP_HTTP_TOKEN): every route but /health and /ready

@@ -18,6 +18,7 @@ local modules = {
   idempotency = "thorp.idempotency", policy = "thorp.policy", log = "thorp.log",
   config = "thorp.config", console = "thorp.console", http = "thorp.http",
   metrics = "thorp.metrics", pretty = "thorp.pretty",
+  solana = "thorp.solana", json = "thorp.json",
 }
 
 setmetatable(thorp, {

@@ -18,25 +18,7 @@ local cjson = require "cjson.safe"
 local sched = require "thorp.sched"
 local log = require("thorp.log").for_module("journal")
 
-ffi.cdef [[
-typedef struct thorp_journal thorp_journal;
-typedef struct thorp_journal_row {
-  const char *id, *kind, *meta, *run_id, *status;
-  double started_at, ended_at;
-} thorp_journal_row;
-thorp_journal *thorp_journal_open(const char *dir, const char *synchronous, const char *run_id, char *err, int errlen);
-void thorp_journal_close(thorp_journal *j);
-int thorp_journal_begin(thorp_journal *j, const char *id, const char *kind, const char *meta, double at);
-int thorp_journal_done(thorp_journal *j, const char *id, double at, const char *status);
-int thorp_journal_scan_open(thorp_journal *j, const char *exclude_run);
-int thorp_journal_next(thorp_journal *j, thorp_journal_row *row);
-int thorp_journal_claim(thorp_journal *j, const char *key, double now, double ttl_ms);
-int thorp_journal_unclaim(thorp_journal *j, const char *key);
-int thorp_journal_compact(thorp_journal *j, double before, double now);
-const char *thorp_journal_error(thorp_journal *j);
-int thorp_journal_count(thorp_journal *j, int what);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 
 local M = {}
 local J = {}
@@ -95,8 +77,8 @@ function J:compact()
 end
 
 function J:stats()
-  return { open = C.thorp_journal_count(self.h, 0), done = C.thorp_journal_count(self.h, 1),
-           idempotency_keys = C.thorp_journal_count(self.h, 2), dir = self.dir, run_id = self.run_id }
+  return { open = C.thorp_journal_count(self.h, C.JOURNAL_COUNT_OPEN), done = C.thorp_journal_count(self.h, C.JOURNAL_COUNT_DONE),
+           idempotency_keys = C.thorp_journal_count(self.h, C.JOURNAL_COUNT_KEYS), dir = self.dir, run_id = self.run_id }
 end
 
 -- The host's journal ------------------------------------------------------

@@ -11,8 +11,8 @@ local C = require "thorp.cdef"
 local cjson = require "cjson.safe"
 
 local M = {}
-local LEVELS = { error = 0, warn = 1, info = 2, debug = 3 }
-local NAMES = { [0] = "error", "warn", "info", "debug" }
+local LEVELS = { error = C.LOG_ERROR, warn = C.LOG_WARN, info = C.LOG_INFO, debug = C.LOG_DEBUG }
+local NAMES = { [C.LOG_ERROR] = "error", [C.LOG_WARN] = "warn", [C.LOG_INFO] = "info", [C.LOG_DEBUG] = "debug" }
 M.LEVELS = LEVELS
 
 function M.set_level(name)

@@ -27,22 +27,7 @@ local config = require "thorp.config"
 local logm = require "thorp.log"
 local log = logm.for_module("rpc")
 
-ffi.cdef [[
-typedef struct thorp_http_result {
-  int64_t id;
-  int curl_code, http_status, cancelled;
-  double retry_after_ms, total_ms, connect_ms;
-  char *body;
-  size_t body_len;
-  char error[256];
-} thorp_http_result;
-int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
-                           double connect_timeout_ms, char *err, int errlen);
-void thorp_pool_cancel(int64_t id);
-void thorp_pool_result_free(thorp_http_result *r);
-int thorp_pool_inflight(void);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local now = sched.now
 local floor, min, max = math.floor, math.min, math.max
 

@@ -341,7 +341,7 @@ function M.on_signal(signum, fn)
   signal_handlers[signum] = fn
   C.thorp_loop_catch_signal(signum)
 end
-M.SIGHUP, M.SIGINT, M.SIGTERM, M.SIGUSR1 = 1, 2, 15, 10
+M.SIGHUP, M.SIGINT, M.SIGTERM, M.SIGUSR1 = C.TSIG_HUP, C.TSIG_INT, C.TSIG_TERM, C.TSIG_USR1
 
 handlers[M.EV.SIGNAL] = function(ev)
   local h = signal_handlers[ev.a]
