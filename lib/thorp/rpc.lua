@@ -25,6 +25,7 @@ local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
 local logm = require "thorp.log"
+local metrics = require "thorp.metrics"
 local log = logm.for_module("rpc")
 
 local C = require "thorp.cdef"
@@ -598,7 +599,10 @@ function Pool:call(method, params, opts)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = method ~= "sendTransaction" }
-  return self:_admit_and_run(req, prio, opts)
+  local t0 = now()
+  local res = self:_admit_and_run(req, prio, opts)
+  metrics.observe_call(method, res, now() - t0)
+  return res
 end
 
 --- pool:batch({ {method, params}, ... }, opts) -> { ok, results = { {ok, result|error}, ... }, endpoint, ... }
@@ -624,7 +628,10 @@ function Pool:batch(calls, opts)
   local body = cjson.encode(msgs)
   local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
                 idempotent = idem }
-  return self:_admit_and_run(req, prio, opts)
+  local t0 = now()
+  local res = self:_admit_and_run(req, prio, opts)
+  for i, m in ipairs(msgs) do metrics.observe_call(m.method, res.ok and res.results[i] or res, now() - t0) end
+  return res
 end
 
 function Pool:endpoints()

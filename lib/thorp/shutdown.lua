@@ -72,6 +72,7 @@ function M.complete(id, status)
   if op.trade then
     n_trades = n_trades - 1
     if journal() then journal():done(id, status) end
+    require("thorp.metrics").trade_outcome(status)
   else
     n_ops = n_ops - 1
   end
@@ -114,6 +115,7 @@ finish = function(code, why)
   local left = open_list(false)
   local fields = { exit_code = code, reason = why, elapsed_ms = math.floor(sched.now() - state.started) }
   if #left > 0 then
+    for _, o in ipairs(left) do if o.type == "TRADE" then require("thorp.metrics").trade_outcome("abandoned") end end
     fields.abandoned = left
     log.error("shutdown abandoned open operations", fields)
   else

@@ -191,6 +191,12 @@ grep -q '"status"' "$work/h"; check $? "/health still answers under 9,000 pendin
 code=$(curl -s -m 3 -o "$work/m" -w '%{http_code}' "$base/metrics")
 check $(is "$code" 200) "/metrics still answers ($code)"
 grep -q 'thorp_http_requests_total{route="/",code="503"}' "$work/m"; check $? "and counts the 503s past the pending limit"
+if command -v promtool >/dev/null; then
+  promtool check metrics <"$work/m" >"$work/promtool.out" 2>&1
+  check $? "promtool check metrics is clean on a scrape under load ($(head -c 200 "$work/promtool.out"))"
+else
+  echo "skip - promtool not installed (Debian package prometheus); the format checker above covers it (not counted)"
+fi
 kill $flood 2>/dev/null; wait $flood 2>/dev/null
 for u in "$u1" "$u2" "$u3"; do fault "$u" '{"reset":true}'; done
 for _ in $(seq 200); do p=$(metric thorp_http_pending); [ "${p:-1}" -le 1 ] && break; sleep 0.1; done
