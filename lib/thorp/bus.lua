@@ -2,7 +2,7 @@
 --
 --   local bus = thorp.bus.new{ max_queue_size = 10000, reorder_window_ms = 50 }
 --   local sub = bus:subscribe("trade_signal", function(ev, topic) ... end, { name = "executor" })
---   bus:publish("trade_signal", { token = "BONK", sequence = 7 }, "critical")  --> true | false, reason
+--   bus:publish("trade_signal", { token = "BONK", sequence = 7 }, "critical")  --> true | false, { code, message }
 --   bus:stats(); bus:unsubscribe(sub)
 --
 -- Everything lives in Lua (DESIGN.md, hot-path notes). publish() validates,
@@ -550,7 +550,17 @@ local function evict_low(self)
   return true
 end
 
---- bus:publish(topic, event, priority) -> true | false, "QUEUE_FULL" | "BACKPRESSURE_REJECTED"
+-- Why a publish was refused: error values (thorp.errors), shared and never changed.
+local errors = require "thorp.errors"
+local REFUSED = {
+  CLOSED = errors.new("CLOSED", "the bus is closed"),
+  SHUTTING_DOWN = errors.new("SHUTTING_DOWN", "shutdown in progress: the bus takes only critical events"),
+  QUEUE_FULL = errors.new("QUEUE_FULL", "the bus queue is full (max_queue_size events published, not yet dispatched)"),
+  BACKPRESSURE_REJECTED = errors.new("BACKPRESSURE_REJECTED", "admission control refused the event (host overloaded)"),
+}
+
+--- bus:publish(topic, event, priority) -> true | false, { code = "QUEUE_FULL" | "BACKPRESSURE_REJECTED" |
+--- "SHUTTING_DOWN" | "CLOSED", message }
 ---                                        | "SHUTTING_DOWN" | "CLOSED"
 function Bus:publish(topic, ev, priority)
   local tp = self.topics[topic]
@@ -566,18 +576,18 @@ function Bus:publish(topic, ev, priority)
       bad("bus:publish", "event.sequence", "an integer >= 1 or nil", s)
     end
   end
-  if self.closed then lost(self, tp, "CLOSED"); return false, "CLOSED" end
-  if self.critical_only and p ~= 1 then lost(self, tp, "SHUTTING_DOWN"); return false, "SHUTTING_DOWN" end
+  if self.closed then lost(self, tp, "CLOSED"); return false, REFUSED.CLOSED end
+  if self.critical_only and p ~= 1 then lost(self, tp, "SHUTTING_DOWN"); return false, REFUSED.SHUTTING_DOWN end
   if self.pending >= self.max_queue_size
      and not (p == 1 and self.evict_low_for_critical and evict_low(self)) then
     lost(self, tp, "QUEUE_FULL")
-    return false, "QUEUE_FULL"
+    return false, REFUSED.QUEUE_FULL
   end
   local bp = self.backpressure
   if bp then
     local ok
     if bp.admit then ok = bp:admit(PRIO_NAME[p]) else ok = bp:try_acquire(PRIO_NAME[p]).accepted end
-    if not ok then lost(self, tp, "BACKPRESSURE_REJECTED"); return false, "BACKPRESSURE_REJECTED" end
+    if not ok then lost(self, tp, "BACKPRESSURE_REJECTED"); return false, REFUSED.BACKPRESSURE_REJECTED end
   end
   push(self.q, p, ev, tp)
   local ql = tp.ql

@@ -84,8 +84,9 @@ local function parse_headers(raw)
   return h
 end
 
+local errors = require "thorp.errors"
 local function fail(code, message, shown)
-  return { ok = false, error = { code = code, message = logm.scrub(message), url = shown } }
+  return { ok = false, error = errors.new(code, logm.scrub(message), { url = shown }) }
 end
 
 local errbuf = ffi.new("char[256]")
