@@ -259,6 +259,18 @@ grep -q "THORP_HTTP_TOKEN" "$work/open.log"; check $? "and says to set THORP_HTT
 THORP_STATE_DIR="$work/state4" THORP_HTTP_PORT=$(free_port) THORP_HTTP_HOST=0.0.0.0 THORP_HTTP_TOKEN=short "$THORP" run >"$work/open.log" 2>&1; rc=$?
 check $(is $rc 2) "a token shorter than 16 characters is refused (rc=$rc)"
 
+# Secrets in front-door errors: an endpoint whose URL carries a password and a path token.
+port3=$(free_port)
+THORP_STATE_DIR="$work/state5" THORP_HTTP_PORT=$port3 THORP_RPC_URLS="x=http://bob:PW5ecretZ@127.0.0.1:1/k3y.Tok" \
+  "$THORP" run >"$work/host3.log" 2>&1 &
+host3=$!
+for _ in $(seq 200); do curl -s "http://127.0.0.1:$port3/health" >/dev/null 2>&1 && break; sleep 0.05; done
+out=$(curl -s -d '{"jsonrpc":"2.0","id":1,"method":"getSlot"}' "http://127.0.0.1:$port3/")
+echo "$out" | grep -q '"error"' && ! echo "$out" | grep -q 'PW5ecretZ\|k3y.Tok\|bob'
+check $? "a failing upstream's error reaches the client without its password or path token ($out)"
+kill -TERM $host3; wait $host3
+! grep -q 'PW5ecretZ\|k3y.Tok' "$work/host3.log"; check $? "nor the host's log"
+
 # A second host on the same port refuses to start, naming the port.
 THORP_STATE_DIR="$work/state2" THORP_HTTP_PORT=$port "$THORP" run "$work/policy.lua" >"$work/second.log" 2>&1; rc=$?
 check $(is $rc 2) "a second host on the same port exits 2 (rc=$rc)"
