@@ -4,11 +4,12 @@
 --   local errors = require "thorp.errors"
 --   return false, errors.new("QUEUE_FULL", "bus queue is full (max_queue_size 10000)")
 --
--- tostring(err) gives "CODE: message", so an error logged or printed as a
--- string still reads well, and err.code is what code compares.
+-- tostring(err) gives the code, as the string reasons it replaces did (code
+-- that did tostring(reason) == "QUEUE_FULL" keeps working); err.message says
+-- what happened.
 local M = {}
 
-local mt = { __tostring = function(e) return e.code .. ": " .. tostring(e.message) end }
+local mt = { __tostring = function(e) return e.code end }
 M.mt = mt
 
 --- new(code, message [, fields]) -> error table (fields are copied in)
