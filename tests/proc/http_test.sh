@@ -170,7 +170,7 @@ check $? "40 concurrent 60 KB bodies against a 1 MiB budget: some answered, the 
 check $(is "$(metric thorp_http_inflight_body_bytes)" 0) "and no body bytes are held afterwards"
 
 # 9,000 pending front-door requests: /health, /ready and /metrics still answer.
-for u in "$u1" "$u2" "$u3"; do fault "$u" '{"latency_ms":4000}'; done
+for u in "$u1" "$u2" "$u3"; do fault "$u" '{"hang":true}'; done
 python3 - "$port" >"$work/flood" 2>&1 <<'PY' &
 import socket, sys, time
 port = int(sys.argv[1]); conns = []
@@ -183,8 +183,7 @@ time.sleep(8)
 PY
 flood=$!
 wait_for SENT "$work/flood"
-for _ in $(seq 100); do p=$(metric thorp_http_pending); [ "${p:-0}" -ge 8000 ] && break; sleep 0.05; done
-p=$(metric thorp_http_pending)
+for _ in $(seq 200); do p=$(metric thorp_http_pending); [ "${p:-0}" -ge 8000 ] && break; sleep 0.05; done
 [ "${p:-0}" -ge 8000 ]; check $? "thousands of front-door requests are pending ($p)"
 code=$(curl -s -m 3 -o "$work/h" -w '%{http_code}' "$base/health")
 grep -q '"status"' "$work/h"; check $? "/health still answers under 9,000 pending requests ($code $(head -c 80 "$work/h"))"
@@ -198,7 +197,7 @@ else
   echo "skip - promtool not installed (Debian package prometheus); the format checker above covers it (not counted)"
 fi
 kill $flood 2>/dev/null; wait $flood 2>/dev/null
-for u in "$u1" "$u2" "$u3"; do fault "$u" '{"reset":true}'; done
+for u in "$u1" "$u2" "$u3"; do fault "$u" '{"hang":false}'; fault "$u" '{"reset":true}'; done
 for _ in $(seq 200); do p=$(metric thorp_http_pending); [ "${p:-1}" -le 1 ] && break; sleep 0.1; done
 check $(is "$(metric thorp_http_pending)" 1) "pending requests drain once the clients are gone (only the scrape left)"
 
@@ -235,9 +234,13 @@ PY
 read b200 b503 bn <"$work/big"
 check $([ "$b200" -ge 1 ] && [ $((b200 + b503)) = 100 ] && echo 0 || echo 1) "100 concurrent 3 MiB bodies: each answered or refused with 503 ($b200 ok, $b503 refused of $bn)"
 peak=$(rss VmHWM)
-check $([ $((peak - before)) -lt 200000 ] && echo 0 || echo 1) "peak RSS stays bounded by the budget (+$(( (peak - before) / 1024 )) MB for 300 MB offered)"
-for _ in $(seq 50); do now=$(rss VmRSS); [ $((now - before)) -lt 40000 ] && break; sleep 0.1; done
-check $([ $((now - before)) -lt 40000 ] && echo 0 || echo 1) "memory returns after the load (+$(( (now - before) / 1024 )) MB left)"
+if grep -q __asan_init "$THORP"; then # ASan keeps freed memory in quarantine: RSS says nothing there
+  echo "skip - RSS bounds are not measurable in a sanitizer build (not counted; the plain build checks them)"
+else
+  check $([ $((peak - before)) -lt 200000 ] && echo 0 || echo 1) "peak RSS stays bounded by the budget (+$(( (peak - before) / 1024 )) MB for 300 MB offered)"
+  for _ in $(seq 50); do now=$(rss VmRSS); [ $((now - before)) -lt 40000 ] && break; sleep 0.1; done
+  check $([ $((now - before)) -lt 40000 ] && echo 0 || echo 1) "memory returns after the load (+$(( (now - before) / 1024 )) MB left)"
+fi
 for u in "$u1" "$u2" "$u3"; do fault "$u" '{"reset":true}'; done
 
 code=$(curl -s -o /dev/null -w '%{http_code}' -d '{"jsonrpc":"2.0","id":1,"method":"getSlot"}' "$base2/")
