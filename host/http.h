@@ -33,12 +33,7 @@
  * 1 it has taken the connection's bufferevent (WebSocket), and http.c forgets
  * the connection without freeing it.
  *
- * JSON helpers for the front door, so ids and results pass through byte for
- * byte (no decode/encode round trip loses a u64 or turns [] into {}):
- *   thorp_json_member(s, len, "id", 2, &a, &b)   top-level member of an object
- *   thorp_json_elements(s, len, starts, ends, max)  elements of an array
- * Spans are byte offsets [a, b) into s. thorp_json_member returns 2 when
- * the key appears more than once (a, b: the last one).
+ * The JSON spans the front door passes through byte for byte: host/jsonspan.h.
  */
 #ifndef THORP_HTTP_H
 #define THORP_HTTP_H
@@ -86,9 +81,6 @@ int thorp_http_port(void);
 double thorp_http_inflight_bytes(void);
 /* Replies C sent itself (before Lua), by route and status (400, 413, 501, 503). */
 double thorp_http_refused(int route, int status);
-
-int thorp_json_member(const char *s, size_t len, const char *key, size_t keylen, size_t *start, size_t *end);
-int thorp_json_elements(const char *s, size_t len, size_t *starts, size_t *ends, int max);
 /* ffi:end */
 
 struct bufferevent;

@@ -1,6 +1,8 @@
 /* log: scrubbed, levelled output to stderr. See log.h. */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,18 +13,23 @@
 
 static const char *level_names[] = { "error", "warn", "info", "debug" };
 
+/* The watchdog thread logs too (host/watchdog.c): level and format are
+ * atomics, and the secret lists are read and grown under `mu`. */
 static struct {
-    int level;
-    int json;
+    atomic_int level;
+    atomic_int json;
+    pthread_mutex_t mu;
     char **secrets;
     size_t *lens;
     int nsecrets;
     unsigned char first[256]; /* first bytes of the secrets, for a quick miss */
     char **publics;
     int npublics;
-} log_state = { LOG_INFO, 0, NULL, NULL, 0, { 0 }, NULL, 0 };
+} log_state = { LOG_INFO, 0, PTHREAD_MUTEX_INITIALIZER, NULL, NULL, 0, { 0 }, NULL, 0 };
 
-void log_init(void) { log_state.json = !isatty(STDERR_FILENO); }
+#define LEVEL() atomic_load_explicit(&log_state.level, memory_order_relaxed)
+
+void log_init(void) { atomic_store(&log_state.json, !isatty(STDERR_FILENO)); }
 
 static void free_list(char ***list, int *n)
 {
@@ -34,18 +41,20 @@ static void free_list(char ***list, int *n)
 
 void log_free(void)
 {
+    pthread_mutex_lock(&log_state.mu);
     free_list(&log_state.secrets, &log_state.nsecrets);
     free(log_state.lens);
     log_state.lens = NULL;
     memset(log_state.first, 0, sizeof log_state.first);
     free_list(&log_state.publics, &log_state.npublics);
+    pthread_mutex_unlock(&log_state.mu);
 }
 
-int log_level(void) { return log_state.level; }
-void thorp_log_set_level(int level) { log_state.level = level < 0 ? 0 : level > 3 ? 3 : level; }
-int thorp_log_get_level(void) { return log_state.level; }
-int thorp_log_is_json(void) { return log_state.json; }
-void thorp_log_set_json(int on) { log_state.json = on; }
+int log_level(void) { return LEVEL(); }
+void thorp_log_set_level(int level) { atomic_store(&log_state.level, level < 0 ? 0 : level > 3 ? 3 : level); }
+int thorp_log_get_level(void) { return LEVEL(); }
+int thorp_log_is_json(void) { return atomic_load(&log_state.json); }
+void thorp_log_set_json(int on) { atomic_store(&log_state.json, on); }
 
 /* Add s to list unless present; 1 when added. */
 static int list_add(char ***list, int *n, const char *s)
@@ -64,18 +73,27 @@ void thorp_log_secret_add(const char *secret)
 {
     /* shorter pieces would scrub ordinary words; inside a URL they are hidden anyway */
     if (!secret || strlen(secret) < 4) return;
+    pthread_mutex_lock(&log_state.mu);
     int before = log_state.nsecrets;
-    if (!list_add(&log_state.secrets, &log_state.nsecrets, secret)) return;
-    size_t *lens = realloc(log_state.lens, sizeof(size_t) * (size_t)log_state.nsecrets);
-    if (!lens) { free(log_state.secrets[--log_state.nsecrets]); return; }
-    log_state.lens = lens;
-    lens[before] = strlen(secret);
-    log_state.first[(unsigned char)secret[0]] = 1;
+    if (list_add(&log_state.secrets, &log_state.nsecrets, secret)) {
+        size_t *lens = realloc(log_state.lens, sizeof(size_t) * (size_t)log_state.nsecrets);
+        if (!lens) {
+            free(log_state.secrets[--log_state.nsecrets]);
+        } else {
+            log_state.lens = lens;
+            lens[before] = strlen(secret);
+            log_state.first[(unsigned char)secret[0]] = 1;
+        }
+    }
+    pthread_mutex_unlock(&log_state.mu);
 }
 
 void thorp_log_public_add(const char *prefix)
 {
-    if (prefix && *prefix) list_add(&log_state.publics, &log_state.npublics, prefix);
+    if (!prefix || !*prefix) return;
+    pthread_mutex_lock(&log_state.mu);
+    list_add(&log_state.publics, &log_state.npublics, prefix);
+    pthread_mutex_unlock(&log_state.mu);
 }
 
 /* Output that counts what it would write past its capacity. */
@@ -196,6 +214,7 @@ size_t thorp_log_scrub_n(const char *s, size_t len, char *out, size_t cap)
 {
     sink o = { out, cap ? cap - 1 : 0, 0 };
     size_t i = 0;
+    pthread_mutex_lock(&log_state.mu);
     while (i < len) {
         size_t sl = url_scheme(s, i, len);
         if (sl) {
@@ -218,6 +237,7 @@ size_t thorp_log_scrub_n(const char *s, size_t len, char *out, size_t cap)
         put(&o, s + i, 1);
         i++;
     }
+    pthread_mutex_unlock(&log_state.mu);
     if (cap) out[o.n < cap ? o.n : cap - 1] = 0;
     return o.n;
 }
@@ -231,7 +251,7 @@ int thorp_log_scrub(const char *s, char *out, int cap)
 
 void thorp_log_write(int level, const char *line)
 {
-    if (level > log_state.level) return;
+    if (level > LEVEL()) return;
     size_t len = strlen(line);
     char small[8192], *buf = small;
     size_t n = thorp_log_scrub_n(line, len, small, sizeof small - 1);
@@ -264,7 +284,7 @@ static int log_escape(char *dst, int cap, const char *src)
 
 void log_emit(int level, const char *module, const char *reqid, const char *fmt, ...)
 {
-    if (level > log_state.level) return;
+    if (level > LEVEL()) return;
     char msg[4096], esc[6144], line[8192];
     va_list ap;
     va_start(ap, fmt);

@@ -27,6 +27,9 @@ const char *thorp_version(void);
 const char *thorp_exe_dir(void);
 /* Register the scheduler's step function (top of stack) and run the loop. */
 int thorp_script_run_loop(void);
+/* The i-th "NAME=value" of the process environment (0-based), NULL past the end:
+ * config checks every THORP_* name against the known settings. */
+const char *thorp_script_env_at(int i);
 /* ffi:end */
 
 #endif

@@ -722,3 +722,230 @@ int thorp_sol_tx_verify(const sol_tx *tx)
             return (int)i;
     return -1;
 }
+
+/* compiler ------------------------------------------------------------------ */
+
+enum { K_INVOKED = 4, K_GONE = 8, MAX_UNIQUE = 257, MAX_METAS = 8192 };
+
+typedef struct ckey {
+    const uint8_t *key;
+    unsigned flags;
+    int index; /* final account index */
+} ckey;
+
+static int ckey_cmp(const void *a, const void *b)
+{
+    return memcmp(((const ckey *)a)->key, ((const ckey *)b)->key, 32);
+}
+
+static int key_find(ckey *k, int n, const uint8_t *key)
+{
+    for (int i = 0; i < n; i++)
+        if (k[i].key[0] == key[0] && memcmp(k[i].key, key, 32) == 0) return i;
+    return -1;
+}
+
+typedef struct wr {
+    uint8_t *p;
+    size_t cap, off;
+    int over;
+} wr;
+
+static void w_bytes(wr *w, const void *b, size_t n)
+{
+    if (w->off + n > w->cap) {
+        w->over = 1;
+        return;
+    }
+    memcpy(w->p + w->off, b, n);
+    w->off += n;
+}
+
+static void w_cu16(wr *w, unsigned v)
+{
+    uint8_t b[3];
+    w_bytes(w, b, (size_t)thorp_sol_cu16_encode(v, b));
+}
+
+static void w_u8(wr *w, unsigned v)
+{
+    uint8_t b = (uint8_t)v;
+    w_bytes(w, &b, 1);
+}
+
+int thorp_sol_compile(int version, const char *payer, const char *blockhash, const sol_cix *ix, int nix,
+                      const sol_cacct *accts, const sol_ctable *tables, int ntables, uint8_t *out, size_t cap,
+                      char *err, size_t errlen)
+{
+    ckey keys[MAX_UNIQUE];
+    int n = 0, total = 0;
+    size_t nmetas = 0;
+    for (int i = 0; i < nix; i++) nmetas += ix[i].naccounts;
+    if (nmetas > MAX_METAS) {
+        seterr(err, errlen, "transaction: %zu account references; at most %d allowed", nmetas, MAX_METAS);
+        return -1;
+    }
+    if (nix > SOL_MAX_IX) {
+        seterr(err, errlen, "transaction: %d instructions; at most %d allowed", nix, SOL_MAX_IX);
+        return -1;
+    }
+#define NOTE(k, f)                                                                                                  \
+    do {                                                                                                            \
+        const uint8_t *k_ = (const uint8_t *)(k);                                                                   \
+        int at_ = key_find(keys, n, k_);                                                                            \
+        if (at_ < 0) {                                                                                              \
+            if (n == MAX_UNIQUE) goto too_many;                                                                     \
+            keys[n].key = k_;                                                                                       \
+            keys[n].flags = 0;                                                                                      \
+            at_ = n++;                                                                                              \
+        }                                                                                                           \
+        keys[at_].flags |= (f);                                                                                     \
+    } while (0)
+    for (int i = 0; i < nix; i++) {
+        NOTE(ix[i].program, K_INVOKED);
+        for (uint32_t j = 0; j < ix[i].naccounts; j++) {
+            const sol_cacct *a = &accts[ix[i].first + j];
+            NOTE(a->key, a->flags & (SOL_ACC_SIGNER | SOL_ACC_WRITABLE));
+        }
+    }
+    NOTE(payer, SOL_ACC_SIGNER | SOL_ACC_WRITABLE);
+#undef NOTE
+    /* BTreeMap order */
+    if (n <= 16) {
+        for (int i = 1; i < n; i++) {
+            ckey k = keys[i];
+            int j = i - 1;
+            while (j >= 0 && memcmp(keys[j].key, k.key, 32) > 0) {
+                keys[j + 1] = keys[j];
+                j--;
+            }
+            keys[j + 1] = k;
+        }
+    } else
+        qsort(keys, (size_t)n, sizeof keys[0], ckey_cmp);
+    int payer_at = key_find(keys, n, (const uint8_t *)payer);
+
+    /* v0: lookups */
+    struct { uint8_t w[256], r[256]; int nw, nr, table; } lk[SOL_MAX_LOOKUPS];
+    int nlk = 0;
+    int loaded_w[256], loaded_r[256], nlw = 0, nlr = 0;
+    if (version == 0 && ntables > SOL_MAX_LOOKUPS) {
+        seterr(err, errlen, "transaction: %d lookup tables; at most %d allowed", ntables, SOL_MAX_LOOKUPS);
+        return -1;
+    }
+    for (int t = 0; version == 0 && t < ntables; t++) {
+        int nw = 0, nr = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            for (int i = 0; i < n; i++) {
+                unsigned f = keys[i].flags;
+                if (i == payer_at || (f & (SOL_ACC_SIGNER | K_INVOKED | K_GONE))) continue;
+                if (!!(f & SOL_ACC_WRITABLE) != (pass == 0)) continue;
+                const uint8_t *addr = (const uint8_t *)tables[t].addresses;
+                for (uint32_t a = 0; a < tables[t].naddresses; a++)
+                    if (memcmp(addr + 32 * a, keys[i].key, 32) == 0) {
+                        if (a > 255) {
+                            seterr(err, errlen, "transaction: lookup_tables[%d] holds an account at index %u; at most 255 can be looked up",
+                                   t + 1, a);
+                            return -1;
+                        }
+                        if (nw + nr >= 256) break;
+                        if (pass == 0) lk[nlk].w[nw++] = (uint8_t)a;
+                        else lk[nlk].r[nr++] = (uint8_t)a;
+                        keys[i].flags |= K_GONE;
+                        if (pass == 0) loaded_w[nlw++] = i;
+                        else loaded_r[nlr++] = i;
+                        break;
+                    }
+            }
+        }
+        if (nw + nr > 0) {
+            lk[nlk].nw = nw;
+            lk[nlk].nr = nr;
+            lk[nlk].table = t;
+            nlk++;
+        }
+    }
+    /* static order */
+    int order[MAX_UNIQUE], ns = 0, nsig = 0, nro_signed = 0, nro_unsigned = 0;
+    order[ns++] = payer_at;
+    for (int g = 0; g < 4; g++)
+        for (int i = 0; i < n; i++) {
+            unsigned f = keys[i].flags;
+            if (i == payer_at || (f & K_GONE)) continue;
+            int s = !!(f & SOL_ACC_SIGNER), wr_ = !!(f & SOL_ACC_WRITABLE);
+            int grp = s ? (wr_ ? 0 : 1) : (wr_ ? 2 : 3);
+            if (grp != g) continue;
+            order[ns++] = i;
+            if (g == 1) nro_signed++;
+            if (g == 3) nro_unsigned++;
+        }
+    for (int i = 0; i < ns; i++) {
+        keys[order[i]].index = i;
+        if (keys[order[i]].flags & SOL_ACC_SIGNER) nsig++;
+    }
+    total = ns + nlw + nlr;
+    if (total > SOL_MAX_KEYS) {
+    too_many:
+        if (total)
+            seterr(err, errlen, "transaction: %d accounts; at most %d allowed (use lookup tables or split the transaction)",
+                   total, SOL_MAX_KEYS);
+        else
+            seterr(err, errlen, "transaction: more than %d accounts; at most %d allowed (split the transaction)",
+                   SOL_MAX_KEYS, SOL_MAX_KEYS);
+        return -1;
+    }
+    for (int i = 0; i < nlw; i++) keys[loaded_w[i]].index = ns + i;
+    for (int i = 0; i < nlr; i++) keys[loaded_r[i]].index = ns + nlw + i;
+
+    wr w = { out, cap, 0, 0 };
+    if (version == 0) w_u8(&w, 0x80);
+    w_u8(&w, (unsigned)nsig);
+    w_u8(&w, (unsigned)nro_signed);
+    w_u8(&w, (unsigned)nro_unsigned);
+    w_cu16(&w, (unsigned)ns);
+    for (int i = 0; i < ns; i++) w_bytes(&w, keys[order[i]].key, 32);
+    w_bytes(&w, blockhash, 32);
+    w_cu16(&w, (unsigned)nix);
+    for (int i = 0; i < nix; i++) {
+        w_u8(&w, (unsigned)keys[key_find(keys, n, (const uint8_t *)ix[i].program)].index);
+        w_cu16(&w, ix[i].naccounts);
+        for (uint32_t j = 0; j < ix[i].naccounts; j++)
+            w_u8(&w, (unsigned)keys[key_find(keys, n, (const uint8_t *)accts[ix[i].first + j].key)].index);
+        if (ix[i].data_len > 0xffff) {
+            seterr(err, errlen, "transaction: instructions[%d].data is %u bytes; at most 65535", i + 1, ix[i].data_len);
+            return -1;
+        }
+        w_cu16(&w, ix[i].data_len);
+        w_bytes(&w, ix[i].data, ix[i].data_len);
+    }
+    if (version == 0) {
+        w_cu16(&w, (unsigned)nlk);
+        for (int i = 0; i < nlk; i++) {
+            w_bytes(&w, tables[lk[i].table].key, 32);
+            w_cu16(&w, (unsigned)lk[i].nw);
+            w_bytes(&w, lk[i].w, (size_t)lk[i].nw);
+            w_cu16(&w, (unsigned)lk[i].nr);
+            w_bytes(&w, lk[i].r, (size_t)lk[i].nr);
+        }
+    }
+    if (w.over) {
+        seterr(err, errlen, "transaction: the message is over %zu bytes", cap);
+        return -1;
+    }
+    return (int)w.off;
+}
+
+int thorp_sol_msg_signer_index(const uint8_t *msg, size_t len, const uint8_t *pk32)
+{
+    size_t off = len > 0 && (msg[0] & 0x80) ? 1 : 0;
+    if (len < off + 4) return -1;
+    unsigned nsig = msg[off], nkeys;
+    int n = thorp_sol_cu16_decode(msg + off + 3, len - off - 3, &nkeys);
+    if (n < 0) return -1;
+    const uint8_t *keys = msg + off + 3 + n;
+    for (unsigned i = 0; i < nsig && i < nkeys; i++) {
+        if ((size_t)(keys + 32 * (i + 1) - msg) > len) return -1;
+        if (memcmp(keys + 32 * i, pk32, 32) == 0) return (int)i;
+    }
+    return -1;
+}

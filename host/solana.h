@@ -121,6 +121,28 @@ int thorp_sol_msg_decode(const uint8_t *b, size_t len, sol_msg *m, size_t *used,
 int thorp_sol_tx_decode(const uint8_t *b, size_t len, sol_tx *tx, char *err, size_t errlen);
 /* -1 when every signature verifies, else the index of the first bad one. */
 int thorp_sol_tx_verify(const sol_tx *tx);
+
+/* The message compiler (solana-sdk's CompiledKeys and v0::Message::try_compile):
+ * keys deduplicated, flags merged, the payer first, then writable signers,
+ * read-only signers, writable and read-only others, each group in byte
+ * order; for v0, non-signer non-program keys found in a table are loaded
+ * from it (writable, then read-only, tables in the given order; a table
+ * that provides nothing is left out). Each instruction's accounts are
+ * accts[first .. first + naccounts). Keys are 32 bytes. Returns the message
+ * length, or -1 with err. */
+enum { SOL_ACC_SIGNER = 1, SOL_ACC_WRITABLE = 2 };
+typedef struct sol_cacct { const char *key; uint32_t flags; } sol_cacct;
+typedef struct sol_cix {
+    const char *program;
+    const char *data;
+    uint32_t data_len, first, naccounts;
+} sol_cix;
+typedef struct sol_ctable { const char *key; const char *addresses; uint32_t naddresses; } sol_ctable;
+int thorp_sol_compile(int version, const char *payer, const char *blockhash, const sol_cix *ix, int nix,
+                      const sol_cacct *accts, const sol_ctable *tables, int ntables, uint8_t *out, size_t cap,
+                      char *err, size_t errlen);
+/* index (0-based) of pk among the message's required signers, or -1 */
+int thorp_sol_msg_signer_index(const uint8_t *msg, size_t len, const uint8_t *pk32);
 /* ffi:end */
 
 #endif

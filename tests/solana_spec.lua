@@ -326,7 +326,7 @@ describe("transactions", function()
     ok, err = pcall(sol.transaction, { fee_payer = payer.pubkey, recent_blockhash = bh,
       instructions = { { program_id = k(200), accounts = accs, data = "" } } })
     assert.is_false(ok)
-    assert.matches("transaction: 302 accounts; at most 256 allowed", err)
+    assert.matches("transaction: more than 256 accounts; at most 256 allowed", err)
   end)
 
   it("names the missing field of an instruction", function()

@@ -11,52 +11,41 @@
 local ffi = require "ffi"
 
 local C = require "thorp.cdef"
+local check = require "thorp.check"
+local priority = require "thorp.priority"
 
 local M = {}
-local PRIO = { critical = C.ADM_CRITICAL, normal = C.ADM_NORMAL, low = C.ADM_LOW }
-local NAMES = { [C.ADM_CRITICAL] = "critical", [C.ADM_NORMAL] = "normal", [C.ADM_LOW] = "low" }
+local PRIO, NAMES = priority.ADMIT, priority.ADMIT_NAMES
 local REASONS = { [C.ADM_CRITICAL_OVERLOAD] = "CRITICAL_OVERLOAD", [C.ADM_WARNING] = "WARNING_THRESHOLD_EXCEEDED",
                   [C.ADM_QUEUE_FULL] = "QUEUE_FULL", [C.ADM_RESERVED] = "RESERVED_FOR_CRITICAL" }
-M.PRIORITIES = PRIO
 M.REASONS = REASONS
 
---- priority(p, where) -> index | error naming what is allowed
+-- prio_index(p, where) -> admission index (nil: normal) | raises naming what is allowed
 local function prio_index(p, where)
-  if p == nil then return 1 end
-  local i = PRIO[p]
-  if not i then
-    error(("%s: priority must be \"critical\", \"normal\" or \"low\", got %s"):format(where, tostring(p)), 3)
-  end
-  return i
+  if p == nil then return C.ADM_NORMAL end
+  return PRIO[p] or PRIO[priority.NAMES[priority.check(where, p)]]
 end
-M.priority_index = function(p) return PRIO[p] end
 
 local BP = {}
 BP.__index = BP
 
+local OPTS = { max_queue_size = true, warning_threshold = true, critical_threshold = true, enabled = true }
+
 --- validate(opts, where) -> list of errors
 function M.validate(opts, where)
   where = where or "backpressure"
-  local errs = {}
-  local function num(k, ok, allowed)
+  local errs = check.unknown(where, opts, OPTS)
+  local function add(k, rule, ...)
     local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or v ~= v or not ok(v)) then
-      errs[#errs + 1] = ("%s.%s: got %s, allowed: %s"):format(where, k, tostring(v), allowed)
-    end
+    if v ~= nil then errs[#errs + 1] = check.problem(where .. "." .. k, v, rule(v, ...)) end
   end
-  num("max_queue_size", function(v) return v >= 1 and v % 1 == 0 end, "integer >= 1")
-  num("warning_threshold", function(v) return v > 0 and v <= 1 end, "number in (0, 1]")
-  num("critical_threshold", function(v) return v > 0 and v <= 1 end, "number in (0, 1]")
+  add("max_queue_size", check.int_rule, 1)
+  add("warning_threshold", check.num_rule, 0, 1, true)
+  add("critical_threshold", check.num_rule, 0, 1, true)
   local w = opts.warning_threshold or 0.8
   local c = opts.critical_threshold or 0.95
   if #errs == 0 and w > c then
     errs[#errs + 1] = ("%s: warning_threshold (%s) must not be above critical_threshold (%s)"):format(where, w, c)
-  end
-  for k in pairs(opts) do
-    if k ~= "max_queue_size" and k ~= "warning_threshold" and k ~= "critical_threshold" and k ~= "enabled" then
-      errs[#errs + 1] = ("%s: unknown option %s (allowed: max_queue_size, warning_threshold, critical_threshold, enabled)")
-        :format(where, tostring(k))
-    end
   end
   return errs
 end
@@ -86,7 +75,7 @@ end
 --- bp:admit(priority) -> true | false, reason, utilization (no allocation)
 function BP:admit(p)
   local a = self.a
-  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:admit"))
+  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:admit: priority"))
   if r == 0 then return true end
   return false, REASONS[r], math.floor(a.last_util * 100 + 1e-9)
 end
@@ -94,12 +83,12 @@ end
 function BP:try_acquire(p)
   local a = self.a
   local util = C.thorp_admit_util(a)
-  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:try_acquire"))
+  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:try_acquire: priority"))
   return { accepted = r == 0, reason = REASONS[r], utilization = util }
 end
 
 function BP:release(p)
-  C.thorp_admit_release(self.a, p == nil and -1 or prio_index(p, "backpressure:release"))
+  C.thorp_admit_release(self.a, p == nil and -1 or prio_index(p, "backpressure:release: priority"))
 end
 
 function BP:stats()

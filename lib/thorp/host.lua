@@ -37,8 +37,10 @@ function M.start(cfg, mode, opts)
     end)
   end
   sched.watchdog_start(cfg and cfg.watchdog_ms or 1000)
+  local mods = {}
   for _, name in ipairs(M.ORDER) do
     local m = find(name)
+    mods[name] = m
     if m and m.start then
       local ok, res, err = pcall(m.start, cfg, mode, opts or {})
       if not ok then return nil, ("%s: %s"):format(name, tostring(res)) end
@@ -46,7 +48,29 @@ function M.start(cfg, mode, opts)
       started[#started + 1] = m
     end
   end
+  M.wire(mods)
   return true
+end
+
+--- wire(modules): connect the host's modules to each other, so that none of
+--- the generic ones has to require another for the host's sake.
+function M.wire(mods)
+  local bus, bp, sd = mods["thorp.bus"], mods["thorp.backpressure"], mods["thorp.shutdown"]
+  if bus then
+    local b = bus.default
+    -- the host's bus shares admission control with the RPC pool: in a burst,
+    -- low-priority events are shed first, critical ones keep their headroom
+    if bp then b.backpressure = bp.default end
+    -- once shutdown begins, only critical events are taken
+    if sd then sd.on_begin(function() b.critical_only = true end) end
+  end
+  -- the policy's frontdoor_request hook runs in the front door
+  local pol, http = mods["thorp.policy"], mods["thorp.http"]
+  if pol and http then
+    local function install() http.set_request_hook(pol.hooks.frontdoor_request) end
+    pol.on_apply(install)
+    install()
+  end
 end
 
 function M.stop()

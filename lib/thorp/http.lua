@@ -21,7 +21,7 @@
 -- shutdown operation until its answer is written out, so a draining host
 -- finishes the front-door calls it accepted before it exits.
 --
--- Request hook (policy `hooks.frontdoor_request`, installed by thorp.policy
+-- Request hook (policy `hooks.frontdoor_request`, installed by thorp.host.wire
 -- through M.set_request_hook(fn)): fn(req) runs in the request's task for
 -- every front-door call; req = { method, params, id, batch = bool }; it may
 -- rewrite req.method / req.params / req.priority / req.timeout_ms, or return
@@ -69,34 +69,9 @@ local function pool_endpoints()
   return require("thorp.rpc").endpoints()
 end
 
-------------------------------------------------------------------------------
--- JSON spans (host/http.c): raw ids, results and errors pass through as bytes
-------------------------------------------------------------------------------
-local s0, s1 = ffi.new("size_t[1]"), ffi.new("size_t[1]")
-
--- raw text of member `key` of the object text s (at byte offset off, len n), or nil
-local function member(s, key, off, n)
-  off = off or 0
-  local p = ffi.cast("const char *", s) + off
-  if C.thorp_json_member(p, n or #s - off, key, #key, s0, s1) ~= 1 then return nil end
-  return s:sub(off + tonumber(s0[0]) + 1, off + tonumber(s1[0]))
-end
-
--- offsets { {from, to}, ... } (1-based, inclusive) of the elements of the array text s
-local function elements(s)
-  local max = 64
-  while true do
-    local a, b = ffi.new("size_t[?]", max), ffi.new("size_t[?]", max)
-    local n = C.thorp_json_elements(s, #s, a, b, max)
-    if n < 0 then return nil end
-    if n <= max then
-      local out = {}
-      for i = 0, n - 1 do out[i + 1] = { tonumber(a[i]) + 1, tonumber(b[i]) } end
-      return out
-    end
-    max = n
-  end
-end
+-- JSON spans (thorp.jsonspan): raw ids, results and errors pass through as bytes
+local jsonspan = require "thorp.jsonspan"
+local member, elements = jsonspan.member, jsonspan.elements
 M._member, M._elements = member, elements
 
 ------------------------------------------------------------------------------
@@ -243,8 +218,7 @@ end
 -- one counts, so answering with either could mislead the client.
 local function duplicate_key(s, off, n)
   for _, k in ipairs{ "id", "method", "params", "jsonrpc" } do
-    local p = ffi.cast("const char *", s) + (off or 0)
-    if C.thorp_json_member(p, n or #s - (off or 0), k, #k, s0, s1) == 2 then return k end
+    if jsonspan.repeated(s, k, off, n) then return k end
   end
 end
 
@@ -403,6 +377,10 @@ function M.health()
     local st = sd.status()
     return false, { status = "draining", reason = "shutting down (" .. tostring(st.reason) .. ")",
                     active_trades = st.active_trades }
+  end
+  local jm = package.loaded["thorp.journal"]
+  if jm and jm.healthy and not jm.healthy() then -- trades cannot be journaled (thorp.journal)
+    return false, { status = "unavailable", reason = "journal failing: " .. tostring(jm.stats().last_error) }
   end
   local eps = pool_endpoints()
   local healthy = 0
@@ -581,22 +559,12 @@ function M.refused()
   return out
 end
 
--- the policy may have been applied before this module was loaded
-local function pull_hook()
-  local pol = package.loaded["thorp.policy"]
-  if pol and type(pol.hooks) == "table" and type(pol.hooks.frontdoor_request) == "function" then
-    hook = pol.hooks.frontdoor_request
-  end
-end
-pull_hook()
-
 function M.start(cfg, mode)
   local h = cfg and cfg.http or {}
   if h.enabled == false or not h.port or h.port == 0 or (mode ~= "run" and mode ~= "exec") then return true end
   local port, err = M.listen(h.host or "127.0.0.1", h.port, { token = h.token, max_body = h.max_body,
     max_inflight_bytes = h.max_inflight_bytes, max_pending = h.max_pending })
   if not port then return nil, "http: " .. err .. " (THORP_HTTP_PORT / http.port, THORP_HTTP_HOST)" end
-  pull_hook()
   log.info("http listening", { address = (h.host or "127.0.0.1") .. ":" .. port, auth = token and "bearer" or "none",
                                routes = "GET /metrics /health /ready, POST / (JSON-RPC)" })
   return true

@@ -9,6 +9,7 @@ local thorp = {
   spawn = sched.spawn,
   sleep = sched.sleep,
   now = sched.now,
+  cached_now = sched.cached_now,
   timer = sched.timer,
 }
 

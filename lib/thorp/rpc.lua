@@ -20,7 +20,7 @@
 -- allows it); reads may be hedged: when the first endpoint is slower than
 -- its own recent p90, a second one is asked and the first answer wins.
 local ffi = require "ffi"
-local cjson = require "cjson.safe"
+local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
@@ -59,8 +59,9 @@ sched.on_event(sched.EV.RPC, function(ev)
   if cb then cb(res) end
 end)
 
-local function http_send(url, body, timeout_ms, cb)
-  local id = C.thorp_pool_request(url, body, #body, timeout_ms, min(timeout_ms, 3000), errbuf, 256)
+-- headers: an endpoint's own "Name: value" lines (config `headers`), or nil
+local function http_send(url, body, timeout_ms, cb, headers)
+  local id = C.thorp_pool_request_headers(url, body, #body, timeout_ms, min(timeout_ms, 3000), headers, errbuf, 256)
   if id < 0 then return nil, ffi.string(errbuf) end
   id = tonumber(id)
   waiting[id] = cb
@@ -116,6 +117,16 @@ end
 
 local function publish_system(topic, event) require("thorp.bus").system(topic, event, "low") end
 
+-- An endpoint's `headers` (providers that authenticate by header) as the
+-- "Name: value" lines the transport sends; the values are secrets.
+local function header_lines(h)
+  if not h or next(h) == nil then return nil end
+  local lines = {}
+  for k, v in pairs(h) do lines[#lines + 1] = k .. ": " .. v end
+  table.sort(lines)
+  return table.concat(lines, "\n")
+end
+
 local function new_endpoint(pool, e, i)
   local display = config.redact_url(e.url, e)
   local bopts = {}
@@ -123,12 +134,14 @@ local function new_endpoint(pool, e, i)
   bopts.name = e.name
   local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
                timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
+               ws_url = e.ws_url, header_lines = header_lines(e.headers),
                hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
                inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
                health_fails = 0, good_checks = 0,
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
   for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
+  ep.ws_url = e.ws_url -- WebSocket subscriptions (lib/thorp/ws.lua)
   ep.breaker:on_change(function(_, from, to)
     local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
     if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
@@ -156,6 +169,9 @@ local function validate_endpoints(list)
     end
     if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
       error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
+    end
+    if e.ws_url ~= nil and (type(e.ws_url) ~= "string" or not e.ws_url:match("^wss?://[^/]")) then
+      error(("%s.ws_url (%s): expected a ws:// or wss:// URL"):format(w, config.redact_url(tostring(e.ws_url))), 3)
     end
   end
 end
@@ -274,9 +290,10 @@ local function classify(_pool, ep, res, req)
                   message = ("%s: HTTP %d"):format(ep.name, status) }, true, status >= 500 and status ~= 503
   end
   ep.backoff_n = 0
-  local doc = cjson.decode(res.body)
+  local doc = json.decode(res.body)
+  if type(doc) == "table" and doc.error == json.null then doc.error = nil end -- "error": null is no error
   if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
-     or (not req.batch and doc.result == nil and type(doc.error) ~= "table") then
+     or (not req.batch and (doc.result == nil or doc.error ~= nil) and type(doc.error) ~= "table") then
     ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
     ep.breaker:failure()
     return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
@@ -329,6 +346,7 @@ local function classify(_pool, ep, res, req)
   -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
   return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
 end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
@@ -349,7 +367,7 @@ local function launch(_pool, call, ep, req)
   id, err = http_send(ep.url, req.body, timeout, function(res)
     call.mail[#call.mail + 1] = { id = id, ep = ep, res = res }
     wake_call(call)
-  end)
+  end, ep.header_lines)
   if not id then
     ep.inflight = ep.inflight - 1
     ep.errors.TRANSPORT_ERROR = ep.errors.TRANSPORT_ERROR + 1
@@ -595,7 +613,7 @@ function Pool:call(method, params, opts)
   next_id = next_id + 1
   local msg = { jsonrpc = "2.0", id = next_id, method = method }
   if params and next(params) ~= nil then msg.params = params end
-  local body, err = cjson.encode(msg)
+  local body, err = json.safe_encode(msg)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = method ~= "sendTransaction" }
@@ -625,7 +643,7 @@ function Pool:batch(calls, opts)
       if not prio or rank[p] > rank[prio] then prio = p end
     end
   end
-  local body = cjson.encode(msgs)
+  local body = json.safe_encode(msgs)
   local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
                 idempotent = idem }
   local t0 = now()
@@ -650,15 +668,22 @@ function Pool:endpoints()
                state_changes = b.state_changes,
                latency_histogram = { bounds = LAT_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
                                      count = ep.hist_n } }
+    local ws = package.loaded["thorp.ws"]
+    out[i].ws = ws and ws.endpoint_status(self, ep.name) or nil
   end
   return out
+end
+
+-- WebSocket subscriptions: lib/thorp/ws.lua
+function Pool:subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(self, method, params, handler, opts)
 end
 
 -- Health: slot lag and liveness, polled in the background --------------------
 
 local function health_result(pool, ep, res)
   ep.health_pending = false
-  local doc = res.curl_code == 0 and res.http_status == 200 and cjson.decode(res.body)
+  local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
   local slot = type(doc) == "table" and tonumber(doc.result)
   if not slot then
     ep.health_fails = ep.health_fails + 1
@@ -709,7 +734,7 @@ function Pool:check_health()
     if not ep.health_pending then
       ep.health_pending = true
       local id = http_send(ep.url, SLOT_BODY, min(self.health_interval_ms * 2, ep.timeout_ms or 2000),
-        function(res) health_result(self, ep, res) end)
+        function(res) health_result(self, ep, res) end, ep.header_lines)
       if not id then ep.health_pending = false end
     end
   end
@@ -771,6 +796,10 @@ function M.batch(calls, opts)
 end
 
 function M.endpoints() return default and default:endpoints() or {} end
+function M.subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(default, method, params, handler, opts)
+end
+function M.subscriptions() return require("thorp.ws").list() end
 
 function M.set_priorities(map)
   for k, v in pairs(map or {}) do
@@ -798,8 +827,10 @@ function M.start(cfg, mode)
   local rc = cfg and cfg.rpc
   if not rc or not rc.endpoints or #rc.endpoints == 0 then return true end
   local eps = {}
-  for i, e in ipairs(rc.endpoints) do eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms,
-                                          public_path = e.public_path } end
+  for i, e in ipairs(rc.endpoints) do
+    eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, headers = e.headers,
+               ws_url = e.ws_url, public_path = e.public_path }
+  end
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,
                         auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil }

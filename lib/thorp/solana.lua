@@ -22,9 +22,8 @@ local C = require "thorp.cdef"
 
 local type, tostring, error, ipairs, select, setmetatable, getmetatable = type, tostring, error, ipairs, select,
   setmetatable, getmetatable
-local char, concat, sort, floor = string.char, table.concat, table.sort, math.floor
+local char, concat, floor = string.char, table.concat, math.floor
 local band, bor, rshift = bit.band, bit.bor, bit.rshift
-local unpack = unpack
 local fstring = ffi.string
 
 assert(C.thorp_sol_init() == 0, "solana: sodium_init failed")
@@ -33,6 +32,7 @@ local M = {}
 
 local SCRATCH = 16384
 local buf = ffi.new("uint8_t[?]", SCRATCH)
+local msgbuf = ffi.new("uint8_t[?]", SCRATCH)
 local cbuf = ffi.new("char[?]", SCRATCH)
 local errbuf = ffi.new("char[256]")
 local badpos = ffi.new("size_t[1]")
@@ -150,7 +150,11 @@ end
 M.is_pubkey = function(x) return getmetatable(x) == PK end
 
 -- for builders: raise an error that names the field
-local function need_pk(x, what, level)
+-- need_pk(x, what [, name] [, level]): the pubkey, or an error naming the field
+-- (what .. name, only built on the error path).
+local function need_pk(x, what, name, level)
+  if getmetatable(x) == PK then return x end
+  if type(name) == "string" then what = what .. name else level = name end
   if x == nil then error(what .. " is missing (a pubkey: base58 string or 32 bytes)", level or 3) end
   local p, err = to_pubkey(x, what)
   if not p then error(err, level or 3) end
@@ -315,20 +319,20 @@ M.token = {
   transfer_checked = function(t)
     opts_table(t, "token.transfer_checked")
     local w = "token.transfer_checked: "
-    return { program_id = t.program_id and need_pk(t.program_id, w .. "program_id") or M.TOKEN_PROGRAM,
-             accounts = { acct(need_pk(t.source, w .. "source"), false, true),
-                          acct(need_pk(t.mint, w .. "mint"), false, false),
-                          acct(need_pk(t.destination, w .. "destination"), false, true),
-                          acct(need_pk(t.owner, w .. "owner"), true, false) },
+    return { program_id = t.program_id and need_pk(t.program_id, w, "program_id") or M.TOKEN_PROGRAM,
+             accounts = { acct(need_pk(t.source, w, "source"), false, true),
+                          acct(need_pk(t.mint, w, "mint"), false, false),
+                          acct(need_pk(t.destination, w, "destination"), false, true),
+                          acct(need_pk(t.owner, w, "owner"), true, false) },
              data = "\12" .. u64le(t.amount, w .. "amount") .. u8(t.decimals, w .. "decimals") }
   end,
   create_associated_token_account_idempotent = function(t)
     opts_table(t, "token.create_associated_token_account_idempotent")
     local w = "token.create_associated_token_account_idempotent: "
-    local tp = t.program_id and need_pk(t.program_id, w .. "program_id") or M.TOKEN_PROGRAM
-    local owner, mint = need_pk(t.owner, w .. "owner"), need_pk(t.mint, w .. "mint")
+    local tp = t.program_id and need_pk(t.program_id, w, "program_id") or M.TOKEN_PROGRAM
+    local owner, mint = need_pk(t.owner, w, "owner"), need_pk(t.mint, w, "mint")
     return { program_id = M.ASSOCIATED_TOKEN_PROGRAM,
-             accounts = { acct(need_pk(t.payer, w .. "payer"), true, true),
+             accounts = { acct(need_pk(t.payer, w, "payer"), true, true),
                           acct(M.associated_token_address(owner, mint, tp), false, true),
                           acct(owner, false, false), acct(mint, false, false),
                           acct(M.SYSTEM_PROGRAM, false, false), acct(tp, false, false) },
@@ -362,45 +366,88 @@ function M.compact_u16_decode(s)
   return tonumber(cu16v[0]), n
 end
 
-local function u8list(t) return cu16(#t) .. char(unpack(t)) end
+-- the encoder writes into one FFI buffer: no intermediate strings
+local function put_cu16(p, o, n)
+  if n < 0x80 then p[o] = n; return o + 1 end
+  if n < 0x4000 then p[o] = bor(band(n, 0x7f), 0x80); p[o + 1] = rshift(n, 7); return o + 2 end
+  p[o] = bor(band(n, 0x7f), 0x80); p[o + 1] = bor(band(rshift(n, 7), 0x7f), 0x80); p[o + 2] = rshift(n, 14)
+  return o + 3
+end
+local function put_u8s(p, o, t)
+  local n = #t
+  o = put_cu16(p, o, n)
+  for i = 1, n do p[o] = t[i]; o = o + 1 end
+  return o
+end
+local function put_bytes(p, o, str)
+  local n = #str
+  ffi.copy(p + o, str, n)
+  return o + n
+end
 
 --- encode_message(m) -> bytes: a compiled message (decode_message's shape) on the wire.
 function M.encode_message(m)
-  local p, n = {}, 0
-  local function put(s) n = n + 1; p[n] = s end
-  local v0 = m.version == 0
-  if v0 then put("\128") end
+  local keys, ixs, lk = m.account_keys, m.instructions, m.version == 0 and (m.lookups or {}) or nil
+  local size = 45 + 32 * #keys
+  for i = 1, #ixs do size = size + 7 + #ixs[i].accounts + #ixs[i].data end
+  if lk then for i = 1, #lk do size = size + 38 + #lk[i].writable_indexes + #lk[i].readonly_indexes end end
+  local bh = m.recent_blockhash_bytes or need_pk(m.recent_blockhash, "message: recent_blockhash")._b
+  local p = size <= SCRATCH and msgbuf or ffi.new("uint8_t[?]", size) -- not buf: base58 decoding uses it
+  local o = 0
+  if lk then p[0] = 0x80; o = 1 end
   local h = m.header
-  put(char(h.num_required_signatures, h.num_readonly_signed_accounts, h.num_readonly_unsigned_accounts))
-  local keys = m.account_keys
-  put(cu16(#keys))
-  for i = 1, #keys do put(keys[i]._b) end
-  put(m.recent_blockhash_bytes or need_pk(m.recent_blockhash, "message: recent_blockhash")._b)
-  local ixs = m.instructions
-  put(cu16(#ixs))
+  p[o], p[o + 1], p[o + 2] = h.num_required_signatures, h.num_readonly_signed_accounts, h.num_readonly_unsigned_accounts
+  o = put_cu16(p, o + 3, #keys)
+  for i = 1, #keys do o = put_bytes(p, o, keys[i]._b) end
+  o = put_bytes(p, o, bh)
+  o = put_cu16(p, o, #ixs)
   for i = 1, #ixs do
     local ix = ixs[i]
-    put(char(ix.program_id_index))
-    put(u8list(ix.accounts))
-    put(cu16(#ix.data))
-    put(ix.data)
+    p[o] = ix.program_id_index
+    o = put_u8s(p, o + 1, ix.accounts)
+    o = put_cu16(p, o, #ix.data)
+    o = put_bytes(p, o, ix.data)
   end
-  if v0 then
-    local lk = m.lookups or {}
-    put(cu16(#lk))
+  if lk then
+    o = put_cu16(p, o, #lk)
     for i = 1, #lk do
-      put(lk[i].account_key._b)
-      put(u8list(lk[i].writable_indexes))
-      put(u8list(lk[i].readonly_indexes))
+      o = put_bytes(p, o, lk[i].account_key._b)
+      o = put_u8s(p, o, lk[i].writable_indexes)
+      o = put_u8s(p, o, lk[i].readonly_indexes)
     end
   end
-  return concat(p, "", 1, n)
+  return fstring(p, o)
 end
 
--- the compiler (solana-sdk's CompiledKeys) -------------------------------------------
+-- the compiler: Lua checks the input and lays it out, C orders and writes ---------------
 
-local SIGNER, WRITABLE, INVOKED = 1, 2, 4
-local MAX_ACCOUNTS, PACKET = 256, 1232
+local PACKET = 1232
+local cix_t, cacc_t, ctab_t = ffi.typeof("sol_cix[?]"), ffi.typeof("sol_cacct[?]"), ffi.typeof("sol_ctable[?]")
+local cix_n, cacc_n, ctab_n = 16, 64, 4
+local cix, cacc, ctab = cix_t(cix_n), cacc_t(cacc_n), ctab_t(ctab_n)
+local packed = setmetatable({}, { __mode = "k" }) -- lookup table -> { n, first address, addresses concatenated }
+local IXW = "transaction: instructions[%d]."
+
+-- a table's addresses as one string, cached while its list holds the same values
+local function pack_table(lt, w)
+  local addrs = lt.addresses
+  if type(addrs) ~= "table" then error(w .. ".addresses is missing (a list of pubkeys)", 4) end
+  local pk, n = packed[lt], #addrs
+  if pk and pk.n == n then
+    local same = true
+    for i = 1, n do if pk[i] ~= addrs[i] then same = false; break end end
+    if same then return pk.s end
+  end
+  local parts, copy = {}, { n = n }
+  for ai = 1, n do
+    local a = addrs[ai]
+    parts[ai] = need_pk(a, ("%s.addresses[%d]"):format(w, ai), 5)._b
+    copy[ai] = a
+  end
+  copy.s = concat(parts)
+  packed[lt] = copy
+  return copy.s
+end
 
 local function compile(t)
   if type(t) ~= "table" then error("transaction: expected a table { fee_payer, recent_blockhash, instructions, ... }", 3) end
@@ -419,104 +466,66 @@ local function compile(t)
   local tables = t.lookup_tables
   if tables ~= nil and version ~= 0 then error("transaction: lookup_tables need version = 0", 3) end
 
-  local meta, keys, nk = {}, {}, 0
-  local function note(b, f)
-    local m = meta[b]
-    if m then meta[b] = bor(m, f) else meta[b] = f; nk = nk + 1; keys[nk] = b end
-  end
   local nix = #ixs
+  if nix > cix_n then cix_n = nix; cix = cix_t(nix) end
+  local k = 0
   for i = 1, nix do
     local ix = ixs[i]
     if type(ix) ~= "table" then error(("transaction: instructions[%d] is a %s, not an instruction"):format(i, type(ix)), 3) end
-    local w = "transaction: instructions[" .. i .. "]."
-    note(need_pk(ix.program_id, w .. "program_id", 4)._b, INVOKED)
+    local pid = ix.program_id
+    pid = getmetatable(pid) == PK and pid or need_pk(pid, IXW:format(i) .. "program_id", 4)
     local accs = ix.accounts
-    if type(accs) ~= "table" then error(w .. "accounts is missing (a list of { pubkey, is_signer, is_writable })", 3) end
-    for j = 1, #accs do
+    if type(accs) ~= "table" then
+      error(IXW:format(i) .. "accounts is missing (a list of { pubkey, is_signer, is_writable })", 3)
+    end
+    local na = #accs
+    if k + na > cacc_n then
+      local old, n2 = cacc, math.max(2 * cacc_n, k + na)
+      cacc = cacc_t(n2)
+      ffi.copy(cacc, old, ffi.sizeof("sol_cacct") * k)
+      cacc_n = n2
+    end
+    local c = cix[i - 1]
+    c.program, c.first, c.naccounts = pid._b, k, na
+    for j = 1, na do
       local a = accs[j]
       if type(a) ~= "table" then
-        error(("%saccounts[%d] is a %s, not { pubkey, is_signer, is_writable }"):format(w, j, type(a)), 3)
+        error(("%saccounts[%d] is a %s, not { pubkey, is_signer, is_writable }"):format(IXW:format(i), j, type(a)), 3)
       end
-      note(need_pk(a.pubkey, ("%saccounts[%d].pubkey"):format(w, j), 4)._b,
-           bor(a.is_signer and SIGNER or 0, a.is_writable and WRITABLE or 0))
+      local pk = a.pubkey
+      pk = getmetatable(pk) == PK and pk or need_pk(pk, ("%saccounts[%d].pubkey"):format(IXW:format(i), j), 4)
+      local e = cacc[k]
+      e.key = pk._b
+      e.flags = (a.is_signer and 1 or 0) + (a.is_writable and 2 or 0)
+      k = k + 1
     end
     local d = ix.data
-    if d ~= nil and type(d) ~= "string" then error(w .. "data must be bytes (a string), got " .. type(d), 3) end
+    if d == nil then d = ""
+    elseif type(d) ~= "string" then error(IXW:format(i) .. "data must be bytes (a string), got " .. type(d), 3) end
+    c.data, c.data_len = d, #d
   end
-  note(payer._b, SIGNER + WRITABLE)
-  sort(keys)
-
-  -- v0: move non-signer, non-program keys found in a table to its lookup
-  local lookups, loaded_w, loaded_r = {}, {}, {}
+  local nt, keep = 0, nil
   if tables then
     if type(tables) ~= "table" then error("transaction: lookup_tables must be a list of { key, addresses }", 3) end
-    for ti, lt in ipairs(tables) do
+    nt = #tables
+    if nt > ctab_n then ctab_n = nt; ctab = ctab_t(nt) end
+    keep = {}
+    for ti = 1, nt do
+      local lt = tables[ti]
       local w = "transaction: lookup_tables[" .. ti .. "]"
       if type(lt) ~= "table" then error(w .. " is not a table { key, addresses }", 3) end
-      local tkey = need_pk(lt.key, w .. ".key", 4)
-      if type(lt.addresses) ~= "table" then error(w .. ".addresses is missing (a list of pubkeys)", 3) end
-      local pos = {}
-      for ai, a in ipairs(lt.addresses) do
-        local b = need_pk(a, ("%s.addresses[%d]"):format(w, ai), 4)._b
-        if not pos[b] then pos[b] = ai - 1 end
-      end
-      local wi, ri, wk, rk = {}, {}, {}, {}
-      for k = 1, nk do
-        local b = keys[k]
-        local m = meta[b]
-        if m and pos[b] and band(m, SIGNER + INVOKED) == 0 and b ~= payer._b then
-          if pos[b] > 255 then error(w .. ": an address beyond index 255 cannot be looked up", 3) end
-          if band(m, WRITABLE) ~= 0 then wi[#wi + 1] = pos[b]; wk[#wk + 1] = b
-          else ri[#ri + 1] = pos[b]; rk[#rk + 1] = b end
-        end
-      end
-      if #wi + #ri > 0 then
-        for _, b in ipairs(wk) do meta[b] = nil; loaded_w[#loaded_w + 1] = b end
-        for _, b in ipairs(rk) do meta[b] = nil; loaded_r[#loaded_r + 1] = b end
-        lookups[#lookups + 1] = { account_key = tkey, writable_indexes = wi, readonly_indexes = ri }
-      end
+      local e = ctab[ti - 1]
+      local key = need_pk(lt.key, w .. ".key", 4)
+      local addrs = pack_table(lt, w)
+      keep[ti] = addrs
+      e.key, e.addresses, e.naddresses = key._b, addrs, #addrs / 32
     end
   end
-
-  local ws, rs, wn, rn = { payer._b }, {}, {}, {}
-  for k = 1, nk do
-    local b = keys[k]
-    local m = meta[b]
-    if m and b ~= payer._b then
-      local g = band(m, SIGNER) ~= 0 and (band(m, WRITABLE) ~= 0 and ws or rs) or (band(m, WRITABLE) ~= 0 and wn or rn)
-      g[#g + 1] = b
-    end
-  end
-  local nstatic = #ws + #rs + #wn + #rn
-  local total = nstatic + #loaded_w + #loaded_r
-  if total > MAX_ACCOUNTS then
-    error(("transaction: %d accounts; at most %d allowed (use lookup tables or split the transaction)"):format(
-      total, MAX_ACCOUNTS), 3)
-  end
-  local index, static = {}, {}
-  local n = 0
-  for _, g in ipairs({ ws, rs, wn, rn, loaded_w, loaded_r }) do
-    for _, b in ipairs(g) do
-      index[b] = n
-      n = n + 1
-      if n <= nstatic then static[n] = pk_of_bytes(b) end
-    end
-  end
-  local cix = {}
-  for i = 1, nix do
-    local ix = ixs[i]
-    local idx = {}
-    for j, a in ipairs(ix.accounts) do idx[j] = index[to_pubkey(a.pubkey)._b] end
-    cix[i] = { program_id_index = index[to_pubkey(ix.program_id)._b], accounts = idx, data = ix.data or "" }
-  end
-  local msg = {
-    version = version,
-    header = { num_required_signatures = #ws + #rs, num_readonly_signed_accounts = #rs,
-               num_readonly_unsigned_accounts = #rn },
-    account_keys = static, recent_blockhash = tostring(bhk), recent_blockhash_bytes = bhk._b,
-    instructions = cix, lookups = version == 0 and lookups or nil,
-  }
-  return msg
+  local n = C.thorp_sol_compile(version == 0 and 0 or -1, payer._b, bhk._b, cix, nix, cacc, ctab, nt, msgbuf,
+    SCRATCH, errbuf, 256)
+  if n < 0 then error(cerr(), 3) end
+  local msg = fstring(msgbuf, n)
+  return msg, version, keep
 end
 
 -- transactions ------------------------------------------------------------------
@@ -527,39 +536,51 @@ function TX.__tostring(tx)
   return ("transaction(%s, %d signers, %d bytes)"):format(tx.version == 0 and "v0" or "legacy", tx.nsig, tx:size())
 end
 
-local function new_tx(compiled, message, sigs)
-  local h = compiled.header
-  return setmetatable({ compiled = compiled, version = compiled.version, nsig = h.num_required_signatures,
-                        _msg = message, _sigs = sigs or {} }, TX)
+local function new_tx(message, version, sigs)
+  return setmetatable({ version = version, nsig = message:byte(version == 0 and 2 or 1), _msg = message,
+                        _sigs = sigs or {} }, TX)
 end
 
 function M.transaction(t)
-  local compiled = compile(t)
-  return new_tx(compiled, M.encode_message(compiled))
+  local msg, version = compile(t)
+  return new_tx(msg, version)
 end
 
 function TX:message() return self._msg end
 function TX:size() return #cu16(self.nsig) + 64 * self.nsig + #self._msg end
+--- tx:decoded() -> the compiled message as decode_message gives it (computed once)
+function TX:decoded()
+  local d = self._decoded
+  if not d then
+    d = assert(M.decode_message(self._msg))
+    self._decoded = d
+  end
+  return d
+end
 function TX:signers()
-  local out = {}
-  for i = 1, self.nsig do out[i] = self.compiled.account_keys[i] end
+  local out, keys = {}, self:decoded().account_keys
+  for i = 1, self.nsig do out[i] = keys[i] end
   return out
 end
 
+local function signer_index(tx, pk)
+  local i = C.thorp_sol_msg_signer_index(tx._msg, #tx._msg, pk._b)
+  return i >= 0 and i + 1 or nil
+end
+
 function TX:sign(...)
-  local keys = self.compiled.account_keys
+  local msg = self._msg
   for a = 1, select("#", ...) do
     local kp = select(a, ...)
     if getmetatable(kp) ~= KP then error(("tx:sign: argument %d is not a keypair"):format(a), 2) end
-    local b, at = kp.pubkey._b, nil
-    for i = 1, self.nsig do if keys[i]._b == b then at = i; break end end
+    local at = signer_index(self, kp.pubkey)
     if not at then
       local names = {}
-      for i = 1, self.nsig do names[i] = tostring(keys[i]) end
+      for i, key in ipairs(self:signers()) do names[i] = tostring(key) end
       error(("tx:sign: %s is not a signer of this transaction (signers: %s)"):format(tostring(kp.pubkey),
         concat(names, ", ")), 2)
     end
-    C.thorp_sol_sign(kp._h, self._msg, #self._msg, sigbuf)
+    C.thorp_sol_sign(kp._h, msg, #msg, sigbuf)
     self._sigs[at] = fstring(sigbuf, 64)
   end
   return self
@@ -569,23 +590,23 @@ end
 function TX:add_signature(pubkey, sig)
   local p = need_pk(pubkey, "tx:add_signature: pubkey")
   if type(sig) ~= "string" or #sig ~= 64 then error("tx:add_signature: a signature is 64 bytes", 2) end
-  for i = 1, self.nsig do
-    if self.compiled.account_keys[i] == p then self._sigs[i] = sig; return self end
-  end
-  error(("tx:add_signature: %s is not a signer of this transaction"):format(tostring(p)), 2)
+  local at = signer_index(self, p)
+  if not at then error(("tx:add_signature: %s is not a signer of this transaction"):format(tostring(p)), 2) end
+  self._sigs[at] = sig
+  return self
 end
 
 local ZERO_SIG = ("\0"):rep(64)
 --- tx:serialize([{ partial = true }]): partial puts zero bytes for missing signatures.
 function TX:serialize(opts)
-  local sigs, keys = self._sigs, self.compiled.account_keys
+  local sigs = self._sigs
   local p = { cu16(self.nsig) }
   for i = 1, self.nsig do
     local s = sigs[i]
     if not s then
       if not (opts and opts.partial) then
         error(("tx:serialize: missing signature %d of %d (signer %s): sign with its keypair first"):format(i,
-          self.nsig, tostring(keys[i])), 2)
+          self.nsig, tostring(self:signers()[i])), 2)
       end
       s = ZERO_SIG
     end
@@ -686,11 +707,9 @@ end
 
 --- transaction_from(decoded): a tx object from decode_transaction's table (to re-sign or re-send).
 function M.transaction_from(d)
-  local compiled = { version = d.version, header = d.header, account_keys = d.account_keys,
-                     recent_blockhash = d.recent_blockhash, instructions = d.instructions, lookups = d.lookups }
   local sigs = {}
   for i, s in ipairs(d.signatures or {}) do if s ~= ZERO_SIG then sigs[i] = s end end
-  return new_tx(compiled, d.message or M.encode_message(compiled), sigs)
+  return new_tx(d.message or M.encode_message(d), d.version, sigs)
 end
 
 -- sending lives in thorp.sender (another module) ------------------------------------------
