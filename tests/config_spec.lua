@@ -131,7 +131,7 @@ describe("config", function()
 
   it("rejects endpoint mistakes: a misspelt key, a map, NaN or infinite weights, duplicate names", function()
     local _, all = load_text([[return { rpc = { endpoints = { { name = "a", url = "http://a", wieght = 2 } } } }]])
-    assert.matches("rpc.endpoints[1]: unknown key wieght (allowed: headers, name, timeout_ms, url, weight, ws_url)",
+    assert.matches("rpc.endpoints[1]: unknown key wieght (allowed: headers, name, public_path, timeout_ms, url, weight, ws_url)",
       all, 1, true)
     _, all = load_text([[return { rpc = { endpoints = { helius = { url = "http://a" } } } }]])
     assert.matches("not a map (found key helius", all, 1, true)

@@ -286,7 +286,7 @@ local function check_headers(h, w, errs)
       errs[#errs + 1] = ("%s.headers.%s: must be a one-line string"):format(w, k)
       ok = false
     else
-      if #v >= 4 then secret(v) end
+      require("thorp.log").secret_headers({ v })
       out[k] = v
     end
   end
