@@ -2,7 +2,7 @@
 --
 --   local bus = thorp.bus.new{ max_queue_size = 10000, reorder_window_ms = 50 }
 --   local sub = bus:subscribe("trade_signal", function(ev, topic) ... end, { name = "executor" })
---   bus:publish("trade_signal", { token = "BONK", sequence = 7 }, "critical")  --> true | false, reason
+--   bus:publish("trade_signal", { token = "BONK", sequence = 7 }, "critical")  --> true | false, { code, message }
 --   bus:stats(); bus:unsubscribe(sub)
 --
 -- Everything lives in Lua (DESIGN.md, hot-path notes). This file is the
@@ -115,6 +115,15 @@ local function evict_low(self)
   return true
 end
 
+-- Why a publish was refused: error values (thorp.errors), shared and never changed.
+local errors = require "thorp.errors"
+local REFUSED = {
+  CLOSED = errors.new("CLOSED", "the bus is closed"),
+  SHUTTING_DOWN = errors.new("SHUTTING_DOWN", "shutdown in progress: the bus takes only critical events"),
+  QUEUE_FULL = errors.new("QUEUE_FULL", "the bus queue is full (max_queue_size events published, not yet dispatched)"),
+  BACKPRESSURE_REJECTED = errors.new("BACKPRESSURE_REJECTED", "admission control refused the event (host overloaded)"),
+}
+
 -- The checks publish() makes only when something is unusual.
 local function refuse(self, tp, p)
   if self.closed then lost(self, tp, "CLOSED"); return "CLOSED" end
@@ -132,7 +141,8 @@ local function refuse(self, tp, p)
   end
 end
 
---- bus:publish(topic, event, priority) -> true | false, "QUEUE_FULL" | "BACKPRESSURE_REJECTED"
+--- bus:publish(topic, event, priority) -> true | false, { code = "QUEUE_FULL" | "BACKPRESSURE_REJECTED" |
+--- "SHUTTING_DOWN" | "CLOSED", message }
 ---                                        | "SHUTTING_DOWN" | "CLOSED"
 function Bus:publish(topic, ev, prio)
   local tp = self.topics[topic]
@@ -151,7 +161,7 @@ function Bus:publish(topic, ev, prio)
   local q = self.q
   if self.guarded or q.count + self.held >= self.max_queue_size then
     local why = refuse(self, tp, p)
-    if why then return false, why end
+    if why then return false, REFUSED[why] end
   end
   local r = q[p]
   local n = r.n
