@@ -58,8 +58,8 @@ thorp: $(OBJ) $(LUAOBJ)
 thorp-asan: $(ASANOBJ) $(LUAOBJ)
 	$(CC) $(LDFLAGS) -fsanitize=address,undefined -o $@ $^ $(LDLIBS)
 
-build/thorp-sim: $(SIMSRC) | build
-	$(CC) $(CFLAGS) -o $@ $(SIMSRC) -levent -lm
+build/thorp-sim: $(SIMSRC) tests/sim/sim.h | build
+	$(CC) $(CFLAGS) -o $@ $(SIMSRC) -levent -lsodium -lm
 
 build/ctest/%: tests/c/%.c $(LIBOBJ) $(LUAOBJ) | build/ctest
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
