@@ -431,9 +431,14 @@ static int opt_is(span opts, const char *key, const char *want) {
 
 /* decode a wire transaction given as base64 (or base58 with encoding "base58"/none) */
 static int decode_wire(span v, span opts, uint8_t *buf, size_t *len) {
-    const char *s;
-    size_t sl;
-    if (!str_of(v, &s, &sl) || sl == 0 || sl > 4096) return 0;
+    const char *raw;
+    size_t rl, sl = 0;
+    char s[4096];
+    if (!str_of(v, &raw, &rl) || rl == 0 || rl > sizeof s) return 0;
+    for (size_t i = 0; i < rl; i++) { /* JSON encoders may write "/" as "\/" */
+        if (raw[i] == '\\' && i + 1 < rl) i++;
+        s[sl++] = raw[i];
+    }
     if (opt_is(opts, "encoding", "base64")) {
         return sodium_base642bin(buf, 2048, s, sl, NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0;
     }
@@ -584,6 +589,16 @@ static void account_json(struct evbuffer *out, int64_t lamports) {
                         (long long)lamports);
 }
 
+/* the latest bundle with this id */
+static const bundle *find_bundle(const char *id, size_t len) {
+    const bundle *b = NULL;
+    for (int k = 0; k < 256 && k < n_bundles; k++) {
+        const bundle *c = &bundles[(n_bundles - 1 - k) % 256];
+        if (strlen(c->id) == len && !memcmp(c->id, id, len)) { b = c; break; }
+    }
+    return b;
+}
+
 static int do_bundle(const char *id, int idlen, span *par, int np, struct evbuffer *out) {
     static span items[8];
     static uint8_t bufs[5][2048];
@@ -598,15 +613,22 @@ static int do_bundle(const char *id, int idlen, span *par, int np, struct evbuff
             return 1;
         }
     }
-    bundle *b = &bundles[n_bundles++ % 256];
-    memset(b, 0, sizeof *b);
-    b->ntx = n;
     uint8_t h[32];
+    char bid[65];
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     for (int i = 0; i < n; i++) crypto_hash_sha256_update(&st, ts[i].sigs, 64);
     crypto_hash_sha256_final(&st, h);
-    for (int i = 0; i < 32; i++) snprintf(b->id + 2 * i, 3, "%02x", h[i]);
+    for (int i = 0; i < 32; i++) snprintf(bid + 2 * i, 3, "%02x", h[i]);
+    const bundle *seen = find_bundle(bid, 64);
+    if (seen && seen->slot >= 0) { /* sent again after it landed: a duplicate, dropped */
+        evbuffer_add_printf(out, PRE "\"%s\"}", idlen, id, bid);
+        return 1;
+    }
+    bundle *b = &bundles[n_bundles++ % 256];
+    memset(b, 0, sizeof *b);
+    b->ntx = n;
+    memcpy(b->id, bid, sizeof bid);
     /* all or nothing: every member must pass (a simulated failure drops the whole bundle) */
     int ok = !(drop_all || drop_next > 0);
     for (int i = 0; i < n && ok; i++) {
@@ -640,10 +662,7 @@ static int do_bundle_statuses(const char *id, int idlen, span *par, int np, long
     for (int i = 0; i < n; i++) {
         const char *s;
         size_t sl;
-        const bundle *b = NULL;
-        if (str_of(ids[i], &s, &sl))
-            for (int k = 0; k < 256 && k < n_bundles; k++)
-                if (strlen(bundles[k].id) == sl && !memcmp(bundles[k].id, s, sl)) b = &bundles[k];
+        const bundle *b = str_of(ids[i], &s, &sl) ? find_bundle(s, sl) : NULL;
         if (i) evbuffer_add(out, ",", 1);
         if (!b || b->slot < 0 || b->slot > slot) { evbuffer_add_printf(out, "null"); continue; }
         long age = slot - b->slot;
