@@ -154,14 +154,28 @@ describe("send_and_confirm", function()
     local id = "send-spec-" .. math.floor(thorp.now())
     assert(thorp.shutdown.register("TRADE", id, { token = "TEST" }))
     local active = thorp.shutdown.status().active_trades
-    local res = thorp.solana.send_and_confirm(transfer(5), with{ trade = id })
+    local tx = transfer(5)
+    local res = thorp.solana.send_and_confirm(tx, with{ trade = id })
     assert.is_true(res.ok)
     assert.are.equal(active - 1, thorp.shutdown.status().active_trades)
-    if thorp.journal.history then
-      local found
-      for _, t in ipairs(thorp.journal.history{}) do if t.id == id then found = t end end
-      assert.is_table(found)
-    end
+    local t = thorp.journal.default:get(id)
+    assert.are.equal("confirmed", t.status)
+    assert.are.equal(tx:signature(), t.signature)
+    assert.are.equal(tx:serialize(), t.tx)
+    assert.is_number(t.last_valid_block_height)
+    local found
+    for _, h in ipairs(thorp.journal.history{ status = "confirmed" }) do if h.id == id then found = h end end
+    assert.is_table(found)
+    assert.are.equal(res.slot, found.slot)
+  end)
+
+  it("sends nothing when the signature cannot be journaled", function()
+    local before = chain{}.sends
+    local res = thorp.solana.send_and_confirm(transfer(6), with{ trade = "never-registered" })
+    assert.is_false(res.ok)
+    assert.are.equal("JOURNAL_ERROR", res.error.code)
+    assert.truthy(res.error.message:find("no open trade never-registered", 1, true), res.error.message)
+    assert.are.equal(before, chain{}.sends)
   end)
 end)
 

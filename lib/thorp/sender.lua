@@ -32,13 +32,15 @@ local M = {}
 
 local COMMITMENT = { processed = 1, confirmed = 2, finalized = 3 }
 local MAX_STATUS_BATCH = 256
+local DAEMON = { daemon = true, name = "sender", quiet = true }
 local defaults = { rebroadcast_ms = 1000, poll_ms = 400, timeout_ms = 120000, send_endpoints = {} }
 M.stats = { sent = 0, sends = 0, confirmed = 0, failed = 0, expired = 0, timeout = 0,
             reconciled = { landed = 0, failed = 0, expired = 0, rebroadcast = 0, unknown = 0 } }
 
 local function sol() return require "thorp.solana" end
 local function rpcm() return require "thorp.rpc" end
-local function is_table(v) return type(v) == "table" end
+local json = require "thorp.json"
+local function is_table(v) return type(v) == "table" and v ~= json.null end
 local function errv(code, message, extra)
   local e = { code = code, message = message }
   for k, v in pairs(extra or {}) do e[k] = v end
@@ -189,17 +191,17 @@ local function rebroadcast(entry)
   for _, ep in ipairs(entry.pool:endpoints()) do
     if ep.healthy ~= false and ep.state ~= "OPEN" then
       entry.sends = entry.sends + 1
-      sched.spawn_daemon(function()
+      sched.spawn_opts(DAEMON, function()
         entry.pool:call("sendTransaction", params, { endpoint = ep.name, priority = "critical", timeout_ms = 2000 })
       end)
     end
   end
   local extra = entry.send_endpoints
   if #extra > 0 then
-    local body = require("cjson").encode({ jsonrpc = "2.0", id = 1, method = "sendTransaction", params = params })
+    local body = json.encode({ jsonrpc = "2.0", id = 1, method = "sendTransaction", params = params })
     for _, ep in ipairs(extra) do
       entry.sends = entry.sends + 1
-      sched.spawn_daemon(post_send_only, ep, body)
+      sched.spawn_opts(DAEMON, post_send_only, ep, body)
     end
   end
   M.stats.sends = M.stats.sends + entry.sends - (entry.counted or 0)
@@ -295,8 +297,10 @@ end
 local function journal_send(trade, entry)
   local J = require "thorp.journal"
   if type(J.record_send) ~= "function" then return true end
-  local ok, err = J.record_send(trade, { signature = entry.signature, last_valid_block_height = entry.lvbh,
-                                         tx = entry.bytes })
+  if not entry.lvbh then return nil, "the blockhash's last valid block height is unknown (no block height answer)" end
+  local called, ok, err = pcall(J.record_send, trade, { signature = entry.signature,
+                                                        last_valid_block_height = entry.lvbh, tx = entry.bytes })
+  if not called then return nil, ok end
   if not ok then return nil, err end
   return true
 end
@@ -451,10 +455,9 @@ local function bundle_endpoint(opts)
 end
 
 local function post_json(url, method, params)
-  local cjson = require "cjson.safe"
-  local r, err = rpcm().http_post(url, cjson.encode({ jsonrpc = "2.0", id = 1, method = method, params = params }), 5000)
+  local r, err = rpcm().http_post(url, json.encode({ jsonrpc = "2.0", id = 1, method = method, params = params }), 5000)
   if not r then return nil, { code = "TRANSPORT_ERROR", message = tostring(err) } end
-  local doc = cjson.decode(r.body or "")
+  local doc = json.decode(r.body or "")
   if not is_table(doc) then
     return nil, { code = "BAD_RESPONSE", message = ("%s: HTTP %s"):format(method, tostring(r.status)) }
   end
@@ -625,7 +628,7 @@ function M.reconcile(opts)
         out.status = "unknown"
       else
         waits[#waits + 1] = out
-        sched.spawn_daemon(function()
+        sched.spawn_opts(DAEMON, function()
           local r = M.send_and_confirm(bytes, { resume = true, trade = t.id, last_valid_block_height = lvbh,
                                                 rebroadcast_ms = opts.rebroadcast_ms, poll_ms = opts.poll_ms, pool = pool })
           out.status, out.slot, out.err, out.done = r.status, r.slot, r.err, true
