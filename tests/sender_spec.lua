@@ -81,6 +81,20 @@ describe("send_and_confirm", function()
     assert.are.equal(1, after.dropped - before.dropped)
   end)
 
+  it("rebroadcasts to the send-only endpoints too (config send.endpoints / THORP_SEND_URLS)", function()
+    local only_a = thorp.rpc.new_pool{ endpoints = { { name = "a", url = sim.urls[1] } }, timeout_ms = 2000, health = false }
+    chain{ drop = 1 }
+    local before = sim:stats(2).requests
+    local res = thorp.solana.send_and_confirm(transfer(7), with{ pool = only_a,
+      send_endpoints = { { name = "jito", url = sim.urls[2] } } })
+    assert.is_true(res.ok, res.status)
+    assert.is_true(sim:stats(2).requests > before)
+    local cfg = assert(require("thorp.config").load{ env = function(n)
+      return ({ THORP_SEND_URLS = "jito=https://mainnet.block-engine.jito.wtf/api/v1/transactions" })[n] end, environ = {} })
+    assert.are.equal("jito", cfg.send.endpoints[1].name)
+    assert.are.equal(1000, cfg.send.rebroadcast_ms)
+  end)
+
   it("gives up as expired once the block height passes the last valid one", function()
     chain{ drop_all = true }
     local res

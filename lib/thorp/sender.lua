@@ -11,7 +11,7 @@
 -- through the pool (maxRetries = 0, preflight unless opts.skip_preflight);
 -- then the same bytes are rebroadcast every opts.rebroadcast_ms (1000) to
 -- every healthy endpoint of the pool and to the configured send-only
--- endpoints (config send_endpoints = { {name=, url=} }: a Jito block engine,
+-- endpoints (config send.endpoints = { {name=, url=} } or THORP_SEND_URLS: a Jito block engine,
 -- Helius Sender), with skipPreflight. One poller per pool asks
 -- getSignatureStatuses for every signature in flight in one call per tick
 -- (opts.poll_ms, 400), batched with getBlockHeight. It ends at
@@ -161,16 +161,7 @@ end
 
 -- Sending ----------------------------------------------------------------------------
 
-local function settings()
-  local cfg = package.loaded["thorp.config"] and package.loaded["thorp.config"].current
-  local s = {}
-  for k, v in pairs(defaults) do s[k] = v end
-  if cfg then
-    if cfg.send_endpoints then s.send_endpoints = cfg.send_endpoints end
-    if cfg.send and cfg.send.rebroadcast_ms then s.rebroadcast_ms = cfg.send.rebroadcast_ms end
-  end
-  return s
-end
+local function settings() return defaults end
 
 local function b64(bytes) return sol().base64.encode(bytes) end
 
@@ -469,7 +460,7 @@ end
 
 --- send_bundle(txs, opts) -> { ok, bundle_id, status, slot, signatures, sends, latency_ms }
 -- Up to 5 signed transactions, sent together to the block engine
--- (opts.bundle_endpoint or the first of send_endpoints), all or nothing,
+-- (opts.bundle_endpoint or the first of send.endpoints), all or nothing,
 -- resent every opts.rebroadcast_ms until getBundleStatuses shows it at the
 -- commitment, or the first transaction's blockhash expires.
 function M.send_bundle(txs, opts)
@@ -481,7 +472,8 @@ function M.send_bundle(txs, opts)
   end
   local ep = bundle_endpoint(opts)
   if not ep then
-    return errv("ALL_ENDPOINTS_FAILED", "send_bundle: no block engine: set send_endpoints in the config or opts.bundle_endpoint")
+    return errv("ALL_ENDPOINTS_FAILED",
+      "send_bundle: no block engine: set send.endpoints (THORP_SEND_URLS) or opts.bundle_endpoint")
   end
   local list, sigs, lvbh = {}, {}, opts.last_valid_block_height
   for i, tx in ipairs(txs) do
@@ -656,9 +648,10 @@ function M.reconcile(opts)
 end
 
 function M.start(cfg, mode)
-  defaults.send_endpoints = cfg and cfg.send_endpoints or {}
-  if cfg and cfg.send and cfg.send.rebroadcast_ms then defaults.rebroadcast_ms = cfg.send.rebroadcast_ms end
-  if mode == "run" or mode == "exec" then
+  local s = cfg and cfg.send or {}
+  defaults.send_endpoints = s.endpoints or {}
+  defaults.rebroadcast_ms = s.rebroadcast_ms or 1000
+  if (mode == "run" or mode == "exec") and s.reconcile ~= false then
     sched.spawn_opts({ daemon = true, name = "sender.reconcile" }, function()
       local ok, err = pcall(M.reconcile)
       if not ok then log.error("reconciliation failed", { error = tostring(err) }) end
