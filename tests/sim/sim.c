@@ -152,7 +152,8 @@ static void rpc_one(endpoint *ep, const char *p, const char *e, struct evbuffer 
                   ep->f.rpc_error == -32005 ? "Node is unhealthy" : "simulated error");
         return;
     }
-    if (simtx_rpc(method, is, idlen, ps, pe, ep->f.slot_lag, out)) return; /* the ledger: sim_tx.c */
+    int led = simtx_rpc(method, is, idlen, ps, pe, ep->f.slot_lag, out); /* the ledger: sim_tx.c */
+    if (led) { if (led == 2) ep->send_tx++; return; }
     long slot = current_slot(ep);
     const char *pre = "{\"jsonrpc\":\"2.0\",\"id\":";
     if (!strcmp(method, "getSlot")) {

@@ -18,8 +18,9 @@ void rpc_error(struct evbuffer *out, const char *id, int idlen, int code, const 
 
 /* the ledger (sim_tx.c) */
 long simtx_slot(void);
-/* 1 when it answered `method` into out; 0 to let sim.c answer (a method it
- * does not own, or a "transaction" that is not one: tests send junk bytes) */
+/* 1 when it answered `method` into out (2: it was a sendTransaction); 0 to
+ * let sim.c answer (a method it does not own, or a "transaction" that is not
+ * one: tests send junk bytes) */
 int simtx_rpc(const char *method, const char *id, int idlen, const char *ps, const char *pe, long lag,
               struct evbuffer *out);
 /* POST /admin/chain: clock and ledger controls; writes the chain's stats */
