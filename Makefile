@@ -11,12 +11,14 @@
 #   make deps     install missing Debian packages (no-op when all present)
 
 CC      ?= cc
-PKGS    := luajit libevent libcurl sqlite3 libedit libsodium
+PKGS    := luajit libevent libevent_openssl openssl libcurl sqlite3 libedit libsodium
+# wslay (libwslay-dev) ships no pkg-config file
+WSLAY   := -lwslay
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Ihost
 LDFLAGS += -Wl,-E
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -ldl -pthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) $(WSLAY) -lm -ldl -pthread
 LUAJIT  ?= luajit
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
@@ -100,8 +102,8 @@ build/fuzz-replay/%: $$(call FUZZ_SRC,$$*) tests/fuzz/fuzz.c tests/fuzz/replay.c
 	$(CC) $(CFLAGS) -Itests/fuzz -DFUZZ_NAME='"$*"' $(LDFLAGS) -o $@ \
 	  $(call FUZZ_SRC,$*) tests/fuzz/fuzz.c tests/fuzz/replay.c $(LIBOBJ) $(LUAOBJ) $(LDLIBS)
 
-build/thorp-sim: $(SIMSRC) tests/sim/sim.h | build
-	$(CC) $(CFLAGS) -o $@ $(SIMSRC) -levent -lsodium -lm
+build/thorp-sim: $(SIMSRC) $(wildcard tests/sim/*.h) host/solana.c host/solana.h | build
+	$(CC) $(CFLAGS) -o $@ $(SIMSRC) host/solana.c -levent -lcrypto $(WSLAY) -lsodium -lm
 
 build/ctest/%: tests/c/%.c $(LIBOBJ) $(LUAOBJ) | build/ctest
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

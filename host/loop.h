@@ -30,6 +30,7 @@ enum {
     TEV_RPC = 2,     /* id = call id */
     TEV_CONSOLE = 3, /* id = connection id */
     TEV_HTTP = 4,    /* id = request id */
+    TEV_WS = 9,      /* WebSocket (host/ws.h): a = THORP_WS_*, id = connection */
     TEV_USER = 16,   /* first kind free for modules */
 };
 

@@ -82,7 +82,20 @@ function base.endpoints(full)
     rows[i] = { name = e.name, state = e.state, healthy = e.healthy and "yes" or (e.unhealthy_reason or "no"),
                 slot = e.slot or "-", lag = e.lag or "-", p50_ms = e.latency_ms and e.latency_ms.p50 or "-",
                 p99_ms = e.latency_ms and e.latency_ms.p99 or "-", inflight = e.inflight, calls = e.calls,
-                errors = errors, limited_ms = e.rate_limited_ms, url = e.url }
+                errors = errors, limited_ms = e.rate_limited_ms, url = e.url,
+                ws = e.ws and (e.ws.state .. (e.ws.reconnects > 0 and (" r" .. e.ws.reconnects) or "")) or "-" }
+  end
+  return rows
+end
+
+--- subscriptions() -> one row per WebSocket subscription (lib/thorp/ws.lua)
+function base.subscriptions()
+  local ws = package.loaded["thorp.ws"]
+  local rows = {}
+  for i, s in ipairs(ws and ws.list() or {}) do
+    rows[i] = { id = s.id, method = s.method, state = s.state, endpoint = s.endpoint or "-",
+                notifications = s.notifications, gaps = s.gaps, reconnects = s.reconnects,
+                queued = s.queued or 0, dropped = s.dropped or 0 }
   end
   return rows
 end

@@ -295,6 +295,8 @@ function M.render(opts)
   shutdown_section(w)
   policy_section(w)
   http_section(w)
+  local ws = loaded("thorp.ws") -- WebSocket subscriptions (lib/thorp/ws.lua)
+  if ws then ws.metrics(w, opts.pool or (loaded("thorp.rpc") and loaded("thorp.rpc").default_pool())) end
   return w.text()
 end
 

@@ -140,6 +140,7 @@ local function new_endpoint(pool, e, i)
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
   for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
+  ep.ws_url = e.ws_url -- WebSocket subscriptions (lib/thorp/ws.lua)
   ep.breaker:on_change(function(_, from, to)
     local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
     if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
@@ -167,6 +168,9 @@ local function validate_endpoints(list)
     end
     if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
       error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
+    end
+    if e.ws_url ~= nil and (type(e.ws_url) ~= "string" or not e.ws_url:match("^wss?://[^/]")) then
+      error(("%s.ws_url (%s): expected a ws:// or wss:// URL"):format(w, config.redact_url(tostring(e.ws_url))), 3)
     end
   end
 end
@@ -657,8 +661,15 @@ function Pool:endpoints()
                state_changes = b.state_changes,
                latency_histogram = { bounds = LAT_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
                                      count = ep.hist_n } }
+    local ws = package.loaded["thorp.ws"]
+    out[i].ws = ws and ws.endpoint_status(self, ep.name) or nil
   end
   return out
+end
+
+-- WebSocket subscriptions: lib/thorp/ws.lua
+function Pool:subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(self, method, params, handler, opts)
 end
 
 -- Health: slot lag and liveness, polled in the background --------------------
@@ -782,6 +793,10 @@ function M.batch(calls, opts)
 end
 
 function M.endpoints() return default and default:endpoints() or {} end
+function M.subscribe(method, params, handler, opts)
+  return require("thorp.ws").subscribe(default, method, params, handler, opts)
+end
+function M.subscriptions() return require("thorp.ws").list() end
 
 function M.set_priorities(map)
   for k, v in pairs(map or {}) do

@@ -21,7 +21,9 @@ function M.start(count)
   assert(ready and ready:match("^SIM_READY "), "simulator did not start: " .. tostring(ready))
   local urls = {}
   for u in ready:sub(11):gmatch("[^,]+") do urls[#urls + 1] = u end
-  return setmetatable({ pid = pid, pipe = p, urls = urls }, Sim)
+  local ws_urls, wsline = {}, p:read("*l") -- "SIM_WS ws://...": the PubSub side (tests/sim/sim_ws.c)
+  for u in (wsline or ""):sub(8):gmatch("[^,]+") do ws_urls[#ws_urls + 1] = u end
+  return setmetatable({ pid = pid, pipe = p, urls = urls, ws_urls = ws_urls }, Sim)
 end
 
 local function post(url, body)
@@ -31,6 +33,8 @@ end
 
 function Sim:fault(i, f) return post(self.urls[i] .. "/admin/fault", cjson.encode(f)) end
 function Sim:stats(i) return post(self.urls[i] .. "/admin/fault", "{}") end
+--- WebSocket faults (tests/sim/sim_ws.c): { close=1, reset=1, silence=1, garbage=1, oversize=N, ... }
+function Sim:ws_fault(i, f) return post(self.ws_urls[i]:gsub("^ws:", "http:") .. "/admin/ws", cjson.encode(f or {})) end
 function Sim:reset()
   for i = 1, #self.urls do post(self.urls[i] .. "/admin/reset", "") end
 end
@@ -42,7 +46,9 @@ end
 --- endpoints list for rpc.new_pool
 function Sim:endpoints(names)
   local eps = {}
-  for i, u in ipairs(self.urls) do eps[i] = { name = names and names[i] or ("ep" .. i), url = u } end
+  for i, u in ipairs(self.urls) do
+    eps[i] = { name = names and names[i] or ("ep" .. i), url = u, ws_url = self.ws_urls[i] }
+  end
   return eps
 end
 

@@ -34,6 +34,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include "sim.h"
+#include "sim_ws.h"
 
 typedef struct fault {
     double latency_ms, error_rate;
@@ -377,14 +378,15 @@ static void handle(struct evhttp_request *req, void *arg) {
 static void on_stop(evutil_socket_t fd, short what, void *arg) { event_base_loopexit(base, NULL); }
 
 int main(int argc, char **argv) {
-    int count = 3, base_port = 0;
+    int count = 3, base_port = 0, ws_base_port = 0;
     const char *host = "127.0.0.1";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--count") && i + 1 < argc) count = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--base-port") && i + 1 < argc) base_port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--host") && i + 1 < argc) host = argv[++i];
+        else if (!strcmp(argv[i], "--ws-base-port") && i + 1 < argc) ws_base_port = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: thorp-sim [--count N (1-64)] [--base-port PORT] [--host ADDR]\n");
+            fprintf(stderr, "usage: thorp-sim [--count N (1-64)] [--base-port PORT] [--ws-base-port PORT] [--host ADDR]\n");
             return 2;
         }
     }
@@ -409,6 +411,12 @@ int main(int argc, char **argv) {
     }
     printf("SIM_READY ");
     for (int i = 0; i < count; i++) printf("%shttp://%s:%d", i ? "," : "", host, eps[i].port);
+    printf("\nSIM_WS "); /* WebSocket side: tests/sim/sim_ws.c */
+    for (int i = 0; i < count; i++) {
+        int wp = sim_ws_listen(base, host, ws_base_port ? ws_base_port + i : 0, i + 1, t_start);
+        if (wp < 0) { fprintf(stderr, "thorp-sim: cannot listen for WebSocket: %s\n", strerror(errno)); return 1; }
+        printf("%sws://%s:%d", i ? "," : "", host, wp);
+    }
     printf("\n");
     fflush(stdout);
     struct event *sigterm = evsignal_new(base, SIGTERM, on_stop, NULL);
@@ -418,6 +426,7 @@ int main(int argc, char **argv) {
     event_base_dispatch(base);
     while (!LIST_EMPTY(&pendings)) pending_free(LIST_FIRST(&pendings));
     for (int i = 0; i < count; i++) evhttp_free(eps[i].http);
+    sim_ws_free();
     event_free(sigterm);
     event_free(sigint);
     event_base_free(base);

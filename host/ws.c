@@ -1,0 +1,636 @@
+/* ws: WebSocket client on libevent + wslay + OpenSSL. See ws.h. */
+#include "ws.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <sys/types.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <wslay/wslay.h>
+#include "log.h"
+#include "loop.h"
+
+#define MAX_HEADER 16384
+
+typedef struct conn {
+    int64_t id;
+    struct bufferevent *bev;
+    wslay_event_context_ptr ws;
+    SSL_CTX *own_ctx; /* a connection with its own CA file */
+    struct event *tick;
+    char host[256], hostport[300], path[2048];
+    int port, tls;
+    char key[32], accept[32];
+    double connect_timeout_ms, ping_interval_ms, idle_timeout_ms, last_ping;
+    uint64_t max_message;
+    double t_read; /* time of the read callback running now */
+    char *mbuf;    /* the data message being received (frames appended; no wslay buffering) */
+    size_t mlen, mcap;
+    int in_ctrl, too_big;
+    thorp_ws_info info;
+    struct conn *next;
+} conn;
+
+typedef struct qmsg {
+    int64_t conn, sub;
+    size_t off, len;
+    double t_rx;
+    size_t blob_off, blob_len, res_off, res_len;
+} qmsg;
+
+static struct {
+    struct evdns_base *dns;
+    SSL_CTX *ssl;
+    conn *conns;
+    int64_t next_id;
+    qmsg *q;
+    int qn, qcap, qrd, posted;
+    char *arena;
+    size_t alen, acap;
+    int inited;
+} ws;
+
+static void ws_on_free(void *arg) {
+    (void)arg;
+    while (ws.conns) thorp_ws_free(ws.conns->id);
+    if (ws.dns) evdns_base_free(ws.dns, 0);
+    if (ws.ssl) SSL_CTX_free(ws.ssl);
+    free(ws.q);
+    free(ws.arena);
+    memset(&ws, 0, sizeof ws);
+}
+
+static int ws_init(void) {
+    if (ws.inited) return 0;
+    ws.dns = evdns_base_new(loop_base(), EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!ws.dns) ws.dns = evdns_base_new(loop_base(), 0);
+    if (!ws.dns) return -1;
+    ws.next_id = 1;
+    ws.inited = 1;
+    loop_on_free(ws_on_free, NULL);
+    return 0;
+}
+
+static SSL_CTX *ws_ssl_ctx(const char *ca_file, char *err, int errlen) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) { snprintf(err, errlen, "cannot create a TLS context"); return NULL; }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                                 : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        snprintf(err, errlen, "cannot load the TLS trust store%s%s", ca_file && *ca_file ? " " : "",
+                 ca_file && *ca_file ? ca_file : "");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static conn *ws_find(int64_t id) {
+    for (conn *c = ws.conns; c; c = c->next)
+        if (c->id == id) return c;
+    return NULL;
+}
+
+/* ---- the message queue ---------------------------------------------------- */
+
+static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
+    static const char needle[] = "\"subscription\":";
+    size_t nl = sizeof needle - 1, from = len > 96 ? len - 96 : 0;
+    for (size_t i = len >= nl ? len - nl : 0; i + 1 > from && i + nl <= len; i--) {
+        if (d[i] == '"' && !memcmp(d + i, needle, nl)) {
+            const char *p = d + i + nl, *e = d + len;
+            while (p < e && *p == ' ') p++;
+            if (p >= e || !isdigit((unsigned char)*p)) return -1;
+            *at = i;
+            int64_t v = 0;
+            while (p < e && isdigit((unsigned char)*p)) v = v * 10 + (*p++ - '0');
+            return v;
+        }
+        if (i == 0) break;
+    }
+    return -1;
+}
+
+static const unsigned char b64ok[256] = {
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
+    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
+    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+    ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
+    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1, ['+'] = 1, ['/'] = 1, ['='] = 1,
+};
+
+/* The content of a "data":["<base64>" string of at least 128 bytes, if any. */
+static void ws_find_blob(const uint8_t *d, size_t len, size_t *off, size_t *blen) {
+    static const char needle[] = "\"data\":[\"";
+    *off = *blen = 0;
+    const uint8_t *p = memmem(d, len, needle, sizeof needle - 1);
+    if (!p) return;
+    const uint8_t *s = p + sizeof needle - 1, *e = d + len, *q = s;
+    while (q < e && b64ok[*q]) q++;
+    if (q < e && *q == '"' && q - s >= 128) {
+        *off = (size_t)(s - d);
+        *blen = (size_t)(q - s);
+    }
+}
+
+static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
+    if (ws.qn == ws.qcap) {
+        int cap = ws.qcap ? ws.qcap * 2 : 1024;
+        qmsg *q = realloc(ws.q, cap * sizeof *q);
+        if (!q) return;
+        ws.q = q;
+        ws.qcap = cap;
+    }
+    size_t need = ws.alen + len + 1;
+    if (need > ws.acap) {
+        size_t cap = ws.acap ? ws.acap * 2 : 1 << 20;
+        while (cap < need) cap *= 2;
+        char *a = realloc(ws.arena, cap);
+        if (!a) return;
+        ws.arena = a;
+        ws.acap = cap;
+    }
+    memcpy(ws.arena + ws.alen, data, len);
+    ws.arena[ws.alen + len] = 0;
+    qmsg *m = &ws.q[ws.qn++];
+    size_t sub_at = 0;
+    *m = (qmsg){ c->id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, c->t_read, 0, 0, 0, 0 };
+    if (m->sub >= 0) {
+        ws_find_blob(data, len, &m->blob_off, &m->blob_len);
+        /* {"jsonrpc":"2.0","method":"xNotification","params":{"result":R,"subscription":N}} */
+        static const char pre[] = "\"params\":{\"result\":";
+        size_t scan = len < 128 ? len : 128;
+        const uint8_t *r = memmem(data, scan, pre, sizeof pre - 1);
+        if (r && sub_at > 0 && data[sub_at - 1] == ',') {
+            m->res_off = (size_t)(r - data) + sizeof pre - 1;
+            if (sub_at - 1 > m->res_off) m->res_len = sub_at - 1 - m->res_off;
+            if (m->blob_len && (m->blob_off < m->res_off || m->blob_off + m->blob_len > sub_at)) m->blob_len = 0;
+        }
+    }
+    ws.alen = need;
+    c->info.messages++;
+    if (!ws.posted) {
+        ws.posted = 1;
+        loop_post(TEV_WS, 0, THORP_WS_MESSAGES, 0, NULL);
+    }
+}
+
+int thorp_ws_drain(thorp_ws_msg *out, int max) {
+    int n = 0;
+    while (n < max && ws.qrd < ws.qn) {
+        qmsg *m = &ws.q[ws.qrd++];
+        out[n++] = (thorp_ws_msg){ m->conn, m->sub, ws.arena + m->off, m->len, m->t_rx, m->blob_off, m->blob_len,
+                                   m->res_off, m->res_len };
+    }
+    if (n == 0) { /* everything handed out earlier has been read: start over */
+        ws.qn = ws.qrd = 0;
+        ws.alen = 0;
+        ws.posted = 0;
+        if (ws.acap > (64u << 20)) { /* give back the room of a burst of huge messages */
+            free(ws.arena);
+            ws.arena = NULL;
+            ws.acap = 0;
+        }
+    }
+    return n;
+}
+
+double thorp_ws_hash(const char *d, size_t len) {
+    uint64_t h = 1469598103934665603ULL;
+    static const char needle[] = "\"subscription\":";
+    size_t nl = sizeof needle - 1;
+    for (size_t i = 0; i < len; i++) {
+        if (d[i] == '"' && i + nl <= len && d[i + 1] == 's' && !memcmp(d + i, needle, nl)) {
+            i += nl;
+            while (i < len && (d[i] == ' ' || isdigit((unsigned char)d[i]))) i++;
+            if (i >= len) break;
+        }
+        h = (h ^ (unsigned char)d[i]) * 1099511628211ULL;
+    }
+    return (double)(h >> 12);
+}
+
+/* ---- connection teardown --------------------------------------------------- */
+
+static void ws_release(conn *c) {
+    if (c->tick) { event_free(c->tick); c->tick = NULL; }
+    if (c->bev) { bufferevent_free(c->bev); c->bev = NULL; }
+    if (c->ws) { wslay_event_context_free(c->ws); c->ws = NULL; }
+    if (c->own_ctx) { SSL_CTX_free(c->own_ctx); c->own_ctx = NULL; }
+    free(c->mbuf);
+    c->mbuf = NULL;
+    c->mlen = c->mcap = 0;
+}
+
+static void ws_fail(conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ws_fail(conn *c, const char *fmt, ...) {
+    if (c->info.state == THORP_WS_DOWN) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->info.error, sizeof c->info.error, fmt, ap);
+    va_end(ap);
+    c->info.state = THORP_WS_DOWN;
+    ws_release(c);
+    loop_post(TEV_WS, c->id, THORP_WS_CLOSED, 0, NULL);
+}
+
+/* ---- wslay callbacks ------------------------------------------------------- */
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user) {
+    conn *c = user;
+    int n = evbuffer_remove(bufferevent_get_input(c->bev), buf, len);
+    if (n <= 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    c->info.bytes_in += n;
+    return n;
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user) {
+    conn *c = user;
+    if (bufferevent_write(c->bev, data, len) != 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    c->info.bytes_out += len;
+    return (ssize_t)len;
+}
+
+static int ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user) {
+    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
+/* Data frames are not buffered by wslay (it would copy each message and check
+ * its UTF-8 byte by byte, half the cost of a 1 KB notification): their
+ * payload is appended here and the message queued when wslay reports it done. */
+static void ws_on_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg,
+                              void *user) {
+    conn *c = user;
+    c->in_ctrl = (arg->opcode & 0x8) != 0;
+    if (c->in_ctrl) return;
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME) c->mlen = 0, c->too_big = 0;
+    if (c->mlen + arg->payload_length > c->max_message) c->too_big = 1;
+}
+
+static void ws_on_frame_chunk(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_chunk_arg *arg,
+                              void *user) {
+    conn *c = user;
+    if (c->in_ctrl || c->too_big) return;
+    size_t need = c->mlen + arg->data_length;
+    if (need > c->mcap) {
+        size_t cap = c->mcap ? c->mcap * 2 : 16384;
+        while (cap < need) cap *= 2;
+        char *b = realloc(c->mbuf, cap);
+        if (!b) { c->too_big = 1; return; }
+        c->mbuf = b;
+        c->mcap = cap;
+    }
+    memcpy(c->mbuf + c->mlen, arg->data, arg->data_length);
+    c->mlen = need;
+}
+
+static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user) {
+    conn *c = user;
+    c->info.last_rx = c->t_read;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
+        if (!c->too_big) ws_enqueue(c, (const uint8_t *)c->mbuf, c->mlen);
+        c->mlen = 0;
+        if (c->mcap > (1u << 20)) { free(c->mbuf); c->mbuf = NULL; c->mcap = 0; } /* after a huge one */
+    }
+    else if (arg->opcode == WSLAY_PONG) c->info.pongs++;
+    else if (arg->opcode == WSLAY_PING) c->info.pings++;
+    else if (arg->opcode == WSLAY_CONNECTION_CLOSE) c->info.close_code = arg->status_code;
+}
+
+static const struct wslay_event_callbacks ws_callbacks = {
+    ws_recv_cb, ws_send_cb, ws_genmask_cb, ws_on_frame_start, ws_on_frame_chunk, NULL, ws_on_msg,
+};
+
+/* Hand wslay what it queued; close when the exchange is over. */
+static void ws_pump(conn *c) {
+    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
+        ws_fail(c, "%s: write failed", c->hostport);
+        return;
+    }
+    if (!wslay_event_want_read(c->ws)) {
+        uint16_t sent = wslay_event_get_status_code_sent(c->ws);
+        uint16_t got = wslay_event_get_status_code_received(c->ws);
+        if (sent == WSLAY_CODE_MESSAGE_TOO_BIG) {
+            c->info.close_code = sent;
+            ws_fail(c, "%s: a message exceeded max_message_bytes (%llu)", c->hostport,
+                    (unsigned long long)c->max_message);
+        } else if (sent == WSLAY_CODE_PROTOCOL_ERROR || sent == WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA) {
+            c->info.close_code = sent;
+            ws_fail(c, "%s: WebSocket protocol error from the server (close %u)", c->hostport, sent);
+        } else {
+            ws_fail(c, "%s: the server closed the WebSocket (close %u)", c->hostport, got);
+        }
+    }
+}
+
+/* ---- the upgrade ----------------------------------------------------------- */
+
+static void ws_b64(const unsigned char *in, int n, char *out) { EVP_EncodeBlock((unsigned char *)out, in, n); }
+
+static const char *ws_header(const char *hdrs, const char *name, size_t *vlen) {
+    size_t nl = strlen(name);
+    for (const char *p = strstr(hdrs, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
+        const char *h = p + 2;
+        if (!strncasecmp(h, name, nl) && h[nl] == ':') {
+            const char *v = h + nl + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            const char *e = strstr(v, "\r\n");
+            *vlen = e ? (size_t)(e - v) : strlen(v);
+            while (*vlen && (v[*vlen - 1] == ' ' || v[*vlen - 1] == '\t')) (*vlen)--;
+            return v;
+        }
+    }
+    return NULL;
+}
+
+static void ws_send_upgrade(conn *c) {
+    unsigned char raw[16], digest[SHA_DIGEST_LENGTH];
+    RAND_bytes(raw, sizeof raw);
+    ws_b64(raw, sizeof raw, c->key);
+    char cat[96];
+    snprintf(cat, sizeof cat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", c->key);
+    SHA1((const unsigned char *)cat, strlen(cat), digest);
+    ws_b64(digest, sizeof digest, c->accept);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_printf(out, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: thorp\r\n\r\n",
+                        c->path, c->hostport, c->key);
+}
+
+/* 1 = upgraded (frames may follow in the buffer), 0 = need more, -1 = failed */
+static int ws_read_upgrade(conn *c) {
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0) {
+        if (evbuffer_get_length(in) > MAX_HEADER) {
+            ws_fail(c, "%s: the upgrade answer has no end of headers within %d bytes", c->hostport, MAX_HEADER);
+            return -1;
+        }
+        return 0;
+    }
+    size_t hl = (size_t)end.pos + 4;
+    char *h = malloc(hl + 1);
+    evbuffer_remove(in, h, hl);
+    h[hl] = 0;
+    c->info.bytes_in += hl;
+    int status = 0;
+    sscanf(h, "HTTP/%*d.%*d %d", &status);
+    c->info.http_status = status;
+    size_t al = 0;
+    const char *acc = ws_header(h, "Sec-WebSocket-Accept", &al);
+    int ok = 0;
+    if (status != 101) {
+        ws_fail(c, "%s: not a WebSocket endpoint: the upgrade was answered with HTTP %d (expected 101)",
+                c->hostport, status);
+    } else if (!acc || al != strlen(c->accept) || memcmp(acc, c->accept, al)) {
+        ws_fail(c, "%s: the upgrade answer has a wrong or missing Sec-WebSocket-Accept", c->hostport);
+    } else {
+        ok = 1;
+    }
+    free(h);
+    if (!ok) return -1;
+    if (wslay_event_context_client_init(&c->ws, &ws_callbacks, c) != 0) {
+        ws_fail(c, "%s: out of memory", c->hostport);
+        return -1;
+    }
+    wslay_event_config_set_no_buffering(c->ws, 1);
+    c->info.state = THORP_WS_UP;
+    c->info.opened_at = c->info.last_rx = thorp_now();
+    loop_post(TEV_WS, c->id, THORP_WS_OPEN, 0, NULL);
+    return 1;
+}
+
+/* ---- libevent callbacks ---------------------------------------------------- */
+
+static void ws_on_read(struct bufferevent *bev, void *arg) {
+    conn *c = arg;
+    c->t_read = thorp_now();
+    if (!c->ws && ws_read_upgrade(c) != 1) return;
+    if (evbuffer_get_length(bufferevent_get_input(bev)) == 0) return;
+    int r = wslay_event_recv(c->ws);
+    if (c->too_big) {
+        c->info.close_code = WSLAY_CODE_MESSAGE_TOO_BIG;
+        wslay_event_queue_close(c->ws, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0);
+        wslay_event_send(c->ws);
+        ws_fail(c, "%s: a message exceeded max_message_bytes (%llu)", c->hostport, (unsigned long long)c->max_message);
+        return;
+    }
+    if (r == WSLAY_ERR_PROTO || (r != 0 && wslay_event_get_status_code_sent(c->ws))) {
+        c->info.close_code = WSLAY_CODE_PROTOCOL_ERROR;
+        ws_fail(c, "%s: WebSocket protocol error from the server (a malformed frame)", c->hostport);
+        return;
+    }
+    if (r != 0) {
+        ws_fail(c, "%s: WebSocket read failed (wslay error %d)", c->hostport, r);
+        return;
+    }
+    ws_pump(c);
+}
+
+static void ws_on_event(struct bufferevent *bev, short what, void *arg) {
+    conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        if (c->tls) {
+            SSL *ssl = bufferevent_openssl_get_ssl(bev);
+            long v = SSL_get_verify_result(ssl);
+            if (v != X509_V_OK) {
+                ws_fail(c, "%s: TLS certificate not accepted: %s", c->hostport, X509_verify_cert_error_string(v));
+                return;
+            }
+        }
+        ws_send_upgrade(c);
+        return;
+    }
+    if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+        int dns = bufferevent_socket_get_dns_error(bev);
+        unsigned long se = c->tls ? bufferevent_get_openssl_error(bev) : 0;
+        if (dns) ws_fail(c, "%s: cannot resolve host: %s", c->hostport, evutil_gai_strerror(dns));
+        else if (se) {
+            char b[200];
+            ERR_error_string_n(se, b, sizeof b);
+            ws_fail(c, "%s: TLS error: %s", c->hostport, b);
+        } else if (c->info.state == THORP_WS_CONNECTING && !c->info.http_status) {
+            ws_fail(c, "%s: connection failed: %s", c->hostport,
+                    what & BEV_EVENT_EOF ? "closed by the server" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        } else {
+            ws_fail(c, "%s: connection %s", c->hostport,
+                    what & BEV_EVENT_EOF ? "closed by the server" : "reset");
+        }
+    }
+}
+
+static void ws_on_tick(evutil_socket_t fd, short what, void *arg) {
+    conn *c = arg;
+    double t = thorp_now();
+    if (c->info.state == THORP_WS_CONNECTING) {
+        if (t - c->info.started_at > c->connect_timeout_ms)
+            ws_fail(c, "%s: no WebSocket within %.0f ms (connect timeout)", c->hostport, c->connect_timeout_ms);
+        return;
+    }
+    if (c->info.state != THORP_WS_UP) return;
+    if (t - c->info.last_rx > c->idle_timeout_ms) {
+        ws_fail(c, "%s: nothing received for %.0f ms (ping timeout)", c->hostport, t - c->info.last_rx);
+        return;
+    }
+    if (t - c->info.last_rx >= c->ping_interval_ms && t - c->last_ping >= c->ping_interval_ms) {
+        struct wslay_event_msg m = { WSLAY_PING, (const uint8_t *)"thorp", 5 };
+        wslay_event_queue_msg(c->ws, &m);
+        c->last_ping = t;
+        ws_pump(c);
+    }
+}
+
+/* ---- the API ---------------------------------------------------------------- */
+
+static int ws_parse_url(conn *c, const char *url, char *err, int errlen) {
+    const char *p;
+    if (!strncasecmp(url, "wss://", 6)) { c->tls = 1; p = url + 6; c->port = 443; }
+    else if (!strncasecmp(url, "ws://", 5)) { c->tls = 0; p = url + 5; c->port = 80; }
+    else { snprintf(err, errlen, "ws_url must start with ws:// or wss://"); return -1; }
+    const char *hs = p, *he;
+    if (*p == '[') { hs = p + 1; he = strchr(hs, ']'); if (!he) goto bad; p = he + 1; }
+    else { he = p + strcspn(p, ":/?#"); p = he; }
+    if (he == hs || (size_t)(he - hs) >= sizeof c->host) goto bad;
+    memcpy(c->host, hs, he - hs);
+    c->host[he - hs] = 0;
+    int explicit_port = 0;
+    if (*p == ':') {
+        char *e;
+        long port = strtol(p + 1, &e, 10);
+        if (e == p + 1 || port < 1 || port > 65535) goto bad;
+        c->port = (int)port;
+        explicit_port = 1;
+        p = e;
+    }
+    if (*p && *p != '/' && *p != '?') goto bad;
+    snprintf(c->path, sizeof c->path, "%s%s", *p == '/' ? "" : "/", p);
+    char *hash = strchr(c->path, '#');
+    if (hash) *hash = 0;
+    int v6 = strchr(c->host, ':') != NULL;
+    if (explicit_port) snprintf(c->hostport, sizeof c->hostport, v6 ? "[%s]:%d" : "%s:%d", c->host, c->port);
+    else snprintf(c->hostport, sizeof c->hostport, v6 ? "[%s]" : "%s", c->host);
+    return 0;
+bad:
+    snprintf(err, errlen, "ws_url is not a valid ws:// or wss:// URL (host and optional port expected)");
+    return -1;
+}
+
+int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_interval_ms, double idle_timeout_ms,
+                      double max_message, const char *ca_file, char *err, int errlen) {
+    if (ws_init() != 0) { snprintf(err, errlen, "cannot start the DNS resolver"); return -1; }
+    conn *c = calloc(1, sizeof *c);
+    if (ws_parse_url(c, url, err, errlen) != 0) { free(c); return -1; }
+    c->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 5000;
+    c->ping_interval_ms = ping_interval_ms > 0 ? ping_interval_ms : 5000;
+    c->idle_timeout_ms = idle_timeout_ms > 0 ? idle_timeout_ms : 3 * c->ping_interval_ms;
+    c->max_message = max_message >= 1024 ? (uint64_t)max_message : 1024;
+    int opts = BEV_OPT_CLOSE_ON_FREE;
+    if (c->tls) {
+        SSL_CTX *ctx;
+        if (ca_file && *ca_file) ctx = c->own_ctx = ws_ssl_ctx(ca_file, err, errlen);
+        else ctx = ws.ssl ? ws.ssl : (ws.ssl = ws_ssl_ctx(NULL, err, errlen));
+        if (!ctx) { free(c); return -1; }
+        SSL *ssl = SSL_new(ctx);
+        SSL_set_tlsext_host_name(ssl, c->host);
+        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+        if (X509_VERIFY_PARAM_set1_ip_asc(vp, c->host) != 1) { /* a name, not an address */
+            X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            SSL_set1_host(ssl, c->host);
+        }
+        c->bev = bufferevent_openssl_socket_new(loop_base(), -1, ssl, BUFFEREVENT_SSL_CONNECTING, opts);
+        if (c->bev) bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(loop_base(), -1, opts);
+    }
+    if (!c->bev) {
+        snprintf(err, errlen, "cannot create a socket");
+        if (c->own_ctx) SSL_CTX_free(c->own_ctx);
+        free(c);
+        return -1;
+    }
+    c->id = ws.next_id++;
+    c->info.state = THORP_WS_CONNECTING;
+    c->info.started_at = thorp_now();
+    c->next = ws.conns;
+    ws.conns = c;
+    bufferevent_setcb(c->bev, ws_on_read, NULL, ws_on_event, c);
+    /* 256 KB a turn (libevent reads 4 KB): a burst comes in a few turns, each small
+     * enough that the handlers (bus workers, 1 ms budget a turn) keep up with it */
+    bufferevent_set_max_single_read(c->bev, 256 << 10);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    double tick = c->ping_interval_ms < c->idle_timeout_ms ? c->ping_interval_ms : c->idle_timeout_ms;
+    if (c->connect_timeout_ms < tick) tick = c->connect_timeout_ms;
+    tick /= 4;
+    if (tick < 5) tick = 5;
+    c->tick = event_new(loop_base(), -1, EV_PERSIST, ws_on_tick, c);
+    struct timeval tv = { (long)(tick / 1000), (long)((long)tick % 1000) * 1000 };
+    event_add(c->tick, &tv);
+    if (bufferevent_socket_connect_hostname(c->bev, ws.dns, AF_UNSPEC, c->host, c->port) != 0)
+        ws_fail(c, "%s: cannot start connecting", c->hostport);
+    return c->id;
+}
+
+int thorp_ws_send(int64_t id, const char *data, size_t len) {
+    conn *c = ws_find(id);
+    if (!c || c->info.state != THORP_WS_UP) return -1;
+    struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)data, len };
+    if (wslay_event_queue_msg(c->ws, &m) != 0) return -1;
+    ws_pump(c);
+    return c->info.state == THORP_WS_UP ? 0 : -1;
+}
+
+void thorp_ws_close(int64_t id, const char *reason) {
+    conn *c = ws_find(id);
+    if (!c || c->info.state == THORP_WS_DOWN) return;
+    if (c->ws && c->bev) { /* a close frame, best effort: the socket goes right after */
+        wslay_event_queue_close(c->ws, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
+        wslay_event_send(c->ws);
+        c->info.close_code = WSLAY_CODE_NORMAL_CLOSURE;
+    }
+    ws_fail(c, "%s: %s", c->hostport, reason && *reason ? reason : "closed");
+}
+
+void thorp_ws_free(int64_t id) {
+    conn **pp = &ws.conns;
+    while (*pp && (*pp)->id != id) pp = &(*pp)->next;
+    if (!*pp) return;
+    conn *c = *pp;
+    *pp = c->next;
+    ws_release(c);
+    free(c);
+}
+
+int thorp_ws_info_get(int64_t id, thorp_ws_info *out) {
+    conn *c = ws_find(id);
+    if (!c) return -1;
+    *out = c->info;
+    return 0;
+}
+
+void thorp_ws_test_reset(int64_t id) {
+    conn *c = ws_find(id);
+    if (c && c->info.state != THORP_WS_DOWN) ws_fail(c, "%s: connection reset (test)", c->hostport);
+}
