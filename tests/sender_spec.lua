@@ -63,6 +63,12 @@ describe("send_and_confirm", function()
     assert.are.equal(1500000000 + 1000000, balance(to))
   end)
 
+  it("checks the status as soon as the signature subscription notifies", function()
+    local res = thorp.solana.send_and_confirm(transfer(8), { poll_ms = 5000, rebroadcast_ms = 10000 })
+    assert.is_true(res.ok, res.status)
+    assert.is_true(res.latency_ms < 2000, "latency " .. res.latency_ms) -- the first poll tick is at 5 s
+  end)
+
   it("waits for finalized when asked", function()
     local res = thorp.solana.send_and_confirm(transfer(1), with{ commitment = "finalized" })
     assert.are.equal("finalized", res.status)

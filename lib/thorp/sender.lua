@@ -18,8 +18,9 @@
 -- opts.commitment ("confirmed"), on a transaction error ("failed"), when the
 -- block height has passed the blockhash's last valid block height and one
 -- more status check found nothing ("expired"), or at opts.timeout_ms
--- ("timeout", 120 s). Where thorp.rpc.subscribe exists a signatureSubscribe
--- ends the wait as soon as its notification arrives.
+-- ("timeout", 120 s). A signatureSubscribe on the pool's WebSocket side
+-- (opts.subscribe = false: none) makes the poller check at once when its
+-- notification arrives.
 --
 -- With opts.trade = id (a registered trade) the signature, last valid block
 -- height and signed bytes are journaled before the first send, and the
@@ -272,16 +273,17 @@ local function untrack(entry, P)
   if P.entries[entry.signature] == entry then P.entries[entry.signature] = nil; P.n = P.n - 1 end
 end
 
-local function subscribe(entry)
-  local rpc = rpcm()
-  if type(rpc.subscribe) ~= "function" or rpc.default_pool() ~= entry.pool then return nil end
-  local ok, sub = pcall(rpc.subscribe, "signatureSubscribe", { entry.signature, { commitment = entry.commitment } },
-    function(value, ctx)
-      local v = is_table(value) and value.value or value
-      if is_table(v) and (is_table(v.err) or type(v.err) == "string") then finish(entry, "failed", ctx and ctx.slot, v.err)
-      elseif is_table(v) then finish(entry, entry.commitment, ctx and ctx.slot) end
+-- A signatureSubscribe notification makes the poller look at once (the
+-- status check decides: a notification alone is not trusted).
+local function subscribe(entry, P)
+  local pool = entry.pool
+  if type(pool.subscribe) ~= "function" or entry.subscribe == false then return nil end
+  local ok, sub = pcall(pool.subscribe, pool, "signatureSubscribe", { entry.signature, { commitment = entry.commitment } },
+    function()
+      if entry.status then return end
+      sched.spawn_opts(DAEMON, function() pcall(poll_once, pool, P) end)
     end)
-  return ok and sub or nil
+  return ok and type(sub) == "table" and sub.unsubscribe and sub or nil
 end
 
 -- journal and trade hooks (thorp.journal.record_send, thorp.shutdown.complete)
@@ -351,7 +353,7 @@ function M.send_and_confirm(tx, opts)
                   commitment = opts.commitment or "confirmed", poll_ms = opts.poll_ms or s.poll_ms,
                   send_endpoints = opts.send_endpoints or s.send_endpoints,
                   lvbh = opts.last_valid_block_height or known[blockhash],
-                  preflight_commitment = opts.preflight_commitment }
+                  preflight_commitment = opts.preflight_commitment, subscribe = opts.subscribe }
   if not entry.lvbh then
     -- a blockhash we did not hand out: its last valid height is at most 150 blocks ahead
     local r = pool:call("getBlockHeight", { { commitment = "confirmed" } }, { priority = "critical" })
@@ -384,7 +386,7 @@ function M.send_and_confirm(tx, opts)
     log.warn("first send failed; rebroadcasting", { signature = signature, error = msg })
   end
   local P = track(entry)
-  local sub = subscribe(entry)
+  local sub = subscribe(entry, P)
   local interval = opts.rebroadcast_ms or s.rebroadcast_ms
   local deadline = t0 + (opts.timeout_ms or s.timeout_ms)
   local next_send = sched.now() + interval
