@@ -54,6 +54,12 @@ local SETTINGS = {
   { "rpc.chainstack_url", "CHAINSTACK_RPC_URL", "url", nil },
   { "rpc.public_url", "PUBLIC_RPC_URL", "url", nil },
   { "rpc.urls", "THORP_RPC_URLS", "urllist", nil },
+  { "send.rebroadcast_ms", "THORP_SEND_REBROADCAST_MS", "int", 1000, min = 50, max = 60000,
+    note = "send_and_confirm sends the same bytes again this often until they land or expire" },
+  { "send.reconcile", "THORP_SEND_RECONCILE", "bool", true,
+    note = "at start, look up trades a previous run left open with a journaled signature and complete them" },
+  { "send.urls", "THORP_SEND_URLS", "urllist", nil,
+    note = "send-only endpoints (name=url,...: a Jito block engine, Helius Sender) that get every rebroadcast" },
   { "bus.max_queue_size", "BUS_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "bus.max_subscribers", "BUS_MAX_SUBSCRIBERS", "int", 100, min = 1, max = 100000 },
   { "bus.reorder_window_ms", "BUS_REORDER_WINDOW_MS", "int", 50, min = 0, max = 600000 },
@@ -68,7 +74,7 @@ local by_key, by_env = {}, {}
 for _, s in ipairs(SETTINGS) do by_key[s[1]] = s; by_env[s[2]] = s end
 
 -- Keys of the config file that are tables of their own (not settings).
-local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true }
+local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true, ["send.endpoints"] = true }
 
 -- The keys an endpoint of rpc.endpoints may have (add a key here and in check_endpoints).
 M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true,
@@ -457,7 +463,7 @@ function M.load(opts)
   local errs = {}
   local values = {}
   for _, s in ipairs(SETTINGS) do values[s[1]] = s[4] end
-  local endpoints_from_file
+  local endpoints_from_file, send_from_file
 
   if opts.file then
     local t = load_file(opts.file, errs, opts.timeout_ms)
@@ -467,6 +473,8 @@ function M.load(opts)
       for key, v in pairs(flat) do
         if key == "rpc.endpoints" then
           endpoints_from_file = check_endpoints(v, opts.file .. ": rpc.endpoints", errs)
+        elseif key == "send.endpoints" then
+          send_from_file = check_endpoints(v, opts.file .. ": send.endpoints", errs)
         elseif key == "policies" then
           values.policies = check_policies(v, opts.file, errs)
         else
@@ -550,6 +558,12 @@ function M.load(opts)
   for _, e in ipairs(values["rpc.urls"] or {}) do add({ name = e.name, url = e.url }, "THORP_RPC_URLS") end
   for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url, e) end
   cfg.rpc.endpoints = eps
+  -- send-only endpoints: the file's send.endpoints, then THORP_SEND_URLS
+  local sends = {}
+  for _, e in ipairs(send_from_file or {}) do sends[#sends + 1] = e end
+  for _, e in ipairs(values["send.urls"] or {}) do sends[#sends + 1] = { name = e.name, url = e.url } end
+  for _, e in ipairs(sends) do e.display_url = M.redact_url(e.url) end
+  cfg.send.endpoints = sends
   cfg.console.socket = cfg.console.socket or (cfg.state_dir .. "/console.sock")
 
   if #errs > 0 then return nil, errs end

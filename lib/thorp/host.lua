@@ -11,7 +11,7 @@ local log = require "thorp.log"
 local M = {}
 
 M.ORDER = { "thorp.journal", "thorp.shutdown", "thorp.backpressure", "thorp.rpc", "thorp.bus",
-            "thorp.policy", "thorp.console", "thorp.http" }
+            "thorp.policy", "thorp.console", "thorp.http", "thorp.sender" }
 
 function M.version() return ffi.string(C.thorp_version()) end
 function M.dev_root() return ffi.string(C.thorp_dev_root()) end
