@@ -63,4 +63,11 @@ int thorp_pool_host_limit(void);
 double thorp_pool_parse_retry_after(const char *s, size_t len, double now_wall_ms);
 /* ffi:end */
 
+/* For host/fetch.c (other HTTP APIs on the same multi and connection cache):
+ * the host's CURLM (created on first use; NULL if curl cannot start), and a
+ * hook asked about each finished easy handle before the pool's own (it
+ * returns 1 when the handle was its own). */
+void *pool_multi(void);
+void pool_set_foreign_done(int (*fn)(void *easy, int curl_code));
+
 #endif
