@@ -236,7 +236,7 @@ describe("rpc pool", function()
   local faults = {
     { "dead", { down = true } },
     { "hanging", { hang = true } },
-    { "429 with Retry-After 2", { status = 429, retry_after = 2 } },
+    { "429 with Retry-After 30", { status = 429, retry_after = 30 } },
     { "50 slots behind", { slot_lag = 50 } },
     { "malformed JSON", { malformed = true } },
     { "reset mid-response", { truncate = true } },
@@ -265,7 +265,7 @@ describe("rpc pool", function()
         assert.are.equal(0, e.queued, e.name)
       end
       local a = p:endpoints()[1]
-      if f[1] == "429 with Retry-After 2" then
+      if f[1] == "429 with Retry-After 30" then
         -- only the calls already in flight when the first 429 came back reached it
         assert.is_true(sim:stats(1).errors <= 50, "requests after the 429: " .. sim:stats(1).errors)
       elseif f[1] == "50 slots behind" then

@@ -725,7 +725,9 @@ function Pool:_execute(req, opts)
       free_retry = false
       launch(self, call, ep, req)
     end
-    local hedge_at = hedging and not call.hedged and call.n_inflight == 1 and (now() + hedge_delay(call.first, self))
+    -- hedge no later than a quarter into the deadline, so the second endpoint has most of it
+    local hedge_at = hedging and not call.hedged and call.n_inflight == 1
+      and (now() + min(hedge_delay(call.first, self), tmo * 0.25))
     local att = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
     if not att then
       if now() >= call.deadline then
