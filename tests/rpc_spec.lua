@@ -711,5 +711,21 @@ describe("rpc pool", function()
     assert.truthy(all:find("unknown key retries", 1, true), all)
     assert.are.same({}, policy.validate({ methods = { getPriorityFeeEstimate = { endpoints = { "helius" },
       timeout_ms = 800, priority = "normal" }, submit = { "sendBundle" } } }, "p.lua", { helius = true }))
+    -- applied by a load, merged across files (submit lists add up), cleared by a policy without it
+    local function file(text)
+      local name = os.tmpname() .. ".lua"
+      local f = assert(io.open(name, "w"))
+      f:write(text)
+      f:close()
+      return name
+    end
+    local a = file('return { methods = { submit = { "placeOrder" } } }')
+    local b = file('return { methods = { submit = { "cancelOrder" }, getHealth = { timeout_ms = 50 } } }')
+    local none = file('return {}')
+    assert.is_true((policy.apply_files({ a, b })))
+    assert.is_true(thorp.rpc.is_submit("placeOrder") and thorp.rpc.is_submit("cancelOrder"))
+    assert.is_true((policy.apply_files({ none })))
+    assert.is_false(thorp.rpc.is_submit("placeOrder"))
+    for _, n in ipairs{ a, b, none } do os.remove(n) os.remove((n:gsub("%.lua$", ""))) end
   end)
 end)
