@@ -356,6 +356,26 @@ describe("rpc pool", function()
     assert.has_error(function() thorp.rpc.new_pool{ endpoints = sim:endpoints(), health = "yes" } end)
   end)
 
+  it("a pool nobody references stops its health checks once collected", function()
+    local clock = thorp.rpc.new_pool{ endpoints = { { name = "a", url = sim.urls[1] } }, health_interval_ms = 20 }
+    local function ticks(n) -- wait for n more checks of the clock pool
+      local c = sim:stats(1).get_slot
+      assert.is_true(eventually(3000, function() return sim:stats(1).get_slot >= c + n end))
+    end
+    local dropped = thorp.rpc.new_pool{ endpoints = { { name = "b", url = sim.urls[2] } }, health_interval_ms = 20 }
+    ticks(3)
+    local was = sim:stats(2).get_slot
+    assert.is_true(was >= 2, "the pool checked while referenced")
+    assert.is_truthy(dropped.health_timer)
+    dropped = nil -- luacheck: ignore
+    ticks(2)                                               -- its last check has answered
+    collectgarbage() collectgarbage()
+    local base = sim:stats(2).get_slot
+    ticks(10)
+    assert.is_true(sim:stats(2).get_slot <= base + 1, ("%d checks after collection"):format(sim:stats(2).get_slot - base))
+    clock:stop_health()
+  end)
+
   it("a good health check closes an open breaker at once and ends a 429 backoff early", function()
     local p = pool{ health = true, health_interval_ms = 40, breaker = { failure_threshold = 1, cooldown_ms = 30000 },
                     max_retry_after_ms = 60000 }
