@@ -300,6 +300,9 @@ end
 --- healthy() -> bool: false while the journal cannot write (/health answers 503)
 function M.healthy() return not M.default or M.default.healthy end
 
+--- errors() -> journal operations that failed since start (thorp_journal_errors_total)
+function M.errors() return M.default and M.default.errors or 0 end
+
 --- unjournaled() -> trades refused or completions not written because of journal failures
 function M.unjournaled() return refused + #pending end
 
