@@ -13,7 +13,8 @@ usage:
   thorp exec [-c CONFIG] [OPTIONS] FILE.lua [ARG ...]
                                                   run FILE as the main coroutine
   thorp test [OPTIONS] [PATH ...]                 run busted specs inside the host (default tests/)
-  thorp repl [--socket PATH] [--local]            attach to a running host's console
+  thorp repl [--socket PATH] [--local] [--json] [-e CHUNK]
+                                                  attach to a running host's console
   thorp check [-c CONFIG] [OPTIONS] [POLICY ...]  validate config and policies
   thorp reload [--socket PATH]                    ask a running host to reload its policies
   thorp version
@@ -70,6 +71,8 @@ local function parse(argv, first, stop_at_positional)
     elseif a == "--http-port" then o.sets[#o.sets + 1] = "http.port=" .. value()
     elseif a == "--socket" then o.socket = value()
     elseif a == "--local" then o.flags["local"] = true
+    elseif a == "--json" then o.flags.json = true
+    elseif a == "-e" and not stop_at_positional then o.evals = o.evals or {}; o.evals[#o.evals + 1] = value()
     elseif a == "-h" or a == "--help" then o.help = true
     elseif a:sub(1, 2) == "--" and a:find("=", 1, true) then
       local k, v = a:match("^%-%-([^=]+)=(.*)$")

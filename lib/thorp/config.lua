@@ -26,6 +26,14 @@ local SETTINGS = {
   { "http.enabled", "THORP_HTTP", "bool", true },
   { "http.port", "THORP_HTTP_PORT", "int", 0, min = 0, max = 65535, note = "0 turns the listener off" },
   { "http.host", "THORP_HTTP_HOST", "string", "127.0.0.1" },
+  { "http.token", "THORP_HTTP_TOKEN", "string", nil,
+    note = "bearer token the listener requires (at least 16 characters; needed for a non-loopback THORP_HTTP_HOST)" },
+  { "http.max_body", "THORP_HTTP_MAX_BODY", "int", 4194304, min = 1024, max = 268435456,
+    note = "bytes per request body (413 beyond)" },
+  { "http.max_inflight_bytes", "THORP_HTTP_MAX_INFLIGHT_BYTES", "int", 67108864, min = 1024, max = 17179869184,
+    note = "bytes of request bodies held at once (503 beyond)" },
+  { "http.max_pending", "THORP_HTTP_MAX_PENDING", "int", 8192, min = 1, max = 8192,
+    note = "front-door requests being answered (503 beyond; /health, /ready, /metrics are not counted)" },
   { "backpressure.enabled", "ENABLE_BACKPRESSURE_MANAGEMENT", "bool", true },
   { "backpressure.max_queue_size", "BACKPRESSURE_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "backpressure.warning_threshold", "BACKPRESSURE_WARNING_THRESHOLD", "number", 0.8, min = 0.01, max = 1 },
@@ -46,6 +54,12 @@ local SETTINGS = {
   { "rpc.chainstack_url", "CHAINSTACK_RPC_URL", "url", nil },
   { "rpc.public_url", "PUBLIC_RPC_URL", "url", nil },
   { "rpc.urls", "THORP_RPC_URLS", "urllist", nil },
+  { "send.rebroadcast_ms", "THORP_SEND_REBROADCAST_MS", "int", 1000, min = 50, max = 60000,
+    note = "send_and_confirm sends the same bytes again this often until they land or expire" },
+  { "send.reconcile", "THORP_SEND_RECONCILE", "bool", true,
+    note = "at start, look up trades a previous run left open with a journaled signature and complete them" },
+  { "send.urls", "THORP_SEND_URLS", "urllist", nil,
+    note = "send-only endpoints (name=url,...: a Jito block engine, Helius Sender) that get every rebroadcast" },
   { "bus.max_queue_size", "BUS_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "bus.max_subscribers", "BUS_MAX_SUBSCRIBERS", "int", 100, min = 1, max = 100000 },
   { "bus.reorder_window_ms", "BUS_REORDER_WINDOW_MS", "int", 50, min = 0, max = 600000 },
@@ -60,10 +74,11 @@ local by_key, by_env = {}, {}
 for _, s in ipairs(SETTINGS) do by_key[s[1]] = s; by_env[s[2]] = s end
 
 -- Keys of the config file that are tables of their own (not settings).
-local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true }
+local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true, ["send.endpoints"] = true }
 
 -- The keys an endpoint of rpc.endpoints may have (add a key here and in check_endpoints).
-M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true }
+M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true,
+                    public_path = true }
 
 -- THORP_* variables read outside the settings table (tests, the demo, the
 -- build). Any other THORP_* name is an error: a misspelt setting must not
@@ -75,39 +90,10 @@ M.OTHER_ENV = { THORP_NO_DEV_LIB = true, THORP_TEST_VERBOSE = true, THORP_SIM = 
 ------------------------------------------------------------------------------
 -- URL redaction
 ------------------------------------------------------------------------------
-local function secret(s)
-  local log = require "thorp.log"
-  log.secret(s)
-end
-
---- Return url with its secrets replaced by ***, and register them.
-function M.redact_url(url)
-  if type(url) ~= "string" then return tostring(url) end
-  local scheme, rest = url:match("^(%a[%w+.-]*://)(.*)$")
-  if not scheme then scheme, rest = "", url end
-  local auth, after = rest:match("^([^/?#@]*)@(.*)$")
-  if auth then
-    secret(auth)
-    local user, pass = auth:match("^([^:]*):(.*)$")
-    if pass then secret(pass); secret(user) end
-    rest = "***@" .. after
-  end
-  local hostport, path, query, frag = rest:match("^([^/?#]*)([^?#]*)%??([^#]*)#?(.*)$")
-  if not hostport then return scheme .. rest end
-  path = path:gsub("[^/]+", function(seg)
-    if #seg >= 16 and seg:match("^[%w%-_]+$") and (seg:match("%d") or #seg >= 24) then
-      secret(seg)
-      return "***"
-    end
-  end)
-  if query ~= "" then
-    query = "?" .. query:gsub("([^&=]+)=([^&]*)", function(k, v)
-      if #v > 0 then secret(v) end
-      return k .. "=***"
-    end)
-  end
-  if frag ~= "" then secret(frag); frag = "#***" end
-  return scheme .. hostport .. path .. query .. frag
+--- redact_url(url [, endpoint]) -> url with its secrets replaced by ***, each
+--- registered with the scrubber (one scrubber: thorp.log.redact_url).
+function M.redact_url(url, opts)
+  return (package.loaded["thorp.log"] or require("thorp.log")).redact_url(url, opts)
 end
 
 ------------------------------------------------------------------------------
@@ -323,7 +309,7 @@ local function check_headers(h, w, errs)
       errs[#errs + 1] = ("%s.headers.%s: must be a one-line string"):format(w, k)
       ok = false
     else
-      if #v >= 4 then secret(v) end
+      require("thorp.log").secret_headers({ v })
       out[k] = v
     end
   end
@@ -387,6 +373,11 @@ local function check_endpoints(list, where, errs)
           tostring(e.timeout_ms))
         ok = false
       end
+      if e.public_path ~= nil and type(e.public_path) ~= "boolean" then
+        errs[#errs + 1] = ("%s.public_path = %s: must be true or false (true: the URL's path is not secret)"):format(w,
+          tostring(e.public_path))
+        ok = false
+      end
       if e.ws_url ~= nil and not valid_ws_url(e.ws_url) then
         errs[#errs + 1] = ("%s.ws_url = %s: must be a ws:// or wss:// URL"):format(w, M.redact_url(tostring(e.ws_url)))
         ok = false
@@ -398,7 +389,8 @@ local function check_endpoints(list, where, errs)
       end
       if ok then
         out[#out + 1] = { name = e.name, url = e.url, weight = e.weight or 1, timeout_ms = e.timeout_ms,
-                          ws_url = e.ws_url, headers = headers }
+                          ws_url = e.ws_url, headers = headers,
+                          public_path = e.public_path == true or nil }
       end
     end
   end
@@ -476,7 +468,7 @@ function M.load(opts)
   local errs = {}
   local values = {}
   for _, s in ipairs(SETTINGS) do values[s[1]] = s[4] end
-  local endpoints_from_file
+  local endpoints_from_file, send_from_file
 
   if opts.file then
     local t = load_file(opts.file, errs, opts.timeout_ms)
@@ -486,6 +478,8 @@ function M.load(opts)
       for key, v in pairs(flat) do
         if key == "rpc.endpoints" then
           endpoints_from_file = check_endpoints(v, opts.file .. ": rpc.endpoints", errs)
+        elseif key == "send.endpoints" then
+          send_from_file = check_endpoints(v, opts.file .. ": send.endpoints", errs)
         elseif key == "policies" then
           values.policies = check_policies(v, opts.file, errs)
         else
@@ -567,8 +561,14 @@ function M.load(opts)
   end
   if values["rpc.public_url"] then add({ name = "public", url = values["rpc.public_url"] }, "PUBLIC_RPC_URL") end
   for _, e in ipairs(values["rpc.urls"] or {}) do add({ name = e.name, url = e.url }, "THORP_RPC_URLS") end
-  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url) end
+  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url, e) end
   cfg.rpc.endpoints = eps
+  -- send-only endpoints: the file's send.endpoints, then THORP_SEND_URLS
+  local sends = {}
+  for _, e in ipairs(send_from_file or {}) do sends[#sends + 1] = e end
+  for _, e in ipairs(values["send.urls"] or {}) do sends[#sends + 1] = { name = e.name, url = e.url } end
+  for _, e in ipairs(sends) do e.display_url = M.redact_url(e.url) end
+  cfg.send.endpoints = sends
   cfg.console.socket = cfg.console.socket or (cfg.state_dir .. "/console.sock")
 
   if #errs > 0 then return nil, errs end
