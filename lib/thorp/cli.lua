@@ -255,7 +255,6 @@ function M.main(argv)
   if #o.code > 0 and cmd ~= "exec" and cmd ~= "repl" then
     return usage_error("-e CODE is an option of thorp exec and thorp repl")
   end
-  if #o.code > 0 then o.evals = o.code end -- thorp repl -e CHUNK
   if cmd == "test" then test_state_dir(o) end
   if cmd == "repl" or cmd == "reload" then
     local console = require "thorp.console"
