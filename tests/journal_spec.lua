@@ -131,6 +131,15 @@ describe("journal", function()
     j:close()
   end)
 
+  it("a closed journal raises instead of reaching C", function()
+    local j = assert(journal.open(tmpdir()))
+    j:close()
+    local ok, err = pcall(j.begin, j, "x", "TRADE", {})
+    assert.is_false(ok)
+    assert.matches("begin on a closed journal", err, 1, true)
+    j:close() -- twice is fine
+  end)
+
   it("uses no mmapped -shm file", function()
     local dir = tmpdir()
     local j = assert(journal.open(dir))

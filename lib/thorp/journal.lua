@@ -37,8 +37,16 @@ J.__index = J
 
 M.DEFAULT_RETENTION_MS = 7 * 86400000
 
+-- A closed journal answers every method with an error (never a NULL handle to C).
+local CLOSED = { __index = function(_, name)
+  if name == "close" then return function() end end
+  if name == "healthy" then return false end
+  return function() error("journal: " .. tostring(name) .. " on a closed journal", 2) end
+end }
+
 local function close(self)
   if self.h ~= nil then C.thorp_journal_close(ffi.gc(self.h, nil)); self.h = nil end
+  setmetatable(self, CLOSED)
 end
 J.close = close
 
