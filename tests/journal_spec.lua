@@ -131,6 +131,15 @@ describe("journal", function()
     j:close()
   end)
 
+  it("a closed journal raises instead of reaching C", function()
+    local j = assert(journal.open(tmpdir()))
+    j:close()
+    local ok, err = pcall(j.begin, j, "x", "TRADE", {})
+    assert.is_false(ok)
+    assert.matches("begin on a closed journal", err, 1, true)
+    j:close() -- twice is fine
+  end)
+
   it("uses no mmapped -shm file", function()
     local dir = tmpdir()
     local j = assert(journal.open(dir))
@@ -251,6 +260,19 @@ describe("shutdown registry", function()
     end)
     assert.has_error(function() thorp.journal.record_send("x", { signature = "abc", last_valid_block_height = -1 }) end)
     assert.has_error(function() thorp.shutdown.complete("x", { status = 5 }) end)
+  end)
+
+  it("stores any outcome: u64 slots exactly, what JSON cannot hold as text, and the trade completes", function()
+    assert.truthy(thorp.shutdown.register("TRADE", "spec-odd", {}))
+    assert.is_true(thorp.shutdown.complete("spec-odd", { status = "failed", slot = 18446744073709551615ULL,
+                                                         err = { InstructionError = { 0, thorp.json.null } } }))
+    local h = thorp.journal.history{ limit = 1 }[1]
+    assert.are.equal(18446744073709551615ULL, h.slot)
+    assert.is_true(thorp.json.is_null(h.err.InstructionError[2]))
+    assert.truthy(thorp.shutdown.register("TRADE", "spec-odd2", {}))
+    assert.is_true(thorp.shutdown.complete("spec-odd2", { status = "failed", callback = print }))
+    assert.are.equal(0, thorp.shutdown.status().active_trades)
+    assert.are.equal("failed", thorp.journal.history{ limit = 1 }[1].status)
   end)
 
   it("rejects bad arguments with what is allowed", function()

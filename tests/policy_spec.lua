@@ -201,6 +201,21 @@ describe("policy", function()
     assert.are.equal(before_subs, bus:stats().subscriber_count)
   end)
 
+  it("checks backpressure against the running values before anything applies", function()
+    local bp = thorp.backpressure.default
+    local saved = { warning_threshold = bp.a.warning, critical_threshold = bp.a.critical }
+    assert.is_true((policy.apply_files({ write("bp0.lua", [[return { priorities = { rpc = { getSlot = "low" } },
+      backpressure = { warning_threshold = 0.5, critical_threshold = 0.9 } }]]) })))
+    -- alone this file is fine (0.92 is below the default 0.95); with the running 0.9 it is not
+    local ok, err = policy.apply_files({ write("bp1.lua", [[return { priorities = { rpc = { getSlot = "critical" } },
+      backpressure = { warning_threshold = 0.92 } }]]) })
+    assert.is_false(ok)
+    assert.matches("backpressure (with the running values)", err, 1, true)  -- refused before applying
+    assert.is_nil(err:find("apply failed", 1, true))
+    assert.are.equal("low", thorp.rpc.priorities().getSlot)
+    bp:configure(saved)
+  end)
+
   it("puts the policy's folder on package.path so it can require a module beside it", function()
     local sub = dir .. "/modpol"
     os.execute("mkdir -p " .. sub)

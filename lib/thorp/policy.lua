@@ -171,6 +171,15 @@ M.section("backpressure", {
     if type(b) ~= "table" then return { where .. ": expected a table" } end
     return require("thorp.backpressure").validate(b, where)
   end,
+  -- the values it leaves unset come from the running admission control: check the combination
+  check = function(b)
+    local bpm = require "thorp.backpressure"
+    local live = bpm.default and bpm.default.a
+    if not live then return {} end
+    return bpm.validate({ max_queue_size = b.max_queue_size, warning_threshold = b.warning_threshold or live.warning,
+                          critical_threshold = b.critical_threshold or live.critical },
+                        "backpressure (with the running values)")
+  end,
   apply = function(b) if b then require("thorp.backpressure").default:configure(b) end end,
 })
 
