@@ -22,16 +22,19 @@
 #ifndef THORP_ADMISSION_H
 #define THORP_ADMISSION_H
 
-enum { ADM_CRITICAL = 0, ADM_NORMAL = 1, ADM_LOW = 2 };
-enum { ADM_OK = 0, ADM_CRITICAL_OVERLOAD = 1, ADM_WARNING = 2, ADM_QUEUE_FULL = 3, ADM_RESERVED = 4 };
+/* ffi:begin */
+/* Priorities (index of load[], offered[], ...) and try results (index of by_reason[]). */
+enum { ADM_CRITICAL = 0, ADM_NORMAL = 1, ADM_LOW = 2, ADM_PRIORITIES = 3 };
+enum { ADM_OK = 0, ADM_CRITICAL_OVERLOAD = 1, ADM_WARNING = 2, ADM_QUEUE_FULL = 3, ADM_RESERVED = 4,
+       ADM_RESULTS = 5 };
 
 typedef struct thorp_admit {
     double max, warning, critical; /* capacity, thresholds as fractions */
     int enabled;                   /* 0: admit everything, still count */
-    double load[3], total, peak;
-    double offered[3], accepted[3], rejected[3];
+    double load[ADM_PRIORITIES], total, peak;
+    double offered[ADM_PRIORITIES], accepted[ADM_PRIORITIES], rejected[ADM_PRIORITIES];
     double crit_peak, crit_peak_at, reserve, last_util;
-    double by_reason[5]; /* refusals by reason (index = ADM_* result) */
+    double by_reason[ADM_RESULTS]; /* refusals by reason (index = ADM_* result) */
 } thorp_admit;
 
 void thorp_admit_init(thorp_admit *a, double max, double warning, double critical);
@@ -43,5 +46,6 @@ void thorp_admit_release(thorp_admit *a, int prio);
 int thorp_admit_util(const thorp_admit *a);
 /* The critical reserve as of now (slots kept for critical work). */
 double thorp_admit_reserve(thorp_admit *a);
+/* ffi:end */
 
 #endif

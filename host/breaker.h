@@ -23,9 +23,10 @@
 
 #include <stdint.h>
 
+/* ffi:begin */
 enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
 enum { BR_SUCCESS = 0, BR_FAILURE = 1, BR_NEUTRAL = 2 };
-#define BR_BUCKETS 10
+enum { BR_BUCKETS = 10 };
 
 typedef struct thorp_breaker {
     /* settings */
@@ -54,5 +55,6 @@ void thorp_breaker_trip(thorp_breaker *b, double now);
 void thorp_breaker_reset(thorp_breaker *b);
 /* Milliseconds until an OPEN breaker admits a probe (0 when not OPEN). */
 double thorp_breaker_retry_in(thorp_breaker *b, double now);
+/* ffi:end */
 
 #endif

@@ -111,7 +111,8 @@ static void conn_process(conn *c)
             char *end;
             errno = 0;
             unsigned long long n = strtoull(hdr, &end, 10);
-            if (end == hdr || *end || errno) { conn_fail(c, "-bad frame header\n"); return; }
+            /* the number must fill the header up to its newline (a NUL inside is no end) */
+            if (end == hdr || end != hdr + p.pos || errno) { conn_fail(c, "-bad frame header\n"); return; }
             if (n > CONSOLE_MAX_REQUEST) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "-request too large (%llu bytes, the limit is %u)\n", n, CONSOLE_MAX_REQUEST);

@@ -33,6 +33,8 @@
 #define CONSOLE_MAX_REPLY (64u << 20)
 #define CONSOLE_MAX_CONNS 16
 
+/* ffi:begin */
+/* event.a of a TEV_CONSOLE event */
 enum { CONSOLE_EV_REQUEST = 1, CONSOLE_EV_CLOSED = 2, CONSOLE_EV_STDIN = 3 };
 
 /* Server (exported to Lua). */
@@ -59,5 +61,6 @@ int thorp_console_stdin_start(int edit);
 void thorp_console_stdin_prompt(const char *prompt);
 char *thorp_console_stdin_next(size_t *len, int *eof);
 void thorp_console_stdin_stop(void);
+/* ffi:end */
 
 #endif

@@ -15,12 +15,7 @@
  * and then posts nothing). Bodies over max_body get
  * 413 from libevent; past HTTP_MAX_PENDING unanswered requests new ones get
  * 503 without reaching Lua.
- *
- * JSON helpers for the front door, so ids and results pass through byte for
- * byte (no decode/encode round trip loses a u64 or turns [] into {}):
- *   thorp_json_member(s, len, "id", 2, &a, &b)   top-level member of an object
- *   thorp_json_elements(s, len, starts, ends, max)  elements of an array
- * Spans are byte offsets [a, b) into s.
+ * The JSON span scanner the front door uses lives in jsonspan.h.
  */
 #ifndef THORP_HTTP_H
 #define THORP_HTTP_H
@@ -31,6 +26,7 @@
 #define HTTP_MAX_PENDING 8192
 #define HTTP_DEFAULT_MAX_BODY (4u << 20)
 
+/* ffi:begin */
 /* event.a of a TEV_HTTP event: a new request's method, or HTTP_EV_SENT */
 enum { HTTP_M_OTHER = 0, HTTP_M_GET = 1, HTTP_M_POST = 2, HTTP_M_HEAD = 3, HTTP_EV_SENT = 16 };
 
@@ -54,7 +50,6 @@ int thorp_http_reply(int64_t id, int status, const char *content_type, const cha
 int thorp_http_pending(void);
 int thorp_http_port(void);
 
-int thorp_json_member(const char *s, size_t len, const char *key, size_t keylen, size_t *start, size_t *end);
-int thorp_json_elements(const char *s, size_t len, size_t *starts, size_t *ends, int max);
+/* ffi:end */
 
 #endif

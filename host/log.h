@@ -12,7 +12,9 @@
 #ifndef THORP_LOG_H
 #define THORP_LOG_H
 
+/* ffi:begin */
 enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+/* ffi:end */
 
 void log_init(void);
 void log_free(void);
@@ -21,6 +23,7 @@ void log_emit(int level, const char *module, const char *reqid, const char *fmt,
     __attribute__((format(printf, 4, 5)));
 
 /* Exported to Lua through the FFI. */
+/* ffi:begin */
 void thorp_log_set_level(int level);
 int thorp_log_get_level(void);
 int thorp_log_is_json(void);
@@ -30,5 +33,6 @@ void thorp_log_write(int level, const char *line);
 /* Replace every registered secret in s with "***"; result in a static-free
  * caller buffer. Returns the length written (truncated to cap-1). */
 int thorp_log_scrub(const char *s, char *out, int cap);
+/* ffi:end */
 
 #endif

@@ -9,6 +9,9 @@
 
 #define MAX_SIGNALS 8
 
+_Static_assert(TSIG_HUP == SIGHUP && TSIG_INT == SIGINT && TSIG_USR1 == SIGUSR1 && TSIG_TERM == SIGTERM,
+               "loop.h's TSIG_* must equal <signal.h>");
+
 static struct {
     struct event_base *base;
     struct event *tick;

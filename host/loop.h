@@ -30,10 +30,13 @@ enum {
     TEV_RPC = 2,     /* id = call id */
     TEV_CONSOLE = 3, /* id = connection id */
     TEV_HTTP = 4,    /* id = request id */
-    TEV_WAKE = 5,    /* generic wake-up: id = whatever the poster chose */
     TEV_WS = 9,      /* WebSocket (host/ws.h): a = THORP_WS_*, id = connection */
     TEV_USER = 16,   /* first kind free for modules */
 };
+
+/* The signals Lua handles (thorp_loop_catch_signal, event.a of TEV_SIGNAL).
+ * loop.c checks at compile time that they equal <signal.h>'s. */
+enum { TSIG_HUP = 1, TSIG_INT = 2, TSIG_USR1 = 10, TSIG_TERM = 15 };
 
 typedef struct thorp_event {
     int32_t kind;

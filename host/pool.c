@@ -12,6 +12,7 @@ typedef struct req {
     CURL *easy;
     thorp_http_result *res;
     size_t cap;
+    struct curl_slist *hdrs; /* this request's own headers (an endpoint's `headers`), or NULL */
     struct req *next;
 } req;
 
@@ -161,6 +162,7 @@ static void pool_finish(req *r, int cancelled) {
     } else {
         curl_easy_cleanup(r->easy);
     }
+    curl_slist_free_all(r->hdrs);
     free(r);
     if (pool.closing) thorp_pool_result_free(res);
     else loop_post(TEV_RPC, res->id, res->curl_code, res->total_ms, res);
@@ -182,6 +184,11 @@ static void pool_check_done(void) {
 
 int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
                            double connect_timeout_ms, char *err, int errlen) {
+    return thorp_pool_request_headers(url, body, len, timeout_ms, connect_timeout_ms, NULL, err, errlen);
+}
+
+int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len, double timeout_ms,
+                                   double connect_timeout_ms, const char *headers, char *err, int errlen) {
     if (pool_init() != 0) {
         snprintf(err, errlen, "libcurl failed to initialise");
         return -1;
@@ -203,7 +210,21 @@ int64_t thorp_pool_request(const char *url, const char *body, size_t len, double
         pool.headers = curl_slist_append(pool.headers, "Expect:");
     }
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, pool.headers);
+    if (headers && *headers) { /* the endpoint's own headers (API keys), then the common two */
+        for (struct curl_slist *h = pool.headers; h; h = h->next) r->hdrs = curl_slist_append(r->hdrs, h->data);
+        for (const char *p = headers; *p;) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            char line[1024];
+            if (n > 0 && n < sizeof line) {
+                memcpy(line, p, n);
+                line[n] = 0;
+                r->hdrs = curl_slist_append(r->hdrs, line);
+            }
+            p += n + (nl ? 1 : 0);
+        }
+    }
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs ? r->hdrs : pool.headers);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pool_on_body);

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ffi:begin */
 typedef struct thorp_http_result {
     int64_t id;
     int curl_code;        /* 0 = the transfer completed (any HTTP status) */
@@ -35,9 +36,13 @@ typedef struct thorp_http_result {
 /* Start a POST of body to url; returns its id (> 0) or -1 (error in *err). */
 int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
                            double connect_timeout_ms, char *err, int errlen);
+/* The same with the endpoint's own headers: "Name: value" lines separated by '\n' (or NULL). */
+int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len, double timeout_ms,
+                                   double connect_timeout_ms, const char *headers, char *err, int errlen);
 /* Stop a request still in flight; its event still arrives, with cancelled = 1. */
 void thorp_pool_cancel(int64_t id);
 void thorp_pool_result_free(thorp_http_result *r);
 int thorp_pool_inflight(void);
+/* ffi:end */
 
 #endif

@@ -73,6 +73,12 @@ static int script_traceback(lua_State *L)
     return 1;
 }
 
+extern char **environ;
+const char *thorp_script_env_at(int i)
+{
+    return environ ? environ[i] : NULL; /* the caller stops at the first NULL */
+}
+
 int thorp_script_run_loop(void)
 {
     lua_State *L = script_L;

@@ -18,15 +18,18 @@ lua_State *script_new(const char *exe_path);
 int script_main(lua_State *L, int argc, char **argv);
 void script_free(lua_State *L);
 
-/* Exported to Lua: the directory that holds lib/thorp when running from a
- * source tree, or "" when only the embedded bytecode is available. */
+/* ffi:begin */
+/* The directory that holds lib/thorp when running from a source tree, or ""
+ * when only the embedded bytecode is available. */
 const char *thorp_dev_root(void);
 const char *thorp_version(void);
 /* The directory of the running executable (installed layout: PREFIX/bin). */
 const char *thorp_exe_dir(void);
 /* Register the scheduler's step function (top of stack) and run the loop. */
-/* ffi:begin */
 int thorp_script_run_loop(void);
+/* The i-th "NAME=value" of the process environment (0-based), NULL past the end:
+ * config checks every THORP_* name against the known settings. */
+const char *thorp_script_env_at(int i);
 /* ffi:end */
 
 #endif

@@ -2,6 +2,7 @@
 #include "watchdog.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <time.h>
 #include "log.h"
 #include "loop.h"
@@ -9,52 +10,82 @@
 thorp_watchdog thorp_wd;
 
 static pthread_t wd_thread;
-static volatile int wd_on, wd_quit;
+static int wd_on;   /* loop thread only */
+static int wd_quit; /* under wd_mu */
 static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wd_cv = PTHREAD_COND_INITIALIZER;
 
+/* The loop thread writes thorp_wd with plain stores (LuaJIT FFI stores, on
+ * the scheduler's hot path); this thread reads it with relaxed atomic loads
+ * and writes its own two fields with relaxed atomic stores. On the targets
+ * thorp runs on (x86-64, arm64) an aligned store of up to 8 bytes is a
+ * single-copy atomic access, which is what a relaxed atomic store compiles
+ * to, so neither side can see a torn value; the compiler cannot cache or
+ * split the loads here. No ordering is needed: a report may be one tick
+ * late, never wrong about which resume it is about (seq is checked again
+ * after the name is read). */
+#define LOAD(field) __atomic_load_n(&thorp_wd.field, __ATOMIC_RELAXED)
+static double load_double(volatile double *p) { double v; __atomic_load(p, &v, __ATOMIC_RELAXED); return v; }
+static void store_double(volatile double *p, double v) { __atomic_store(p, &v, __ATOMIC_RELAXED); }
+
 static void wd_free(void *arg) { (void)arg; watchdog_stop(); }
+
+/* Copy the running task's name, or return 0 if that resume ended meanwhile
+ * (the name is a Lua string owned by the task: only while the same resume
+ * still runs is it known to be alive). */
+static int running_name(uint64_t seq, char *out, size_t cap)
+{
+    const char *p = LOAD(task);
+    size_t i = 0;
+    if (p)
+        for (; i + 1 < cap && p[i]; i++) out[i] = p[i];
+    out[i] = 0;
+    if (!p) snprintf(out, cap, "(unnamed)");
+    return LOAD(seq) == seq && LOAD(running);
+}
 
 static void *wd_main(void *arg) {
     uint64_t seen = 0;
     double since = 0, next_report = 0;
+    pthread_mutex_lock(&wd_mu);
     while (!wd_quit) {
         /* sleep 50 ms, or until watchdog_stop() wakes us: exit never waits a tick */
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 50 * 1000000L;
         if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
-        pthread_mutex_lock(&wd_mu);
-        if (!wd_quit) pthread_cond_timedwait(&wd_cv, &wd_mu, &until);
-        pthread_mutex_unlock(&wd_mu);
+        pthread_cond_timedwait(&wd_cv, &wd_mu, &until);
         if (wd_quit) break;
-        double now = thorp_now();
-        uint64_t seq = thorp_wd.seq;
-        if (!thorp_wd.running || seq != seen) {
+        pthread_mutex_unlock(&wd_mu);
+        double now = thorp_now(), limit = load_double(&thorp_wd.limit_ms);
+        uint64_t seq = LOAD(seq);
+        if (!LOAD(running) || seq != seen) {
             seen = seq;
             since = now;
-            next_report = thorp_wd.limit_ms;
-            continue;
+            next_report = limit;
+        } else {
+            double ran = now - since;
+            if (ran > load_double(&thorp_wd.longest_ms)) store_double(&thorp_wd.longest_ms, ran);
+            char name[128];
+            if (limit > 0 && ran >= next_report && running_name(seq, name, sizeof name)) {
+                if (next_report == limit) __atomic_store_n(&thorp_wd.stalls, LOAD(stalls) + 1, __ATOMIC_RELAXED);
+                log_emit(LOG_ERROR, "watchdog", NULL,
+                         "task %s has run %.0f ms without yielding: the host's loop is stalled "
+                         "(LuaJIT cannot pre-empt it; look for a loop without thorp.sleep or an RPC call)",
+                         name, ran);
+                next_report *= 2;
+            }
         }
-        double ran = now - since;
-        if (ran > thorp_wd.longest_ms) thorp_wd.longest_ms = ran;
-        if (thorp_wd.limit_ms > 0 && ran >= next_report) {
-            const char *name = thorp_wd.task;
-            if (next_report == thorp_wd.limit_ms) thorp_wd.stalls++;
-            log_emit(LOG_ERROR, "watchdog", NULL,
-                     "task %s has run %.0f ms without yielding: the host's loop is stalled "
-                     "(LuaJIT cannot pre-empt it; look for a loop without thorp.sleep or an RPC call)",
-                     name ? name : "(unnamed)", ran);
-            next_report *= 2;
-        }
+        pthread_mutex_lock(&wd_mu);
     }
+    pthread_mutex_unlock(&wd_mu);
     return NULL;
 }
 
 int thorp_watchdog_start(double limit_ms) {
-    thorp_wd.limit_ms = limit_ms;
+    store_double(&thorp_wd.limit_ms, limit_ms);
     if (wd_on || limit_ms <= 0) return 0;
-    wd_quit = 0;
+    wd_quit = 0; /* the thread is not running: no lock needed */
     if (pthread_create(&wd_thread, NULL, wd_main, NULL) != 0) return -1;
     wd_on = 1;
     loop_on_free(wd_free, NULL);

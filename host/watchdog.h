@@ -12,6 +12,13 @@
  * longer than the limit it logs the task's name and how long it has run,
  * again at 2x, 4x, ... the limit, and counts a stall. It only reports; the
  * operator decides (the journal keeps open trades safe across a restart).
+ *
+ * Threads: the scheduler's stores stay plain (FFI field stores, no call on
+ * every resume); the thread reads with relaxed atomic loads and writes only
+ * stalls and longest_ms, with relaxed atomic stores (watchdog.c says why
+ * that is enough). C code that stands in for the scheduler (the unit tests)
+ * stores with __atomic_store_n(..., __ATOMIC_RELAXED), the same instruction,
+ * so ThreadSanitizer sees both sides (make tsan).
  */
 #ifndef THORP_WATCHDOG_H
 #define THORP_WATCHDOG_H

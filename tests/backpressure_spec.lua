@@ -1,6 +1,7 @@
 -- Admission control (host/admission.c) through thorp.backpressure.
 local thorp = require "thorp"
 local backpressure = require "thorp.backpressure"
+local wait_until = require("thorp.testing").wait_until
 
 describe("backpressure", function()
   it("reports utilization before the request and the exact reasons", function()
@@ -60,7 +61,7 @@ describe("backpressure", function()
       end
       thorp.sleep(10)
     end
-    thorp.sleep(120)
+    wait_until(function() return bp:stats().current_load == 0 end, 2000, "every admitted request released")
     local s = bp:stats()
     assert.is_true(crit_ok / crit >= 0.99, crit_ok .. "/" .. crit)
     assert.is_true(s.by_priority.low.rejected > s.by_priority.normal.rejected * 0.3)
@@ -84,13 +85,25 @@ describe("backpressure", function()
     local bp = backpressure.new{}
     ok, err = pcall(bp.try_acquire, bp, "urgent")
     assert.is_false(ok)
-    assert.truthy(tostring(err):find('"critical", "normal" or "low", got urgent', 1, true))
+    assert.truthy(tostring(err):find('backpressure:try_acquire: priority: got "urgent", allowed: critical, normal, low',
+                                     1, true))
   end)
 
-  it("the host instance follows the configuration", function()
+  it("the host instance follows the configuration, and is left as it was", function()
+    local was = backpressure.default:stats()
+    local function restore()
+      backpressure.start{ backpressure = { max_queue_size = was.max_queue_size, enabled = was.enabled,
+                                           warning_threshold = was.warning_threshold,
+                                           critical_threshold = was.critical_threshold } }
+    end
+    finally(restore)
     backpressure.start{ backpressure = { max_queue_size = 3, warning_threshold = 0.5, critical_threshold = 0.9,
                                          enabled = true } }
-    assert.are.equal(3, backpressure.default:stats().max_queue_size)
-    backpressure.start{ backpressure = { max_queue_size = 10000 } }
+    local st = backpressure.default:stats()
+    assert.are.same({ 3, 0.5, 0.9 }, { st.max_queue_size, st.warning_threshold, st.critical_threshold })
+    restore()
+    st = backpressure.default:stats()
+    assert.are.same({ was.max_queue_size, was.warning_threshold, was.critical_threshold, was.enabled },
+                    { st.max_queue_size, st.warning_threshold, st.critical_threshold, st.enabled })
   end)
 end)

@@ -4,11 +4,13 @@
 local thorp = require "thorp"
 local sched = require "thorp.sched"
 local busm = require "thorp.bus"
+local testing = require "thorp.testing"
+local wait_until = testing.wait_until
 
--- A few loop turns: enough for the dispatcher and the workers to run. A plain
--- yield runs again within the scheduler's current step; the short sleep waits
--- for the next one (a worker past its time budget naps until then).
-local function turns(n) for _ = 1, n or 5 do coroutine.yield(); thorp.sleep(0.001) end end
+-- A few loop turns (not wall-clock time): enough for the dispatcher and the
+-- workers to run; used where a test checks what has (or has not) happened
+-- once the bus had its turns. Waits for something to happen use wait_until.
+local turns = testing.turns
 
 -- A gate a handler can park on until the test opens it.
 local function gate()
@@ -65,7 +67,7 @@ describe("bus", function()
     bus:publish("t", { sequence = 3 })
     bus:publish("t", { sequence = 4 })
     bus:publish("t", { sequence = 7 })
-    thorp.sleep(80)
+    wait_until(function() return #got == 4 end, 2000, "the held events after the reorder window")
     assert.are.same({ 1, 3, 4, 7 }, got)
     local st = bus:stats()
     assert.are.equal(2, st.reorder_gaps)
@@ -131,7 +133,7 @@ describe("bus", function()
       active = active - 1
     end)
     for i = 1, 5 do bus:publish("t", i) end
-    while #order < 5 do thorp.sleep(5) end
+    wait_until(function() return #order == 5 end, 2000, "five events")
     assert.are.equal(1, max_active)
     assert.are.same({ 1, 2, 3, 4, 5 }, order)
   end)
@@ -248,7 +250,7 @@ describe("bus", function()
     bus:set_topic_priorities{}
     assert.are.equal("normal", bus:stats().topics.metrics.priority)
     assert.has_error(function() bus:set_topic_priorities{ x = "urgent" } end,
-      'bus:set_topic_priorities: priority of topic "x" must be "critical", "normal" or "low" (got "urgent")')
+      'bus:set_topic_priorities: priority of topic "x": got "urgent", allowed: critical, normal, low')
   end)
 
   it("refuses a burst beyond max_queue_size and counts it", function()
@@ -319,7 +321,7 @@ describe("bus", function()
     turns()
     assert.are.equal(6, calls)
     assert.are.equal(15, sub_stats(bus, "s").skipped)
-    thorp.sleep(40)
+    wait_until(function() return sub_stats(bus, "s").quarantined_for_ms == 0 end, 2000, "the quarantine to end")
     fail = false
     bus:publish("t", 22)
     turns()
@@ -464,19 +466,6 @@ describe("bus", function()
     assert.are.equal(10000, busm.default.max_queue_size)
   end)
 
-  -- Wait until cond() holds (checked every loop turn, then every ms), failing
-  -- instead of hanging after max_ms.
-  local function until_true(cond, max_ms, what)
-    for _ = 1, 100 do
-      if cond() then return end
-      coroutine.yield()
-    end
-    local deadline = thorp.now() + max_ms
-    while not cond() do
-      if thorp.now() > deadline then error("timed out waiting for " .. what) end
-      thorp.sleep(1)
-    end
-  end
 
   it("a million events through a bounded bus: memory stays flat, every event is accounted for", function()
     local base = sched.pending().holds
@@ -508,7 +497,7 @@ describe("bus", function()
         mem_max = math.max(mem_max, collectgarbage("count") - mem0)
       end
     end
-    until_true(function() return n1 == accepted and n2 == accepted end, 20000, "the fast subscribers")
+    wait_until(function() return n1 == accepted and n2 == accepted end, 20000, "the fast subscribers")
     collectgarbage("collect")
     local grown = collectgarbage("count") - mem0
     assert.is_true(mem_max < 1024, ("memory grew by %.0f KB during the run"):format(mem_max))
@@ -535,7 +524,7 @@ describe("bus", function()
     assert.are.equal(slow.dropped, st.topics.t.dropped_by_reason.MAILBOX_FULL)
     assert.are.equal(slow.dropped, st.mailbox_dropped)
     bus:unsubscribe("slow")
-    until_true(function() return sched.pending().holds == base end, 5000, "holds to balance")
+    wait_until(function() return sched.pending().holds == base end, 5000, "holds to balance")
   end)
 
   it("a handler that errors on every third event: the others are delivered, failures counted, no quarantine", function()
@@ -568,7 +557,7 @@ describe("bus", function()
     turns(2)
     assert.are.equal(20, #fast) -- the sleeper does not hold the other subscriber up
     for i = 21, 40 do bus:publish("t", i); if i % 5 == 0 then thorp.sleep(1) end end
-    until_true(function() return #got == 40 end, 5000, "the sleeper")
+    wait_until(function() return #got == 40 end, 5000, "the sleeper")
     local want = {}
     for i = 1, 40 do want[i] = i end
     assert.are.same(want, got)
@@ -671,7 +660,7 @@ describe("bus", function()
     bus:subscribe("fast", function() end, { name = "fast" })
     for i = 1, 4 do bus:publish("slow", i) end
     for i = 1, 100 do bus:publish("fast", i) end
-    until_true(function() return sub_stats(bus, "slow").delivered == 4 end, 5000, "the slow handler")
+    wait_until(function() return sub_stats(bus, "slow").delivered == 4 end, 5000, "the slow handler")
     local h = sub_stats(bus, "slow").handler_ms
     assert.are.equal(4, h.samples) -- a slow handler is timed on every call
     assert.is_true(h.p50 >= 3 and h.p99 >= h.p50 and h.max >= h.p99, require("thorp.pretty").format(h))
@@ -696,36 +685,38 @@ describe("bus", function()
     assert.are.equal("bus:executor", name)
   end)
 
-  describe("argument errors name the argument and what is allowed", function()
+  describe("argument errors name the argument, the value and what is allowed", function()
     local bus = busm.new{}
     local cases = {
-      { function() bus:publish(nil, 1) end, "bus:publish: topic must be a non-empty string (got nil)" },
-      { function() bus:publish("", 1) end, 'bus:publish: topic must be a non-empty string (got "")' },
+      { function() bus:publish(nil, 1) end, "bus:publish: topic: got nil, allowed: a non-empty string" },
+      { function() bus:publish("", 1) end, 'bus:publish: topic: got "", allowed: a non-empty string' },
       { function() bus:publish("t", 1, "high") end,
-        'bus:publish: priority must be "critical", "normal" or "low" (got "high")' },
+        'bus:publish: priority: got "high", allowed: critical, normal, low' },
       { function() bus:publish("t", { sequence = 0 }) end,
-        "bus:publish: event.sequence must be an integer >= 1 or nil (got 0)" },
+        "bus:publish: event.sequence: got 0, allowed: integer >= 1 or nil" },
       { function() bus:publish("t", { sequence = "3" }) end,
-        'bus:publish: event.sequence must be an integer >= 1 or nil (got "3")' },
-      { function() bus:subscribe(5, function() end) end, "bus:subscribe: topic must be a non-empty string (got 5)" },
-      { function() bus:subscribe("t", "f") end, 'bus:subscribe: handler must be a function (got "f")' },
+        'bus:publish: event.sequence: got "3", allowed: integer >= 1 or nil' },
+      { function() bus:subscribe(5, function() end) end, "bus:subscribe: topic: got 5, allowed: a non-empty string" },
+      { function() bus:subscribe("t", "f") end, 'bus:subscribe: handler: got "f", allowed: a function' },
       { function() bus:subscribe("t", function() end, { max_failure_rate = 2 }) end,
-        "bus:subscribe: opts.max_failure_rate must be a number from 0 to 1 (got 2)" },
+        "bus:subscribe: opts.max_failure_rate: got 2, allowed: number in [0, 1]" },
       { function() bus:subscribe("t", function() end, { nmae = "x" }) end,
         'bus:subscribe: unknown option "nmae" (allowed: failure_window, max_failure_rate, max_queue_size, '
           .. "name, quarantine_ms)" },
-      { function() busm.new{ max_queue_size = 0 } end, "bus.new: max_queue_size must be an integer >= 1 (got 0)" },
+      { function() busm.new{ max_queue_size = 0 } end, "bus.new: max_queue_size: got 0, allowed: integer >= 1" },
       { function() busm.new{ reorder_window_ms = -1 } end,
-        "bus.new: reorder_window_ms must be a number >= 0 (got -1)" },
-      { function() busm.new{ backpressure = {} } end, "bus.new: backpressure must be an object with" },
-      { function() busm.new(5) end, "bus.new: options must be a table or nil (got 5)" },
+        "bus.new: reorder_window_ms: got -1, allowed: number >= 0" },
+      { function() busm.new{ backpressure = {} } end, "bus.new: backpressure: got table: " },
+      { function() busm.new(5) end, "bus.new: options: got 5, allowed: a table or nil" },
       { function() busm.new{ evict_low_for_critical = "yes" } end,
-        'bus.new: evict_low_for_critical must be a boolean (got "yes")' },
+        'bus.new: evict_low_for_critical: got "yes", allowed: true or false' },
       { function() bus:configure{ max_subscribers = 1.5 } end,
-        "bus:configure: max_subscribers must be an integer >= 1 (got 1.5)" },
+        "bus:configure: max_subscribers: got 1.5, allowed: integer >= 1" },
       { function() bus:subscribe("t", function() end, { failure_window = 0 }) end,
-        "bus:subscribe: opts.failure_window must be an integer from 1 to 10000 (got 0)" },
-      { function() bus:replace_handler("x", 1) end, "bus:replace_handler: handler must be a function (got 1)" },
+        "bus:subscribe: opts.failure_window: got 0, allowed: integer in [1, 10000]" },
+      { function() bus:replace_handler("x", 1) end, "bus:replace_handler: handler: got 1, allowed: a function" },
+      { function() bus:set_topic_priorities{ t = "urgent" } end,
+        'bus:set_topic_priorities: priority of topic "t": got "urgent", allowed: critical, normal, low' },
     }
     for i, c in ipairs(cases) do
       it("case " .. i .. ": " .. c[2], function()

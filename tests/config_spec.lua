@@ -4,6 +4,24 @@ local log = require "thorp.log"
 
 local function env(t) return function(name) return t[name] end end
 
+local function write(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- load a config file's text; returns cfg, all errors joined
+local function load_text(text, e, extra)
+  local path = write(text)
+  local opts = { file = path, env = env(e or {}) }
+  for k, v in pairs(extra or {}) do opts[k] = v end
+  local cfg, errs = config.load(opts)
+  os.remove(path)
+  return cfg, errs and table.concat(errs, "\n") or ""
+end
+
 describe("config", function()
   it("has the contract's defaults", function()
     local cfg = assert(config.load{ env = env{} })
@@ -74,7 +92,7 @@ describe("config", function()
     os.remove(path)
     assert.is_nil(cfg)
     local all = table.concat(errs, "\n")
-    assert.matches('unknown key "backpresure.max_queue_size"', all, 1, true)
+    assert.matches('unknown key backpresure (allowed at the top level: backpressure, bus,', all, 1, true)
     assert.matches("rpc.endpoints[1].url = ftp://nope: must be an http:// or https:// URL", all, 1, true)
     assert.matches("rpc.endpoints[2].name = nil", all, 1, true)
   end)
@@ -100,5 +118,71 @@ describe("config", function()
   it("never shows a secret in a validation error", function()
     local _, errs = config.load{ env = env{ HELIUS_RPC_URL = "not a url?api-key=SECRETKEY999" } }
     assert.is_nil(tostring(errs[1]):find("SECRETKEY999", 1, true))
+  end)
+
+  it("rejects unknown keys at any depth, naming the key and what is allowed there", function()
+    local _, all = load_text([[return { rpc = { timeout = 5, endpoints = {} }, shutdown = { grace = { x = 1 } } }]])
+    assert.matches("unknown key rpc.timeout (allowed in rpc: auto_batch,", all, 1, true)
+    assert.matches("timeout_ms", all, 1, true)
+    assert.matches("unknown key shutdown.grace (allowed in shutdown: enabled, force_timeout_ms, timeout_ms)", all, 1, true)
+    local _, all2 = load_text([[return { nothing_here = {} }]])
+    assert.matches("unknown key nothing_here", all2, 1, true)
+  end)
+
+  it("rejects endpoint mistakes: a misspelt key, a map, NaN or infinite weights, duplicate names", function()
+    local _, all = load_text([[return { rpc = { endpoints = { { name = "a", url = "http://a", wieght = 2 } } } }]])
+    assert.matches("rpc.endpoints[1]: unknown key wieght (allowed: headers, name, timeout_ms, url, weight, ws_url)",
+      all, 1, true)
+    _, all = load_text([[return { rpc = { endpoints = { helius = { url = "http://a" } } } }]])
+    assert.matches("not a map (found key helius", all, 1, true)
+    for _, w in ipairs{ "0/0", "1/0", "-1/0", "-3", "'2'" } do
+      _, all = load_text(("return { rpc = { endpoints = { { name = 'a', url = 'http://a', weight = %s } } } }"):format(w))
+      assert.matches("rpc%.endpoints%[1%]%.weight = .*: must be a finite number > 0", all)
+    end
+    _, all = load_text([[return { rpc = { endpoints = { { name = "a", url = "http://a" }, { name = "a", url = "http://b" } } } }]])
+    assert.matches("rpc.endpoints[2].name = a: duplicate endpoint name (also", all, 1, true)
+    _, all = load_text([[return { rpc = { endpoints = { { name = "helius", url = "http://a" } } } }]],
+      { HELIUS_RPC_URL = "http://b" })
+    assert.matches("endpoint name helius is defined twice (config file rpc.endpoints[1] and HELIUS_RPC_URL)", all, 1, true)
+  end)
+
+  it("takes endpoint headers (secrets) and ws_url, and checks them", function()
+    local cfg = load_text([[return { rpc = { endpoints = { { name = "a", url = "http://a",
+      headers = { ["x-api-key"] = "HDRSECRET42" }, ws_url = "wss://a/ws" } } } }]])
+    assert.are.equal("HDRSECRET42", cfg.rpc.endpoints[1].headers["x-api-key"])
+    assert.are.equal("wss://a/ws", cfg.rpc.endpoints[1].ws_url)
+    assert.is_nil(log.scrub("key HDRSECRET42 here"):find("HDRSECRET42", 1, true))
+    local _, all = load_text([[return { rpc = { endpoints = { { name = "a", url = "http://a",
+      headers = { ["bad name"] = "v", ok = "line\nbreak" }, ws_url = "http://a" } } } }]])
+    assert.matches("bad name is not a header name", all, 1, true)
+    assert.matches("headers.ok: must be a one-line string", all, 1, true)
+    assert.matches("ws_url = http://a: must be a ws:// or wss:// URL", all, 1, true)
+  end)
+
+  it("refuses a force timeout below the shutdown timeout", function()
+    local cfg, errs = config.load{ env = env{ SHUTDOWN_TIMEOUT_MS = "5000", FORCE_SHUTDOWN_TIMEOUT_MS = "4999" } }
+    assert.is_nil(cfg)
+    assert.matches("FORCE_SHUTDOWN_TIMEOUT_MS=4999 (shutdown.force_timeout_ms) must be at least SHUTDOWN_TIMEOUT_MS=5000",
+      errs[1], 1, true)
+    assert.truthy(config.load{ env = env{ SHUTDOWN_TIMEOUT_MS = "5000", FORCE_SHUTDOWN_TIMEOUT_MS = "5000" } })
+  end)
+
+  it("refuses a policy file named in the config that does not exist", function()
+    local _, all = load_text([[return { policies = { "/nonexistent/p.lua" } }]])
+    assert.matches("policies[1] = /nonexistent/p.lua: no such policy file or folder", all, 1, true)
+  end)
+
+  it("refuses an unknown THORP_ variable and suggests the right one", function()
+    local cfg, errs = config.load{ env = env{}, environ = { "PATH", "THORP_HTTP_PROT", "THORP_STATE_DIR", "THORP_SIM" } }
+    assert.is_nil(cfg)
+    assert.are.equal(1, #errs)
+    assert.matches("THORP_HTTP_PROT: unknown THORP_ variable, did you mean THORP_HTTP_PORT?", errs[1], 1, true)
+  end)
+
+  it("stops a config file that runs forever, and one that calls os.exit", function()
+    local _, all = load_text("local n = 0 while true do n = n + 1 end", nil, { timeout_ms = 100 })
+    assert.matches("still running after 100 ms", all, 1, true)
+    _, all = load_text("os.exit(0)")
+    assert.matches("os.exit is not allowed in a config file", all, 1, true)
   end)
 end)

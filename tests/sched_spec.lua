@@ -37,6 +37,52 @@ describe("scheduler", function()
     assert.are.equal(at_cancel, ticks)
   end)
 
+  -- The old bug, every time: a busy task holds the loop past both the
+  -- spec's wake-up (T+5) and the next tick (T+10), so one turn wakes the
+  -- spec first and spawns the tick's callback behind it; the spec cancels
+  -- before that callback's task starts.
+  local function hold_loop_until(t) thorp.spawn(function() while thorp.now() < t do end end) end
+
+  it("cancel stops an interval callback already spawned in the same turn", function()
+    for _ = 1, 5 do
+      local ticks = 0
+      local t0 = thorp.now()
+      local tm = thorp.timer.every(10, function() ticks = ticks + 1 end)
+      hold_loop_until(t0 + 12)
+      thorp.sleep(5)
+      assert.is_true(thorp.now() >= t0 + 12)   -- the tick was due in the same turn
+      assert.is_true(tm:cancel())
+      local at_cancel = ticks
+      thorp.sleep(25)
+      assert.are.equal(0, at_cancel)
+      assert.are.equal(at_cancel, ticks)
+    end
+  end)
+
+  it("a cancelled after-timer spawned in the same turn does not run", function()
+    local fired = false
+    local t0 = thorp.now()
+    local tm = thorp.timer.after(10, function() fired = true end)
+    hold_loop_until(t0 + 12)
+    thorp.sleep(5)
+    assert.is_true(tm:cancel())
+    thorp.sleep(10)
+    assert.is_false(fired)
+  end)
+
+  it("cancelled timers do not pile up in the heap", function()
+    local before = sched.pending().timers
+    for _ = 1, 100000 do thorp.timer.after(60000, function() end):cancel() end
+    local p = sched.pending()
+    assert.is_true(p.timers - before < 200, "heap entries " .. p.timers)
+    local fired = 0
+    local keep = thorp.timer.after(5, function() fired = fired + 1 end)
+    for _ = 1, 1000 do thorp.timer.after(1, function() fired = fired + 100 end):cancel() end
+    thorp.sleep(20)
+    assert.are.equal(1, fired)
+    assert.is_false(keep:cancel())
+  end)
+
   it("a cancelled after-timer never fires", function()
     local fired = false
     local tm = thorp.timer.after(10, function() fired = true end)

@@ -10,67 +10,42 @@
 --   thorp.backpressure.default   -- the host's instance (rpc pool, bus)
 local ffi = require "ffi"
 
-ffi.cdef [[
-typedef struct thorp_admit {
-  double max, warning, critical;
-  int enabled;
-  double load[3], total, peak;
-  double offered[3], accepted[3], rejected[3];
-  double crit_peak, crit_peak_at, reserve, last_util;
-  double by_reason[5];
-} thorp_admit;
-void thorp_admit_init(thorp_admit *a, double max, double warning, double critical);
-int thorp_admit_try(thorp_admit *a, int prio);
-void thorp_admit_release(thorp_admit *a, int prio);
-int thorp_admit_util(const thorp_admit *a);
-double thorp_admit_reserve(thorp_admit *a);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
+local check = require "thorp.check"
+local priority = require "thorp.priority"
 
 local M = {}
-local PRIO = { critical = 0, normal = 1, low = 2 }
-local NAMES = { [0] = "critical", "normal", "low" }
-local REASONS = { "CRITICAL_OVERLOAD", "WARNING_THRESHOLD_EXCEEDED", "QUEUE_FULL", "RESERVED_FOR_CRITICAL" }
-M.PRIORITIES = PRIO
+local PRIO, NAMES = priority.ADMIT, priority.ADMIT_NAMES
+local REASONS = { [C.ADM_CRITICAL_OVERLOAD] = "CRITICAL_OVERLOAD", [C.ADM_WARNING] = "WARNING_THRESHOLD_EXCEEDED",
+                  [C.ADM_QUEUE_FULL] = "QUEUE_FULL", [C.ADM_RESERVED] = "RESERVED_FOR_CRITICAL" }
 M.REASONS = REASONS
 
---- priority(p, where) -> index | error naming what is allowed
+-- prio_index(p, where) -> admission index (nil: normal) | raises naming what is allowed
 local function prio_index(p, where)
-  if p == nil then return 1 end
-  local i = PRIO[p]
-  if not i then
-    error(("%s: priority must be \"critical\", \"normal\" or \"low\", got %s"):format(where, tostring(p)), 3)
-  end
-  return i
+  if p == nil then return C.ADM_NORMAL end
+  return PRIO[p] or PRIO[priority.NAMES[priority.check(where, p)]]
 end
-M.priority_index = function(p) return PRIO[p] end
 
 local BP = {}
 BP.__index = BP
 
+local OPTS = { max_queue_size = true, warning_threshold = true, critical_threshold = true, enabled = true }
+
 --- validate(opts, where) -> list of errors
 function M.validate(opts, where)
   where = where or "backpressure"
-  local errs = {}
-  local function num(k, ok, allowed)
+  local errs = check.unknown(where, opts, OPTS)
+  local function add(k, rule, ...)
     local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or v ~= v or not ok(v)) then
-      errs[#errs + 1] = ("%s.%s: got %s, allowed: %s"):format(where, k, tostring(v), allowed)
-    end
+    if v ~= nil then errs[#errs + 1] = check.problem(where .. "." .. k, v, rule(v, ...)) end
   end
-  num("max_queue_size", function(v) return v >= 1 and v % 1 == 0 end, "integer >= 1")
-  num("warning_threshold", function(v) return v > 0 and v <= 1 end, "number in (0, 1]")
-  num("critical_threshold", function(v) return v > 0 and v <= 1 end, "number in (0, 1]")
+  add("max_queue_size", check.int_rule, 1)
+  add("warning_threshold", check.num_rule, 0, 1, true)
+  add("critical_threshold", check.num_rule, 0, 1, true)
   local w = opts.warning_threshold or 0.8
   local c = opts.critical_threshold or 0.95
   if #errs == 0 and w > c then
     errs[#errs + 1] = ("%s: warning_threshold (%s) must not be above critical_threshold (%s)"):format(where, w, c)
-  end
-  for k in pairs(opts) do
-    if k ~= "max_queue_size" and k ~= "warning_threshold" and k ~= "critical_threshold" and k ~= "enabled" then
-      errs[#errs + 1] = ("%s: unknown option %s (allowed: max_queue_size, warning_threshold, critical_threshold, enabled)")
-        :format(where, tostring(k))
-    end
   end
   return errs
 end
@@ -100,7 +75,7 @@ end
 --- bp:admit(priority) -> true | false, reason, utilization (no allocation)
 function BP:admit(p)
   local a = self.a
-  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:admit"))
+  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:admit: priority"))
   if r == 0 then return true end
   return false, REASONS[r], math.floor(a.last_util * 100 + 1e-9)
 end
@@ -108,20 +83,21 @@ end
 function BP:try_acquire(p)
   local a = self.a
   local util = C.thorp_admit_util(a)
-  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:try_acquire"))
+  local r = C.thorp_admit_try(a, prio_index(p, "backpressure:try_acquire: priority"))
   return { accepted = r == 0, reason = REASONS[r], utilization = util }
 end
 
 function BP:release(p)
-  C.thorp_admit_release(self.a, p == nil and -1 or prio_index(p, "backpressure:release"))
+  C.thorp_admit_release(self.a, p == nil and -1 or prio_index(p, "backpressure:release: priority"))
 end
 
 function BP:stats()
   local a = self.a
   local util = C.thorp_admit_util(a)
   local offered, rejected = 0, 0
-  local by = {}
-  for i = 0, 2 do
+  local by, by_reason = {}, {}
+  for r, name in pairs(REASONS) do by_reason[name] = a.by_reason[r] end
+  for i = 0, C.ADM_PRIORITIES - 1 do
     offered, rejected = offered + a.offered[i], rejected + a.rejected[i]
     by[NAMES[i]] = { offered = a.offered[i], accepted = a.accepted[i], rejected = a.rejected[i],
                      load = math.floor(a.load[i] + 0.5) }
@@ -135,8 +111,7 @@ function BP:stats()
     offered = offered, rejected = rejected, accepted = offered - rejected,
     warning_threshold = a.warning, critical_threshold = a.critical, enabled = a.enabled == 1,
     critical_reserve = C.thorp_admit_reserve(a), by_priority = by,
-    by_reason = { CRITICAL_OVERLOAD = a.by_reason[1], WARNING_THRESHOLD_EXCEEDED = a.by_reason[2],
-                  QUEUE_FULL = a.by_reason[3], RESERVED_FOR_CRITICAL = a.by_reason[4] },
+    by_reason = by_reason,
   }
 end
 

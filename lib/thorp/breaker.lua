@@ -15,75 +15,47 @@
 -- b:allow() -> true | false; then b:success() / b:failure() / b:neutral().
 local ffi = require "ffi"
 local sched = require "thorp.sched"
+local check = require "thorp.check"
 
-ffi.cdef [[
-typedef struct thorp_breaker {
-  int failure_threshold, half_open_max_calls, rate_min_calls;
-  double cooldown_ms, max_cooldown_ms, jitter, half_open_timeout_ms;
-  double failure_rate, rate_window_ms;
-  int state, consecutive, half_open_inflight, reopen_count;
-  double opened_at, open_until, current_cooldown_ms, trial_at;
-  uint64_t rng;
-  double bucket_start[10];
-  int bucket_calls[10], bucket_fail[10];
-  double calls, successes, failures, neutral, rejected, trips, state_changes;
-} thorp_breaker;
-void thorp_breaker_init(thorp_breaker *b);
-int thorp_breaker_allow(thorp_breaker *b, double now);
-int thorp_breaker_record(thorp_breaker *b, double now, int outcome);
-int thorp_breaker_state(thorp_breaker *b, double now);
-void thorp_breaker_trip(thorp_breaker *b, double now);
-void thorp_breaker_reset(thorp_breaker *b);
-double thorp_breaker_retry_in(thorp_breaker *b, double now);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local now = sched.now
 
 local M = {}
-local STATES = { [0] = "CLOSED", "OPEN", "HALF_OPEN" }
+local STATES = { [C.BR_CLOSED] = "CLOSED", [C.BR_OPEN] = "OPEN", [C.BR_HALF_OPEN] = "HALF_OPEN" }
 M.STATES = STATES
-local SUCCESS, FAILURE, NEUTRAL = 0, 1, 2
+local SUCCESS, FAILURE, NEUTRAL = C.BR_SUCCESS, C.BR_FAILURE, C.BR_NEUTRAL
 
 local Breaker = {}
 Breaker.__index = Breaker
 
--- name -> { type, check(v) -> bool, allowed text, C field or nil }
+-- name -> rule(v): what is allowed when v is not, nil when v is fine (thorp.check)
+local function int(min) return function(v) return check.int_rule(v, min) end end
+local function num(min, max, open_min) return function(v) return check.num_rule(v, min, max, open_min) end end
 local OPTIONS = {
-  name = { "string" },
-  failure_threshold = { "integer >= 1", function(v) return v >= 1 and v % 1 == 0 end },
-  cooldown_ms = { "number >= 0", function(v) return v >= 0 end },
-  max_cooldown_ms = { "number >= 0", function(v) return v >= 0 end },
-  jitter = { "number in [0, 1]", function(v) return v >= 0 and v <= 1 end },
-  half_open_max_calls = { "integer >= 1", function(v) return v >= 1 and v % 1 == 0 end },
-  half_open_timeout_ms = { "number > 0", function(v) return v > 0 end },
-  failure_rate = { "number in (0, 1]", function(v) return v > 0 and v <= 1 end },
-  rate_window_ms = { "number > 0", function(v) return v > 0 end },
-  rate_min_calls = { "integer >= 1", function(v) return v >= 1 and v % 1 == 0 end },
-  max_concurrent = { "integer >= 1", function(v) return v >= 1 and v % 1 == 0 end },
-  max_wait_ms = { "number >= 0", function(v) return v >= 0 end },
-  max_waiting = { "integer >= 0", function(v) return v >= 0 and v % 1 == 0 end },
+  name = function(v) if type(v) ~= "string" then return "a string" end end,
+  failure_threshold = int(1),
+  cooldown_ms = num(0),
+  max_cooldown_ms = num(0),
+  jitter = num(0, 1),
+  half_open_max_calls = int(1),
+  half_open_timeout_ms = num(0, nil, true),
+  failure_rate = num(0, 1, true), -- 0 is the C side's "window off": leave failure_rate out for that
+  rate_window_ms = num(0, nil, true),
+  rate_min_calls = int(1),
+  max_concurrent = int(1),
+  max_wait_ms = num(0),
+  max_waiting = int(0),
 }
 M.OPTIONS = OPTIONS
 
 --- validate(opts, where) -> list of error strings (empty when valid)
 function M.validate(opts, where)
-  local errs = {}
-  if type(opts) ~= "table" then
-    return { ("%s: expected a table of breaker options, got %s"):format(where or "breaker", type(opts)) }
-  end
+  where = where or "breaker"
+  if type(opts) ~= "table" then return { check.problem(where, opts, "a table of breaker options") } end
+  local errs = check.unknown(where, opts, OPTIONS)
   for k, v in pairs(opts) do
-    local spec = OPTIONS[k]
-    if not spec then
-      local names = {}
-      for n in pairs(OPTIONS) do names[#names + 1] = n end
-      table.sort(names)
-      errs[#errs + 1] = ("%s: unknown option %s (allowed: %s)"):format(where or "breaker", tostring(k),
-        table.concat(names, ", "))
-    elseif k == "name" then
-      if type(v) ~= "string" then errs[#errs + 1] = ("%s.name: expected a string"):format(where or "breaker") end
-    elseif type(v) ~= "number" or v ~= v or not spec[2](v) then
-      errs[#errs + 1] = ("%s.%s: got %s, allowed: %s"):format(where or "breaker", k, tostring(v), spec[1])
-    end
+    local rule = OPTIONS[k]
+    if rule then errs[#errs + 1] = check.problem(where .. "." .. k, v, rule(v)) end
   end
   return errs
 end

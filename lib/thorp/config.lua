@@ -19,6 +19,10 @@ local SETTINGS = {
   { "state_dir", "THORP_STATE_DIR", "string", "./thorp-state" },
   { "watchdog_ms", "THORP_WATCHDOG_MS", "int", 1000, min = 0, max = 3600000,
     note = "report a task that runs this long without yielding; 0 = off" },
+  { "watchdog_exit_multiple", "THORP_WATCHDOG_EXIT_MULTIPLE", "int", 10, min = 0, max = 100000,
+    note = "exit 1 once a task has run this many watchdog limits without yielding; 0 = never" },
+  { "load_timeout_ms", "THORP_LOAD_TIMEOUT_MS", "int", 5000, min = 1, max = 600000,
+    note = "a config or policy file still running after this long is stopped and reported" },
   { "http.enabled", "THORP_HTTP", "bool", true },
   { "http.port", "THORP_HTTP_PORT", "int", 0, min = 0, max = 65535, note = "0 turns the listener off" },
   { "http.host", "THORP_HTTP_HOST", "string", "127.0.0.1" },
@@ -30,6 +34,8 @@ local SETTINGS = {
   { "shutdown.timeout_ms", "SHUTDOWN_TIMEOUT_MS", "int", 30000, min = 0, max = 86400000 },
   { "shutdown.force_timeout_ms", "FORCE_SHUTDOWN_TIMEOUT_MS", "int", 60000, min = 0, max = 86400000 },
   { "journal.synchronous", "THORP_JOURNAL_SYNC", "enum", "NORMAL", values = { "OFF", "NORMAL", "FULL" } },
+  { "journal.history_retention_ms", "JOURNAL_HISTORY_RETENTION_MS", "int", 7 * 86400000, min = 0, max = 1e13,
+    note = "finished trades are kept this long for thorp.journal.history" },
   { "rpc.timeout_ms", "RPC_TIMEOUT_MS", "int", 5000, min = 1, max = 600000 },
   { "rpc.health_interval_ms", "THORP_HEALTH_INTERVAL_MS", "int", 400, min = 0, max = 600000,
     note = "0 turns the slot checker off" },
@@ -56,11 +62,21 @@ for _, s in ipairs(SETTINGS) do by_key[s[1]] = s; by_env[s[2]] = s end
 -- Keys of the config file that are tables of their own (not settings).
 local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true }
 
+-- The keys an endpoint of rpc.endpoints may have (add a key here and in check_endpoints).
+M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true }
+
+-- THORP_* variables read outside the settings table (tests, the demo, the
+-- build). Any other THORP_* name is an error: a misspelt setting must not
+-- pass silently. A module reading its own THORP_ variable adds it here.
+M.OTHER_ENV = { THORP_NO_DEV_LIB = true, THORP_TEST_VERBOSE = true, THORP_SIM = true, THORP_SIM_SLOT_MS = true,
+                THORP_LIVE_RPC_URL = true, THORP_TEST_UPSTREAMS = true, THORP_URL = true, THORP_DEMO_FEED = true,
+                THORP_DEMO_FEED_MS = true, THORP_VERSION = true }
+
 ------------------------------------------------------------------------------
 -- URL redaction
 ------------------------------------------------------------------------------
 local function secret(s)
-  local log = package.loaded["thorp.log"] or require("thorp.log")
+  local log = require "thorp.log"
   log.secret(s)
 end
 
@@ -168,27 +184,65 @@ local function set_path(t, key, v)
   t[parts[#parts]] = v
 end
 
-local function get_path(t, key)
-  for p in key:gmatch("[^.]+") do
-    if type(t) ~= "table" then return nil end
-    t = t[p]
-  end
-  return t
-end
-
 ------------------------------------------------------------------------------
 -- Loading
 ------------------------------------------------------------------------------
-local function load_file(path, errs)
+------------------------------------------------------------------------------
+-- Running user files (config and policy files) safely
+------------------------------------------------------------------------------
+--- sandbox(what, file, extra) -> an environment for a user chunk: the globals,
+--- with an os.exit that raises an error naming it (a file must not end the host).
+function M.sandbox(what, file, extra)
+  local function no_exit()
+    error(("os.exit is not allowed in %s (%s): it would end the host and abandon open trades; "
+           .. "use thorp.shutdown.initiate(reason) to stop it"):format(what, file), 2)
+  end
+  local env = setmetatable(extra or {}, { __index = _G })
+  env.os = setmetatable({ exit = no_exit }, { __index = os })
+  return env
+end
+
+local function load_timeout()
+  local cur = M.current and M.current.load_timeout_ms
+  local v = cur or tonumber(os.getenv("THORP_LOAD_TIMEOUT_MS") or "")
+  return (v and v > 0) and v or 5000
+end
+M.load_timeout = load_timeout
+
+--- run_bounded(chunk, file, timeout_ms) -> true, result | false, message
+--- Runs a user file's chunk with a deadline. LuaJIT's hooks do not fire in
+--- compiled code, so the JIT is off while the chunk runs (nothing new gets
+--- compiled) and a count hook checks the clock: `while true do end` is
+--- stopped and named instead of freezing the host.
+function M.run_bounded(chunk, file, timeout_ms, ...)
+  local now = require("thorp.sched").now
+  local deadline = now() + timeout_ms
+  local jit_was_on = jit.status()
+  jit.off()
+  debug.sethook(function()
+    if now() > deadline then
+      error(("%s: still running after %d ms (an endless loop?): stopped (THORP_LOAD_TIMEOUT_MS)"):format(
+        file, timeout_ms), 2)
+    end
+  end, "", 1000)
+  local res = { xpcall(chunk, debug.traceback, ...) }
+  debug.sethook()
+  if jit_was_on then jit.on() end
+  return unpack(res, 1, 2)
+end
+
+local function load_file(path, errs, timeout_ms)
   local chunk, err = loadfile(path)
   if not chunk then
     errs[#errs + 1] = ("config file %s: %s"):format(path, err)
     return nil
   end
-  setfenv(chunk, setmetatable({}, { __index = _G }))
-  local ok, t = pcall(chunk)
+  setfenv(chunk, M.sandbox("a config file", path))
+  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout())
   if not ok then
-    errs[#errs + 1] = ("config file %s: %s"):format(path, tostring(t))
+    -- an error value whose __tostring raises must not escape the loader
+    local printable, text = pcall(tostring, t)
+    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
     return nil
   end
   if type(t) ~= "table" then
@@ -198,30 +252,87 @@ local function load_file(path, errs)
   return t
 end
 
--- Walk the file's table and turn it into { key = value } for known keys.
+-- The keys allowed right under prefix ("" = top level, "rpc." = in rpc).
+local function allowed_under(prefix)
+  local set, list = {}, {}
+  local function add(full)
+    if full:sub(1, #prefix) == prefix then
+      local next_part = full:sub(#prefix + 1):match("^[^.]+")
+      if next_part and not set[next_part] then set[next_part] = true; list[#list + 1] = next_part end
+    end
+  end
+  for _, s in ipairs(SETTINGS) do add(s[1]) end
+  for k in pairs(FILE_TABLES) do add(k) end
+  table.sort(list)
+  return set, list
+end
+
+-- Walk the file's table and turn it into { key = value } for known keys;
+-- every other key, at any depth, is an error naming it and what is allowed.
 local function flatten(t, prefix, out, errs, path)
+  local set, list = allowed_under(prefix)
   for k, v in pairs(t) do
     local key = prefix .. tostring(k)
-    if FILE_TABLES[key] then
+    if FILE_TABLES[key] or by_key[key] then
       out[key] = v
-    elseif by_key[key] then
-      out[key] = v
-    elseif type(v) == "table" then
+    elseif type(k) == "string" and set[k] and type(v) == "table" then
       flatten(v, key .. ".", out, errs, path)
     else
-      local allowed = {}
-      for _, s in ipairs(SETTINGS) do allowed[#allowed + 1] = s[1] end
-      for k2 in pairs(FILE_TABLES) do allowed[#allowed + 1] = k2 end
-      table.sort(allowed)
-      errs[#errs + 1] = ("config file %s: unknown key %q (allowed: %s)"):format(path, key, table.concat(allowed, ", "))
+      local where = prefix == "" and "at the top level" or ("in " .. prefix:sub(1, -2))
+      errs[#errs + 1] = ("config file %s: unknown key %s (allowed %s: %s)"):format(path, key, where,
+        table.concat(list, ", "))
     end
   end
 end
 
+local function finite_positive(v) return type(v) == "number" and v == v and v > 0 and v < math.huge end
+
+local function valid_ws_url(u) return type(u) == "string" and u:match("^wss?://[^/?#%s]+[^%s]*$") ~= nil end
+
+-- headers = { ["x-api-key"] = "..." }: names are HTTP tokens, values one-line
+-- strings. Values are secrets: registered with the scrubber, never shown.
+local function check_headers(h, w, errs)
+  if type(h) ~= "table" then
+    errs[#errs + 1] = ("%s.headers: must be a table of name = \"value\" strings"):format(w)
+    return nil
+  end
+  local out, ok = {}, true
+  for k, v in pairs(h) do
+    if type(k) ~= "string" or not k:match("^[%w!#$%%&'*+.^_`|~-]+$") then
+      errs[#errs + 1] = ("%s.headers: %s is not a header name (letters, digits and !#$%%&'*+.^_`|~-)"):format(w,
+        tostring(k))
+      ok = false
+    elseif type(v) ~= "string" or v:find("[\r\n%z]") then
+      errs[#errs + 1] = ("%s.headers.%s: must be a one-line string"):format(w, k)
+      ok = false
+    else
+      if #v >= 4 then secret(v) end
+      out[k] = v
+    end
+  end
+  return ok and out or nil
+end
+
+local function ordered_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = tostring(k) end
+  table.sort(ks)
+  return table.concat(ks, ", ")
+end
+
 local function check_endpoints(list, where, errs)
+  local shape = "a list { { name = ..., url = ..., weight = ... }, ... }"
   if type(list) ~= "table" then
-    errs[#errs + 1] = ("%s: must be a list of { name = ..., url = ..., weight = ... }"):format(where)
+    errs[#errs + 1] = ("%s: must be %s"):format(where, shape)
     return {}
+  end
+  local n = #list
+  for k in pairs(list) do
+    if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then
+      errs[#errs + 1] = ("%s: must be %s, not a map (found key %s: write { name = %q, url = ... } as a list item)")
+        :format(where, shape, tostring(k), tostring(k))
+      return {}
+    end
   end
   local out, seen = {}, {}
   for i, e in ipairs(list) do
@@ -230,30 +341,112 @@ local function check_endpoints(list, where, errs)
       errs[#errs + 1] = w .. ": must be a table { name = ..., url = ... }"
     else
       local ok = true
+      for k in pairs(e) do
+        if not M.ENDPOINT_KEYS[k] then
+          errs[#errs + 1] = ("%s: unknown key %s (allowed: %s)"):format(w, tostring(k), ordered_keys(M.ENDPOINT_KEYS))
+          ok = false
+        end
+      end
       if type(e.name) ~= "string" or not e.name:match("^[%w_%-]+$") then
         errs[#errs + 1] = ("%s.name = %s: must be a name of letters, digits, _ or -"):format(w, tostring(e.name))
         ok = false
       elseif seen[e.name] then
-        errs[#errs + 1] = ("%s.name = %s: duplicate endpoint name"):format(w, e.name)
+        errs[#errs + 1] = ("%s.name = %s: duplicate endpoint name (also %s[%d]); names must be unique"):format(
+          w, e.name, where, seen[e.name])
         ok = false
+      else
+        seen[e.name] = i
       end
       if not valid_url(e.url) then
         errs[#errs + 1] = ("%s.url = %s: must be an http:// or https:// URL"):format(w, M.redact_url(tostring(e.url)))
         ok = false
       end
-      if e.weight ~= nil and (type(e.weight) ~= "number" or e.weight <= 0) then
-        errs[#errs + 1] = ("%s.weight = %s: must be a number > 0"):format(w, tostring(e.weight))
+      if e.weight ~= nil and not finite_positive(e.weight) then
+        errs[#errs + 1] = ("%s.weight = %s: must be a finite number > 0"):format(w, tostring(e.weight))
         ok = false
       end
-      if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
-        errs[#errs + 1] = ("%s.timeout_ms = %s: must be a number of milliseconds > 0"):format(w, tostring(e.timeout_ms))
+      if e.timeout_ms ~= nil and not finite_positive(e.timeout_ms) then
+        errs[#errs + 1] = ("%s.timeout_ms = %s: must be a finite number of milliseconds > 0"):format(w,
+          tostring(e.timeout_ms))
         ok = false
+      end
+      if e.ws_url ~= nil and not valid_ws_url(e.ws_url) then
+        errs[#errs + 1] = ("%s.ws_url = %s: must be a ws:// or wss:// URL"):format(w, M.redact_url(tostring(e.ws_url)))
+        ok = false
+      end
+      local headers
+      if e.headers ~= nil then
+        headers = check_headers(e.headers, w, errs)
+        if not headers then ok = false end
       end
       if ok then
-        seen[e.name] = true
-        out[#out + 1] = { name = e.name, url = e.url, weight = e.weight or 1, timeout_ms = e.timeout_ms }
+        out[#out + 1] = { name = e.name, url = e.url, weight = e.weight or 1, timeout_ms = e.timeout_ms,
+                          ws_url = e.ws_url, headers = headers }
       end
     end
+  end
+  return out
+end
+
+-- policies = { "file.lua", "dir/" } in the config file: each must exist,
+-- as given or relative to the config file's folder.
+local function check_policies(v, file, errs)
+  if type(v) == "string" then v = { v } end
+  if type(v) ~= "table" then
+    errs[#errs + 1] = ("config file %s: policies: must be a list of policy files or folders"):format(file)
+    return nil
+  end
+  local base = file:match("^(.*)/[^/]*$")
+  local out = {}
+  for i, p in ipairs(v) do
+    local found
+    if type(p) == "string" and p ~= "" then
+      for _, cand in ipairs{ p, (base and p:sub(1, 1) ~= "/") and (base .. "/" .. p) or nil } do
+        local f = io.open(cand, "r")
+        if f then f:close(); found = cand; break end
+      end
+    end
+    if found then out[#out + 1] = found
+    else
+      errs[#errs + 1] = ("config file %s: policies[%d] = %s: no such policy file or folder"):format(file, i,
+        tostring(p))
+    end
+  end
+  return out
+end
+
+-- Every THORP_* variable of the environment must be a known name.
+local function check_env_names(names, errs)
+  local known = {}
+  for _, s in ipairs(SETTINGS) do known[s[2]] = true end
+  for _, name in ipairs(names) do
+    if name:match("^THORP_") and not known[name] and not M.OTHER_ENV[name] then
+      local best, bd
+      for k in pairs(known) do
+        if k:match("^THORP_") then
+          local d = 0 -- a small distance: differing characters over the longer length
+          for i = 1, math.max(#k, #name) do if k:sub(i, i) ~= name:sub(i, i) then d = d + 1 end end
+          if not bd or d < bd then best, bd = k, d end
+        end
+      end
+      local all = {}
+      for k in pairs(known) do if k:match("^THORP_") then all[#all + 1] = k end end
+      table.sort(all)
+      errs[#errs + 1] = ("%s: unknown THORP_ variable%s (known: %s)"):format(name,
+        (bd and bd <= 3) and (", did you mean " .. best .. "?") or "", table.concat(all, ", "))
+    end
+  end
+end
+
+local function environ_names()
+  local C = require "thorp.cdef"
+  local ffi = require "ffi"
+  local out, i = {}, 0
+  while true do
+    local p = C.thorp_script_env_at(i)
+    if p == nil then break end
+    out[#out + 1] = ffi.string(p):match("^([^=]*)")
+    i = i + 1
   end
   return out
 end
@@ -269,7 +462,7 @@ function M.load(opts)
   local endpoints_from_file
 
   if opts.file then
-    local t = load_file(opts.file, errs)
+    local t = load_file(opts.file, errs, opts.timeout_ms)
     if t then
       local flat = {}
       flatten(t, "", flat, errs, opts.file)
@@ -277,7 +470,7 @@ function M.load(opts)
         if key == "rpc.endpoints" then
           endpoints_from_file = check_endpoints(v, opts.file .. ": rpc.endpoints", errs)
         elseif key == "policies" then
-          values.policies = v
+          values.policies = check_policies(v, opts.file, errs)
         else
           local s = by_key[key]
           local p = parse(s, v)
@@ -291,6 +484,7 @@ function M.load(opts)
     end
   end
 
+  check_env_names(opts.environ or (opts.env == nil and environ_names()) or {}, errs)
   for _, s in ipairs(SETTINGS) do
     local v = getenv(s[2])
     if v ~= nil then
@@ -327,22 +521,35 @@ function M.load(opts)
   if w and c and w >= c then
     errs[#errs + 1] = ("BACKPRESSURE_WARNING_THRESHOLD=%s must be below BACKPRESSURE_CRITICAL_THRESHOLD=%s"):format(w, c)
   end
+  local st, ft = values["shutdown.timeout_ms"], values["shutdown.force_timeout_ms"]
+  if st and ft and ft < st then
+    errs[#errs + 1] = ("FORCE_SHUTDOWN_TIMEOUT_MS=%s (shutdown.force_timeout_ms) must be at least SHUTDOWN_TIMEOUT_MS=%s "
+                       .. "(shutdown.timeout_ms): the forced exit would cut the graceful wait short"):format(ft, st)
+  end
 
   local cfg = {}
   for key, v in pairs(values) do set_path(cfg, key, v) end
 
   -- Endpoints: the file's list, then Helius -> Chainstack -> public, then THORP_RPC_URLS.
+  -- A name given twice is an error naming both places.
   local eps, names = {}, {}
-  local function add(name, url, weight)
-    if names[name] then return end
-    names[name] = true
-    eps[#eps + 1] = { name = name, url = url, weight = weight or 1 }
+  local function add(e, from)
+    if names[e.name] then
+      errs[#errs + 1] = ("endpoint name %s is defined twice (%s and %s): endpoint names must be unique"):format(
+        e.name, names[e.name], from)
+      return
+    end
+    names[e.name] = from
+    e.weight = e.weight or 1
+    eps[#eps + 1] = e
   end
-  for _, e in ipairs(endpoints_from_file or {}) do add(e.name, e.url, e.weight); eps[#eps].timeout_ms = e.timeout_ms end
-  if values["rpc.helius_url"] then add("helius", values["rpc.helius_url"]) end
-  if values["rpc.chainstack_url"] then add("chainstack", values["rpc.chainstack_url"]) end
-  if values["rpc.public_url"] then add("public", values["rpc.public_url"]) end
-  for _, e in ipairs(values["rpc.urls"] or {}) do add(e.name, e.url) end
+  for i, e in ipairs(endpoints_from_file or {}) do add(e, ("config file rpc.endpoints[%d]"):format(i)) end
+  if values["rpc.helius_url"] then add({ name = "helius", url = values["rpc.helius_url"] }, "HELIUS_RPC_URL") end
+  if values["rpc.chainstack_url"] then
+    add({ name = "chainstack", url = values["rpc.chainstack_url"] }, "CHAINSTACK_RPC_URL")
+  end
+  if values["rpc.public_url"] then add({ name = "public", url = values["rpc.public_url"] }, "PUBLIC_RPC_URL") end
+  for _, e in ipairs(values["rpc.urls"] or {}) do add({ name = e.name, url = e.url }, "THORP_RPC_URLS") end
   for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url) end
   cfg.rpc.endpoints = eps
   cfg.console.socket = cfg.console.socket or (cfg.state_dir .. "/console.sock")
@@ -360,7 +567,6 @@ function M.describe_all()
   return table.concat(lines, "\n")
 end
 
-M.get = get_path
 
 -- The effective configuration of this process (set by thorp.cli).
 M.current = nil

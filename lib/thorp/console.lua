@@ -13,28 +13,7 @@
 -- registered secret never reaches the console.
 -- Reply payload: "+" or "-" (ok / error) followed by the text.
 local ffi = require "ffi"
-ffi.cdef [[
-int thorp_console_listen(const char *path, char *err, int errcap);
-void thorp_console_stop(void);
-const char *thorp_console_request(int64_t conn_id, size_t *len);
-int thorp_console_reply(int64_t conn_id, const char *text, size_t len);
-int thorp_console_conns(void);
-int thorp_console_dial(const char *path, char *err, int errcap);
-int thorp_console_send(int fd, const char *text, size_t len);
-char *thorp_console_recv(int fd, size_t *len);
-void thorp_console_close(int fd);
-void thorp_console_free(void *p);
-int thorp_console_isatty(int fd);
-char *thorp_console_readline(const char *prompt);
-void thorp_console_history_add(const char *line);
-int thorp_console_history_load(const char *path);
-int thorp_console_history_save(const char *path);
-int thorp_console_stdin_start(int edit);
-void thorp_console_stdin_prompt(const char *prompt);
-char *thorp_console_stdin_next(size_t *len, int *eof);
-void thorp_console_stdin_stop(void);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local sched = require "thorp.sched"
 local pretty = require "thorp.pretty"
 local logm = require "thorp.log"
@@ -44,7 +23,7 @@ local concat, select, tostring, type = table.concat, select, tostring, type
 
 local M = {}
 
-local EV_REQUEST, EV_CLOSED, EV_STDIN = 1, 2, 3
+local EV_REQUEST, EV_CLOSED, EV_STDIN = C.CONSOLE_EV_REQUEST, C.CONSOLE_EV_CLOSED, C.CONSOLE_EV_STDIN
 local PROMPT, CONT = "thorp> ", "   >> "
 
 ------------------------------------------------------------------------------

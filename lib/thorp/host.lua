@@ -5,11 +5,7 @@
 -- mode is "run", "exec", "test" or "repl". A start error is fatal for the
 -- process (exit code 2: bad config, locked journal, ...).
 local ffi = require "ffi"
-ffi.cdef [[
-const char *thorp_version(void);
-const char *thorp_dev_root(void);
-const char *thorp_exe_dir(void);
-]]
+local C = require "thorp.cdef"
 local log = require "thorp.log"
 
 local M = {}
@@ -17,9 +13,9 @@ local M = {}
 M.ORDER = { "thorp.journal", "thorp.shutdown", "thorp.backpressure", "thorp.rpc", "thorp.bus",
             "thorp.policy", "thorp.console", "thorp.http" }
 
-function M.version() return ffi.string(ffi.C.thorp_version()) end
-function M.dev_root() return ffi.string(ffi.C.thorp_dev_root()) end
-function M.exe_dir() return ffi.string(ffi.C.thorp_exe_dir()) end
+function M.version() return ffi.string(C.thorp_version()) end
+function M.dev_root() return ffi.string(C.thorp_dev_root()) end
+function M.exe_dir() return ffi.string(C.thorp_exe_dir()) end
 
 local started = {}
 
@@ -41,8 +37,10 @@ function M.start(cfg, mode, opts)
     end)
   end
   sched.watchdog_start(cfg and cfg.watchdog_ms or 1000)
+  local mods = {}
   for _, name in ipairs(M.ORDER) do
     local m = find(name)
+    mods[name] = m
     if m and m.start then
       local ok, res, err = pcall(m.start, cfg, mode, opts or {})
       if not ok then return nil, ("%s: %s"):format(name, tostring(res)) end
@@ -50,7 +48,29 @@ function M.start(cfg, mode, opts)
       started[#started + 1] = m
     end
   end
+  M.wire(mods)
   return true
+end
+
+--- wire(modules): connect the host's modules to each other, so that none of
+--- the generic ones has to require another for the host's sake.
+function M.wire(mods)
+  local bus, bp, sd = mods["thorp.bus"], mods["thorp.backpressure"], mods["thorp.shutdown"]
+  if bus then
+    local b = bus.default
+    -- the host's bus shares admission control with the RPC pool: in a burst,
+    -- low-priority events are shed first, critical ones keep their headroom
+    if bp then b.backpressure = bp.default end
+    -- once shutdown begins, only critical events are taken
+    if sd then sd.on_begin(function() b.critical_only = true end) end
+  end
+  -- the policy's frontdoor_request hook runs in the front door
+  local pol, http = mods["thorp.policy"], mods["thorp.http"]
+  if pol and http then
+    local function install() http.set_request_hook(pol.hooks.frontdoor_request) end
+    pol.on_apply(install)
+    install()
+  end
 end
 
 function M.stop()

@@ -21,25 +21,13 @@
 -- shutdown operation until its answer is written out, so a draining host
 -- finishes the front-door calls it accepted before it exits.
 --
--- Request hook (policy `hooks.frontdoor_request`, installed by thorp.policy
+-- Request hook (policy `hooks.frontdoor_request`, installed by thorp.host.wire
 -- through M.set_request_hook(fn)): fn(req) runs in the request's task for
 -- every front-door call; req = { method, params, id, batch = bool }; it may
 -- rewrite req.method / req.params / req.priority / req.timeout_ms, or return
 -- an error table { code = n, message = "...", data = ... } to answer with it.
 local ffi = require "ffi"
-ffi.cdef [[
-typedef struct thorp_http_req { int64_t id; int method; const char *uri; const char *body; size_t body_len; } thorp_http_req;
-int thorp_http_listen(const char *host, int port, size_t max_body, char *err, int errcap);
-void thorp_http_stop(void);
-const thorp_http_req *thorp_http_request(int64_t id);
-int thorp_http_reply(int64_t id, int status, const char *content_type, const char *body, size_t len,
-                     const char *hname, const char *hvalue);
-int thorp_http_pending(void);
-int thorp_http_port(void);
-int thorp_json_member(const char *s, size_t len, const char *key, size_t keylen, size_t *start, size_t *end);
-int thorp_json_elements(const char *s, size_t len, size_t *starts, size_t *ends, int max);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local cjson = require("cjson.safe").new()
 local sched = require "thorp.sched"
 local logm = require "thorp.log"
@@ -52,7 +40,7 @@ local M = {}
 M.MAX_BATCH = 1000
 
 local JSON = "application/json"
-local METHOD = { [0] = "OTHER", "GET", "POST", "HEAD" }
+local METHOD = { [C.HTTP_M_OTHER] = "OTHER", [C.HTTP_M_GET] = "GET", [C.HTTP_M_POST] = "POST", [C.HTTP_M_HEAD] = "HEAD" }
 
 -- Counters for thorp.metrics: HTTP answers by route and status, front-door
 -- calls by outcome ("ok", "rpc_error", a thorp error code, "invalid").
@@ -81,34 +69,9 @@ local function pool_endpoints()
   return require("thorp.rpc").endpoints()
 end
 
-------------------------------------------------------------------------------
--- JSON spans (host/http.c): raw ids, results and errors pass through as bytes
-------------------------------------------------------------------------------
-local s0, s1 = ffi.new("size_t[1]"), ffi.new("size_t[1]")
-
--- raw text of member `key` of the object text s (at byte offset off, len n), or nil
-local function member(s, key, off, n)
-  off = off or 0
-  local p = ffi.cast("const char *", s) + off
-  if C.thorp_json_member(p, n or #s - off, key, #key, s0, s1) ~= 1 then return nil end
-  return s:sub(off + tonumber(s0[0]) + 1, off + tonumber(s1[0]))
-end
-
--- offsets { {from, to}, ... } (1-based, inclusive) of the elements of the array text s
-local function elements(s)
-  local max = 64
-  while true do
-    local a, b = ffi.new("size_t[?]", max), ffi.new("size_t[?]", max)
-    local n = C.thorp_json_elements(s, #s, a, b, max)
-    if n < 0 then return nil end
-    if n <= max then
-      local out = {}
-      for i = 0, n - 1 do out[i + 1] = { tonumber(a[i]) + 1, tonumber(b[i]) } end
-      return out
-    end
-    max = n
-  end
-end
+-- JSON spans (thorp.jsonspan): raw ids, results and errors pass through as bytes
+local jsonspan = require "thorp.jsonspan"
+local member, elements = jsonspan.member, jsonspan.elements
 M._member, M._elements = member, elements
 
 ------------------------------------------------------------------------------
@@ -392,6 +355,10 @@ function M.health()
     return false, { status = "draining", reason = "shutting down (" .. tostring(st.reason) .. ")",
                     active_trades = st.active_trades }
   end
+  local jm = package.loaded["thorp.journal"]
+  if jm and jm.healthy and not jm.healthy() then -- trades cannot be journaled (thorp.journal)
+    return false, { status = "unavailable", reason = "journal failing: " .. tostring(jm.stats().last_error) }
+  end
   local eps = pool_endpoints()
   local healthy = 0
   for _, e in ipairs(eps) do if e.healthy and e.state ~= "OPEN" then healthy = healthy + 1 end end
@@ -449,7 +416,7 @@ function M.route(method, path, body)
   return not_found(path)
 end
 
-local EV_SENT = 16
+local EV_SENT = C.HTTP_EV_SENT
 local ops = {} -- request id -> shutdown operation id, until the answer is written out
 
 local function serve(id, method, uri, body)
@@ -507,21 +474,11 @@ end
 function M.port() return C.thorp_http_port() end
 function M.pending() return C.thorp_http_pending() end
 
--- the policy may have been applied before this module was loaded
-local function pull_hook()
-  local pol = package.loaded["thorp.policy"]
-  if pol and type(pol.hooks) == "table" and type(pol.hooks.frontdoor_request) == "function" then
-    hook = pol.hooks.frontdoor_request
-  end
-end
-pull_hook()
-
 function M.start(cfg, mode)
   local h = cfg and cfg.http or {}
   if h.enabled == false or not h.port or h.port == 0 or (mode ~= "run" and mode ~= "exec") then return true end
   local port, err = M.listen(h.host or "127.0.0.1", h.port)
   if not port then return nil, "http: " .. err .. " (THORP_HTTP_PORT / http.port)" end
-  pull_hook()
   log.info("http listening", { address = (h.host or "127.0.0.1") .. ":" .. port,
                                routes = "GET /metrics /health /ready, POST / (JSON-RPC)" })
   return true

@@ -9,6 +9,7 @@ local thorp = {
   spawn = sched.spawn,
   sleep = sched.sleep,
   now = sched.now,
+  cached_now = sched.cached_now,
   timer = sched.timer,
 }
 
@@ -18,6 +19,7 @@ local modules = {
   idempotency = "thorp.idempotency", policy = "thorp.policy", log = "thorp.log",
   config = "thorp.config", console = "thorp.console", http = "thorp.http",
   metrics = "thorp.metrics", pretty = "thorp.pretty",
+  solana = "thorp.solana", json = "thorp.json",
 }
 
 setmetatable(thorp, {

@@ -7,22 +7,12 @@
 -- C side decides, host/log.c). Every line is scrubbed of registered secrets
 -- before it is written; log.secret(s) registers one.
 local ffi = require "ffi"
-ffi.cdef [[
-void thorp_log_set_level(int level);
-int thorp_log_get_level(void);
-int thorp_log_is_json(void);
-void thorp_log_set_json(int on);
-void thorp_log_secret_add(const char *secret);
-void thorp_log_write(int level, const char *line);
-int thorp_log_scrub(const char *s, char *out, int cap);
-double thorp_wall(void);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local cjson = require "cjson.safe"
 
 local M = {}
-local LEVELS = { error = 0, warn = 1, info = 2, debug = 3 }
-local NAMES = { [0] = "error", "warn", "info", "debug" }
+local LEVELS = { error = C.LOG_ERROR, warn = C.LOG_WARN, info = C.LOG_INFO, debug = C.LOG_DEBUG }
+local NAMES = { [C.LOG_ERROR] = "error", [C.LOG_WARN] = "warn", [C.LOG_INFO] = "info", [C.LOG_DEBUG] = "debug" }
 M.LEVELS = LEVELS
 
 function M.set_level(name)

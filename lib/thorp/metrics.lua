@@ -26,7 +26,6 @@ local function num(v)
   if tonumber(s) ~= v then s = fmt("%.17g", v) end
   return s
 end
-M.format_value = num
 
 local function esc(v) return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ['"'] = '\\"', ["\n"] = "\\n" })) end
 
@@ -237,6 +236,8 @@ local function shutdown_section(w)
     w.one("journal_open_trades", "gauge", "Trades open in the journal (this run and any left by an earlier one).",
       s.open)
     w.one("journal_idempotency_keys", "gauge", "Idempotency keys held.", s.idempotency_keys)
+    w.one("journal_errors_total", "counter", "Journal I/O failures (writes that could not be made durable).", s.errors)
+    w.one("journal_healthy", "gauge", "1 while the journal can write; 0 while it fails (/health is 503).", s.healthy)
   end
 end
 

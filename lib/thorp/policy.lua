@@ -26,7 +26,12 @@ local log = require("thorp.log").for_module("policy")
 local M = {}
 
 local state = { version = 0, files = {}, applied = nil, reloads = 0, rejected = 0 }
-local PRIO = { critical = true, normal = true, low = true }
+local appliers = {} -- on_apply listeners
+--- on_apply(fn): fn(policy) after each policy is applied (thorp.host wires the front door's hook here).
+function M.on_apply(fn) appliers[#appliers + 1] = fn end
+M.hooks = {}
+local PRIO = require("thorp.priority").RANK
+local check = require "thorp.check"
 local TOP_KEYS = { priorities = true, backpressure = true, breakers = true, subscribers = true, hooks = true,
                    on_start = true }
 local HOOKS = { frontdoor_request = true }
@@ -169,9 +174,8 @@ function M.validate(p, file, endpoints)
           if type(s.handler) ~= "function" then
             errs[#errs + 1] = ("%s.handler: expected a function, got %s"):format(w, type(s.handler))
           end
-          if s.max_failure_rate ~= nil and (type(s.max_failure_rate) ~= "number" or s.max_failure_rate <= 0
-                                             or s.max_failure_rate > 1) then
-            errs[#errs + 1] = ("%s.max_failure_rate = %s: allowed a number in (0, 1]"):format(w, tostring(s.max_failure_rate))
+          if s.max_failure_rate ~= nil then -- the same range as bus:subscribe's
+            errs[#errs + 1] = check.problem(w .. ".max_failure_rate", s.max_failure_rate, check.rate_rule(s.max_failure_rate))
           end
           for k in pairs(s) do
             if k ~= "topic" and k ~= "handler" and k ~= "max_failure_rate" then
@@ -214,8 +218,7 @@ local function merge_into(dst, src)
 end
 
 local function known_endpoints()
-  local rpc = package.loaded["thorp.rpc"]
-  local pool = rpc and rpc.default_pool()
+  local pool = require("thorp.rpc").default_pool()
   if not pool then return nil end
   local set = {}
   for _, e in ipairs(pool:endpoints()) do set[e.name] = true end
@@ -236,7 +239,9 @@ function M.load(paths, eps)
       setfenv(chunk, env)
       local ok, p = xpcall(chunk, debug.traceback)
       if not ok then
-        errs[#errs + 1] = ("%s: error while loading: %s"):format(file, tostring(p))
+        -- an error value whose __tostring raises must not escape the loader
+        local shown, text = pcall(tostring, p)
+        errs[#errs + 1] = ("%s: error while loading: %s"):format(file, shown and text or "(an error value that cannot be shown)")
       else
         local perrs = M.validate(p, file, eps)
         for _, e in ipairs(perrs) do errs[#errs + 1] = e end
@@ -295,9 +300,8 @@ local function apply(p)
     end
   end
   M.hooks = p.hooks or {}
-  local http = package.loaded["thorp.http"]
-  if http and http.set_request_hook then http.set_request_hook(M.hooks.frontdoor_request) end
   state.applied = p
+  for _, fn in ipairs(appliers) do fn(p) end
 end
 
 -- reload results go out on the bus topic "thorp.policy"

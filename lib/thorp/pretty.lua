@@ -133,6 +133,8 @@ local function fmt_table(t, opts, level, pad, path, where)
   if path[t] then return "<cycle>" end
   local mt = getmetatable(t)
   if not opts.raw and type(mt) == "table" and rawget(mt, "__tostring") then return tostring(t) end
+  -- values holding secrets (keypairs) print only their __tostring, even raw
+  if type(mt) == "table" and rawget(mt, "__secret") then return tostring(t) end
   if level > opts.depth then return next(t) == nil and "{}" or "{...}" end
   local n = #t
   local keys, nkeys = {}, 0

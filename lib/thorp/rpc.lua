@@ -20,29 +20,14 @@
 -- allows it); reads may be hedged: when the first endpoint is slower than
 -- its own recent p90, a second one is asked and the first answer wins.
 local ffi = require "ffi"
-local cjson = require "cjson.safe"
+local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
 local logm = require "thorp.log"
 local log = logm.for_module("rpc")
 
-ffi.cdef [[
-typedef struct thorp_http_result {
-  int64_t id;
-  int curl_code, http_status, cancelled;
-  double retry_after_ms, total_ms, connect_ms;
-  char *body;
-  size_t body_len;
-  char error[256];
-} thorp_http_result;
-int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
-                           double connect_timeout_ms, char *err, int errlen);
-void thorp_pool_cancel(int64_t id);
-void thorp_pool_result_free(thorp_http_result *r);
-int thorp_pool_inflight(void);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local now = sched.now
 local floor, min, max = math.floor, math.min, math.max
 
@@ -73,8 +58,9 @@ sched.on_event(sched.EV.RPC, function(ev)
   if cb then cb(res) end
 end)
 
-local function http_send(url, body, timeout_ms, cb)
-  local id = C.thorp_pool_request(url, body, #body, timeout_ms, min(timeout_ms, 3000), errbuf, 256)
+-- headers: an endpoint's own "Name: value" lines (config `headers`), or nil
+local function http_send(url, body, timeout_ms, cb, headers)
+  local id = C.thorp_pool_request_headers(url, body, #body, timeout_ms, min(timeout_ms, 3000), headers, errbuf, 256)
   if id < 0 then return nil, ffi.string(errbuf) end
   id = tonumber(id)
   waiting[id] = cb
@@ -130,6 +116,16 @@ end
 
 local function publish_system(topic, event) require("thorp.bus").system(topic, event, "low") end
 
+-- An endpoint's `headers` (providers that authenticate by header) as the
+-- "Name: value" lines the transport sends; the values are secrets.
+local function header_lines(h)
+  if not h or next(h) == nil then return nil end
+  local lines = {}
+  for k, v in pairs(h) do lines[#lines + 1] = k .. ": " .. v end
+  table.sort(lines)
+  return table.concat(lines, "\n")
+end
+
 local function new_endpoint(pool, e, i)
   local display = config.redact_url(e.url)
   local bopts = {}
@@ -137,13 +133,13 @@ local function new_endpoint(pool, e, i)
   bopts.name = e.name
   local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
                timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
+               ws_url = e.ws_url, header_lines = header_lines(e.headers),
                hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
                inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
                health_fails = 0, good_checks = 0,
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
   for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
-  ep.ws_url = e.ws_url -- WebSocket subscriptions (lib/thorp/ws.lua)
   ep.breaker:on_change(function(_, from, to)
     local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
     if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
@@ -292,9 +288,10 @@ local function classify(_pool, ep, res, req)
                   message = ("%s: HTTP %d"):format(ep.name, status) }, true, status >= 500 and status ~= 503
   end
   ep.backoff_n = 0
-  local doc = cjson.decode(res.body)
+  local doc = json.decode(res.body)
+  if type(doc) == "table" and doc.error == json.null then doc.error = nil end -- "error": null is no error
   if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
-     or (not req.batch and doc.result == nil and type(doc.error) ~= "table") then
+     or (not req.batch and (doc.result == nil or doc.error ~= nil) and type(doc.error) ~= "table") then
     ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
     ep.breaker:failure()
     return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
@@ -347,6 +344,7 @@ local function classify(_pool, ep, res, req)
   -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
   return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
 end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
@@ -367,7 +365,7 @@ local function launch(_pool, call, ep, req)
   id, err = http_send(ep.url, req.body, timeout, function(res)
     call.mail[#call.mail + 1] = { id = id, ep = ep, res = res }
     wake_call(call)
-  end)
+  end, ep.header_lines)
   if not id then
     ep.inflight = ep.inflight - 1
     ep.errors.TRANSPORT_ERROR = ep.errors.TRANSPORT_ERROR + 1
@@ -613,7 +611,7 @@ function Pool:call(method, params, opts)
   next_id = next_id + 1
   local msg = { jsonrpc = "2.0", id = next_id, method = method }
   if params and next(params) ~= nil then msg.params = params end
-  local body, err = cjson.encode(msg)
+  local body, err = json.safe_encode(msg)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = method ~= "sendTransaction" }
@@ -640,7 +638,7 @@ function Pool:batch(calls, opts)
       if not prio or rank[p] > rank[prio] then prio = p end
     end
   end
-  local body = cjson.encode(msgs)
+  local body = json.safe_encode(msgs)
   local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
                 idempotent = idem }
   return self:_admit_and_run(req, prio, opts)
@@ -677,7 +675,7 @@ end
 
 local function health_result(pool, ep, res)
   ep.health_pending = false
-  local doc = res.curl_code == 0 and res.http_status == 200 and cjson.decode(res.body)
+  local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
   local slot = type(doc) == "table" and tonumber(doc.result)
   if not slot then
     ep.health_fails = ep.health_fails + 1
@@ -728,7 +726,7 @@ function Pool:check_health()
     if not ep.health_pending then
       ep.health_pending = true
       local id = http_send(ep.url, SLOT_BODY, min(self.health_interval_ms * 2, ep.timeout_ms or 2000),
-        function(res) health_result(self, ep, res) end)
+        function(res) health_result(self, ep, res) end, ep.header_lines)
       if not id then ep.health_pending = false end
     end
   end
@@ -826,7 +824,8 @@ function M.start(cfg, mode)
   if not rc or not rc.endpoints or #rc.endpoints == 0 then return true end
   local eps = {}
   for i, e in ipairs(rc.endpoints) do
-    eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, ws_url = e.ws_url }
+    eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, headers = e.headers,
+               ws_url = e.ws_url }
   end
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,

@@ -25,21 +25,22 @@ local floor = math.floor
 local M = {}
 
 M.EV = { SIGNAL = C.TEV_SIGNAL, RPC = C.TEV_RPC, CONSOLE = C.TEV_CONSOLE, HTTP = C.TEV_HTTP,
-         WAKE = C.TEV_WAKE, USER = C.TEV_USER }
+         USER = C.TEV_USER }
 
 local SUSPEND = setmetatable({}, { __tostring = function() return "thorp.SUSPEND" end })
 M.SUSPEND = SUSPEND
 
 local now = C.thorp_now
 M.now = function() return now() end
+-- The clock as of the start of this loop turn (like OpenResty's ngx.now()):
+-- free to read, for hot paths that only need turn resolution. M.now reads the
+-- clock itself.
+local cached = now()
+M.cached_now = function() return cached end
 M.wall = function() return C.thorp_wall() end
 
--- Logging is wired in by thorp.log once loaded (it needs sched for nothing,
--- so there is no cycle); until then errors go to stderr.
-local function report(msg, fields)
-  local log = package.loaded["thorp.log"]
-  if log then log.error(msg, fields) else io.stderr:write(msg, " ", tostring(fields and fields.error), "\n") end
-end
+-- Errors go to thorp.log (which needs nothing of sched, so there is no cycle).
+local function report(msg, fields) require("thorp.log").error(msg, fields) end
 
 ------------------------------------------------------------------------------
 -- Tasks
@@ -125,8 +126,6 @@ end
 
 local default_opts = {}
 function M.spawn(fn, ...) return M.spawn_opts(default_opts, fn, ...) end
-local daemon_opts = { daemon = true }
-function M.spawn_daemon(fn, ...) return M.spawn_opts(daemon_opts, fn, ...) end
 
 --- The running task, or nil outside any task.
 function M.current()
@@ -251,10 +250,44 @@ end
 local Timer = {}
 Timer.__index = Timer
 
+-- Cancelled timers are not searched out of the heap: they are counted, and
+-- once they are more than half of it (and more than a few) the heap is
+-- rebuilt without them, so create+cancel in a loop keeps it small.
+local dead = 0
+local COMPACT_MIN = 64
+
+local function heap_compact()
+  local live_n = 0
+  for i = 1, hn do
+    local e = heap[i]
+    if not e.cancelled then live_n = live_n + 1; heap[live_n] = e else e.in_heap = false end
+  end
+  for i = live_n + 1, hn do heap[i] = nil end
+  hn, dead = live_n, 0
+  for i = floor(hn / 2), 1, -1 do -- heapify
+    local j = i
+    while true do
+      local l, r, m = 2 * j, 2 * j + 1, j
+      if l <= hn and less(heap[l], heap[m]) then m = l end
+      if r <= hn and less(heap[r], heap[m]) then m = r end
+      if m == j then break end
+      heap[j], heap[m] = heap[m], heap[j]
+      j = m
+    end
+  end
+end
+
+--- timer:cancel() -> true | false (already cancelled or fired). Once it
+--- returns, the callback never starts again: a callback already spawned in
+--- this loop turn checks the flag before it runs.
 function Timer:cancel()
-  if self.cancelled then return false end
+  if self.cancelled or self.fired then return false end
   self.cancelled = true
-  if not self.daemon then holds = holds - 1 end
+  if not self.daemon and not self.spawned then holds = holds - 1 end
+  if self.in_heap then
+    dead = dead + 1
+    if dead > COMPACT_MIN and dead * 2 > hn then heap_compact() end
+  end
   return true
 end
 
@@ -264,7 +297,7 @@ local function add_timer(ms, fn, interval, daemon, name)
   if ms < 0 then ms = 0 end
   tseq = tseq + 1
   local e = setmetatable({ at = now() + ms, seq = tseq, fn = fn, interval = interval, daemon = daemon or false,
-                           cancelled = false, name = name }, Timer)
+                           cancelled = false, name = name, in_heap = true }, Timer)
   if not e.daemon then holds = holds + 1 end
   heap_push(e)
   return e
@@ -297,26 +330,34 @@ function M.sleep(ms)
 end
 
 local timer_opts = { name = "timer", quiet = false }
+-- The callback's task starts with this check: a cancel() between the spawn
+-- and the start (a busy task ahead of it in the same turn) wins.
+local function run_timer(e)
+  if e.cancelled then return end
+  if not e.interval then e.fired = true end -- from now on cancel() returns false
+  return e.fn(e)
+end
 local function fire(e)
   if e.task then
     M.wake(e.task, nil, e.tok)
     return
   end
-  if e.cancelled then return end
+  e.in_heap = false
   if e.interval then
     e.at = e.at + e.interval
     local n = now()
     if e.at < n then e.at = n end -- never fire in a burst to catch up
     tseq = tseq + 1
     e.seq = tseq
+    e.in_heap = true
     heap_push(e)
   elseif not e.daemon then
-    holds = holds - 1
-    e.cancelled = true
+    holds = holds - 1 -- the callback's task keeps exec alive from here
+    e.spawned = true
   end
   timer_opts.daemon = e.daemon
   timer_opts.name = e.name or "timer"
-  M.spawn_opts(timer_opts, e.fn, e)
+  M.spawn_opts(timer_opts, run_timer, e)
 end
 
 ------------------------------------------------------------------------------
@@ -325,7 +366,7 @@ end
 function M.hold(n) holds = holds + (n or 1) end
 function M.unhold(n) holds = holds - (n or 1) end
 function M.pending()
-  return { tasks = live, holds = holds, ready = rq_tail - rq_head + 1, timers = hn }
+  return { tasks = live, holds = holds, ready = rq_tail - rq_head + 1, timers = hn, cancelled_timers = dead }
 end
 function M.is_idle() return live == 0 and holds <= 0 and rq_tail < rq_head and C.thorp_inbox_size() == 0 end
 
@@ -341,7 +382,7 @@ function M.on_signal(signum, fn)
   signal_handlers[signum] = fn
   C.thorp_loop_catch_signal(signum)
 end
-M.SIGHUP, M.SIGINT, M.SIGTERM, M.SIGUSR1 = 1, 2, 15, 10
+M.SIGHUP, M.SIGINT, M.SIGTERM, M.SIGUSR1 = C.TSIG_HUP, C.TSIG_INT, C.TSIG_TERM, C.TSIG_USR1
 
 handlers[M.EV.SIGNAL] = function(ev)
   local h = signal_handlers[ev.a]
@@ -378,17 +419,17 @@ function M.stop(code)
   if stop_code == nil then stop_code = code or 0 end
   C.thorp_loop_stop()
 end
-function M.stopping() return stop_code ~= nil end
 function M.exit_code() return stop_code end
 
 local RUN_BUDGET = 20000
 
 local function step()
+  cached = now()
   drain_inbox()
   local t = now()
   while hn > 0 and heap[1].at <= t do
     local e = heap_pop()
-    if not e.cancelled then fire(e) end
+    if e.cancelled then e.in_heap = false; dead = dead - 1 else fire(e) end
   end
   local budget = RUN_BUDGET
   while rq_head <= rq_tail and budget > 0 do
@@ -407,7 +448,7 @@ local function step()
   end
   if rq_head <= rq_tail then return 0 end
   -- drop cancelled timers at the top so they do not wake the loop
-  while hn > 0 and heap[1].cancelled do heap_pop() end
+  while hn > 0 and heap[1].cancelled do heap_pop().in_heap = false; dead = dead - 1 end
   if hn > 0 then
     local d = heap[1].at - now()
     return d > 0 and d or 0

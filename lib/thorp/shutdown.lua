@@ -26,9 +26,12 @@ local phase_timer, force_timer, progress_timer
 -- phases go out on the bus topic "thorp.shutdown" so handlers can react
 local function announce(ev) require("thorp.bus").system("thorp.shutdown", ev, "critical") end
 
-local function journal() return package.loaded["thorp.journal"] and package.loaded["thorp.journal"].default end
+-- required when used: the journal module is loaded by the host before any trade
+local function journal_mod() return require("thorp.journal") end
 
---- register(kind, id, meta) -> op | nil, { code = "SHUTTING_DOWN" }
+--- register(kind, id, meta) -> op | nil, { code = "SHUTTING_DOWN" | "DUPLICATE" | "JOURNAL_ERROR", message }
+--- A trade id still open (this run, or left open by an earlier one) is refused, never replaced.
+
 function M.register(kind, id, meta)
   if type(kind) ~= "string" or kind == "" then
     error(("shutdown.register: kind must be a non-empty string such as \"TRADE\", got %s"):format(tostring(kind)), 2)
@@ -46,11 +49,21 @@ function M.register(kind, id, meta)
       "): new trade " .. id .. " refused" }
   end
   local old = ops[id]
-  if old then -- re-registering an id replaces it
-    if old.trade then n_trades = n_trades - 1 else n_ops = n_ops - 1 end
+  if old and (trade or old.trade) then
+    return nil, { code = "DUPLICATE", id = id, message = ("%s %s is already registered and not completed: "
+      .. "complete it first or use a new id"):format(old.trade and "trade" or "operation", id) }
+  end
+  if old then -- re-registering an operation id replaces it
+    n_ops = n_ops - 1
     sched.unhold()
   end
-  if trade and journal() then journal():begin(id, kind, meta) end
+  if trade then
+    local j = journal_mod()
+    if j then
+      local ok, err = j.trade_begin(id, kind, meta)
+      if not ok then return nil, err end
+    end
+  end
   local op = { id = id, type = kind, meta = meta or {}, started = sched.now(), trade = trade }
   ops[id] = op
   if trade then n_trades = n_trades + 1 else n_ops = n_ops + 1 end
@@ -60,18 +73,28 @@ end
 
 local finish
 
---- complete(id, status): safe for unknown ids.
-function M.complete(id, status)
+--- complete(id, outcome): outcome is a status string ("completed" by default) or a table
+--- { status = "confirmed"|"failed"|"expired"|..., slot =, err =, signature = } stored with
+--- the finished trade (thorp.journal.history). Safe for unknown ids; a trade an earlier
+--- run left open is finished in the journal.
+function M.complete(id, outcome)
   if id == nil then return false end
   if type(id) == "table" then id = id.id end
   id = tostring(id)
+  local jm = journal_mod()
+  local status, otab = (jm or require("thorp.journal")).outcome(outcome)
   local op = ops[id]
-  if not op then return false end
+  if not op then
+    local j = jm and jm.default
+    local t = j and j:get(id)
+    if t and t.status == "open" then return (jm.trade_done(id, status, otab)) end
+    return false
+  end
   ops[id] = nil
   sched.unhold()
   if op.trade then
     n_trades = n_trades - 1
-    if journal() then journal():done(id, status) end
+    if jm then jm.trade_done(id, status, otab) end
   else
     n_ops = n_ops - 1
   end
@@ -112,6 +135,12 @@ finish = function(code, why)
   state.done = true
   cancel_timers()
   local left = open_list(false)
+  local jm = journal_mod()
+  local lost = jm and jm.unjournaled and jm.unjournaled() or 0
+  if lost > 0 then
+    code = 1
+    log.error("trades could not be journaled (journal I/O failure); exiting 1", { unjournaled = lost })
+  end
   local fields = { exit_code = code, reason = why, elapsed_ms = math.floor(sched.now() - state.started) }
   if #left > 0 then
     fields.abandoned = left

@@ -1,15 +1,8 @@
 -- sys: small POSIX helpers reached through the FFI (pid, files, dirs).
 local ffi = require "ffi"
-ffi.cdef [[
-int getpid(void);
-int mkdir(const char *path, unsigned int mode);
-int access(const char *path, int mode);
-char *strerror(int errnum);
-]]
-local C = ffi.C
+local C = require "thorp.cdef"
 local M = {}
 function M.getpid() return C.getpid() end
-function M.exists(path) return C.access(path, 0) == 0 end
 --- mkdir -p with mode (default 0700); returns true or nil, err
 function M.mkdir_p(path, mode)
   mode = mode or tonumber("700", 8)
@@ -18,7 +11,7 @@ function M.mkdir_p(path, mode)
     acc = acc .. "/" .. part
     if C.mkdir(acc, mode) ~= 0 then
       local e = ffi.errno()
-      if e ~= 17 then return nil, ("cannot create directory %s: %s"):format(acc, ffi.string(C.strerror(e))) end
+      if e ~= C.SYS_EEXIST then return nil, ("cannot create directory %s: %s"):format(acc, ffi.string(C.strerror(e))) end
     end
   end
   return true

@@ -70,6 +70,38 @@ end
 M.output_handler = output_handler
 package.preload["thorp.busted_output"] = function() return output_handler end
 
+------------------------------------------------------------------------------
+-- Helpers for specs: wait for a condition, never for a fixed time.
+--   local testing = require "thorp.testing"
+--   testing.wait_until(function() return #got == 3 end, 1000, "three events")
+--   testing.turns(3)   -- let the loop turn 3 times (to see that something did NOT happen)
+------------------------------------------------------------------------------
+
+--- wait_until(cond, timeout_ms = 5000, what) -> cond()'s first truthy value.
+--- Polls cond on every loop turn; raises "wait_until: WHAT not reached within N ms" at the deadline.
+function M.wait_until(cond, timeout_ms, what)
+  local sched = require "thorp.sched"
+  timeout_ms = timeout_ms or 5000
+  local deadline = sched.now() + timeout_ms
+  while true do
+    local v = cond()
+    if v then return v end
+    if sched.now() >= deadline then
+      error(("wait_until: %s not reached within %d ms"):format(what or "the condition", timeout_ms), 2)
+    end
+    coroutine.yield()        -- other ready tasks of this turn
+    v = cond()
+    if v then return v end
+    sched.sleep(0.001)       -- the next turn (timers, I/O, the inbox)
+  end
+end
+
+--- turns(n = 5): let the loop run n turns (no wall-clock wait).
+function M.turns(n)
+  local sched = require "thorp.sched"
+  for _ = 1, n or 5 do coroutine.yield(); sched.sleep(0.001) end
+end
+
 --- Run busted on paths (files or directories); returns the exit code.
 function M.run(paths, extra)
   if #paths == 0 then paths = { "tests" } end

@@ -1,4 +1,6 @@
--- Signal bus figures (docs/bus.md, issue 5). Run: LOG_LEVEL=warn ./thorp exec scripts/bench.d/bus.lua
+-- Signal bus figures (docs/bus.md, issues 5 and 13). Run: LOG_LEVEL=warn ./thorp exec scripts/bench.d/bus.lua [part]
+--  0. the realistic workload beside a bare Lua loop doing the same work, and
+--     the memory held per queued event;
 --  1. throughput: one Lua publisher -> 1 and -> 4 subscribers, publishing in
 --     batches of 1000 between loop turns (plus: sequenced events, and a bus
 --     with admission control like the host's default bus);
@@ -158,11 +160,98 @@ local function critical_under_overload(label, opts)
     delta("MAILBOX_FULL"), delta("EVICTED")))
 end
 
+-- The realistic workload (issue 13): each event a fresh table { n = i, t = thorp.now() }
+-- published in batches of 1,000 with thorp.sleep(0) between batches, on a bus with
+-- max_queue_size 10000, the subscribers counting. Beside it, in the same run, a bare
+-- Lua loop that allocates the same tables and calls the same handler with no bus:
+-- what the bus adds is the difference.
+local REAL_N = tonumber(os.getenv("BUS_BENCH_REAL")) or 2000000
+local function realistic(label, nsubs, sequenced)
+  local now = thorp.now
+  local got, last = 0, nil
+  local function handler() got = got + 1 end
+  local deliver = handler -- the bare loop calls the handler once per subscriber, as the bus does
+  if nsubs > 1 then deliver = function(ev) for _ = 1, nsubs do handler(ev) end end end
+  -- the bare loop keeps each event (as a queue would), or LuaJIT would sink its allocation
+  local function bare(n)
+    local i = 0
+    while i < n do
+      if sequenced then
+        for _ = 1, CHUNK do i = i + 1; local ev = { n = i, t = now(), sequence = i }; last = ev; deliver(ev) end
+      else
+        for _ = 1, CHUNK do i = i + 1; local ev = { n = i, t = now() }; last = ev; deliver(ev) end
+      end
+      thorp.sleep(0)
+    end
+  end
+  local bus = thorp.bus.new{ max_queue_size = 10000 }
+  for k = 1, nsubs do bus:subscribe("t", handler, { name = "s" .. k }) end
+  local seq = 0
+  local function via_bus(n)
+    local i = 0
+    while i < n do
+      if sequenced then
+        for _ = 1, CHUNK do i = i + 1; seq = seq + 1; bus:publish("t", { n = i, t = now(), sequence = seq }) end
+      else
+        for _ = 1, CHUNK do i = i + 1; bus:publish("t", { n = i, t = now() }) end
+      end
+      thorp.sleep(0)
+    end
+    while got < n * nsubs do thorp.sleep(0) end
+  end
+  local function timed(fn, n)
+    collectgarbage()
+    got = 0
+    local t0 = now()
+    fn(n)
+    return now() - t0
+  end
+  timed(bare, REAL_N / 10); timed(via_bus, REAL_N / 10) -- warm up (JIT)
+  local bare_ms = timed(bare, REAL_N)
+  local bus_ms = timed(via_bus, REAL_N)
+  local drops = bus:stats().dropped_events
+  assert(last)
+  bus:close()
+  print(("bus: %-44s %6.2f M events/s, bare loop %6.2f M/s: bus %+4.0f%% over the bare loop%s"):format(
+    label, REAL_N / bus_ms / 1000, REAL_N / bare_ms / 1000, (bus_ms / bare_ms - 1) * 100,
+    drops > 0 and (" (%d dropped!)"):format(drops) or ""))
+end
+
+-- Memory held per queued event: events published and not yet routed (the bus
+-- queue), then routed and not yet handled (a subscriber's mailbox). The event
+-- itself is shared, so only the bus's own bookkeeping counts; the rings grow
+-- by doubling, so this is what 10,000 queued events cost on a fresh bus.
+local function bytes_per_event(label)
+  local n = 10000
+  local bus = thorp.bus.new{ max_queue_size = n }
+  local gate, got = true, 0
+  bus:subscribe("t", function() while gate do coroutine.yield() end got = got + 1 end)
+  local ev = { n = 1 }
+  bus:publish("t", ev); thorp.sleep(1) -- the worker is now parked inside the first event
+  collectgarbage()
+  local k0 = collectgarbage("count")
+  for _ = 2, n do bus:publish("t", ev) end
+  collectgarbage()
+  local k1 = collectgarbage("count")
+  thorp.sleep(1) -- the dispatcher moves them to the mailbox (the queue's rings stay grown)
+  collectgarbage()
+  local k2 = collectgarbage("count")
+  gate = false
+  while got < n do thorp.sleep(0) end
+  bus:close()
+  print(("bus: %-44s %.1f bytes per event in the bus queue, %.1f in a mailbox"):format(
+    label, (k1 - k0) * 1024 / (n - 1), (k2 - k1) * 1024 / (n - 1)))
+end
+
 -- Optional argument: run only the parts whose label contains it (e.g. "critical").
 local only = arg and arg[1]
 local function part(label, fn, ...)
   if not only or label:find(only, 1, true) then fn(label, ...) end
 end
+part("realistic, 1 subscriber:", realistic, 1)
+part("realistic, 4 subscribers:", realistic, 4)
+part("realistic, sequenced, 1 subscriber:", realistic, 1, true)
+part("memory:", bytes_per_event)
 part("plain", throughput, 1)
 part("plain", throughput, 4)
 part("with admission control", throughput, 1, { bp = thorp.backpressure.new{ max_queue_size = 100000 } })

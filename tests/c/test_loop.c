@@ -26,7 +26,7 @@ static void test_inbox(void)
     /* wrap-around: interleave posts and drains */
     int ok = 1, next = 0, seq = 0;
     for (int round = 0; round < 1000; round++) {
-        for (int i = 0; i < 3; i++) loop_post(TEV_WAKE, seq++, 0, 0, NULL);
+        for (int i = 0; i < 3; i++) loop_post(TEV_HTTP, seq++, 0, 0, NULL);
         int k = thorp_inbox_drain(ev, 2);
         for (int i = 0; i < k; i++) if (ev[i].id != next++) ok = 0;
     }

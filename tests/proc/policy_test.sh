@@ -8,7 +8,7 @@ printf 'return { priorities = { rpc = { getSlot = "urgent" } }, breakers = { def
 check $(is $rc 2) "thorp check on a bad policy exits 2"
 grep -q 'bad.lua: priorities.rpc.getSlot = urgent: allowed "critical", "normal", "low"' "$work/check.err"
 check $? "names the file, the key and what is allowed"
-grep -q 'bad.lua: breakers.default: unknown option cooldown' "$work/check.err"; check $? "and lists every error"
+grep -q 'bad.lua: breakers.default: unknown option "cooldown"' "$work/check.err"; check $? "and lists every error"
 "$THORP" run "$work/bad.lua" >/dev/null 2>&1; check $(is $? 2) "thorp run with a bad policy exits 2"
 (cd "$(dirname "$THORP")" && "$THORP" check policies/default.lua examples/memecoin_policy.lua >/dev/null 2>&1)
 check $? "the shipped policies are valid"
