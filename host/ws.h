@@ -39,13 +39,9 @@ typedef struct thorp_ws_msg {
     const char *data;  /* the message, NUL-terminated */
     size_t len;
     double t_rx;       /* thorp_now() when its bytes were read */
-    /* A long base64 account "data" string, located so that Lua can decode
-     * the JSON around it and take the string as is (JSON decoding is the
-     * cost of a 1 KB notification otherwise): data[blob_off, +blob_len) is
-     * the string's content, blob_len 0 when there is none. */
-    size_t blob_off, blob_len;
     /* A notification's params.result value is data[res_off, +res_len) when it
-     * has the usual layout (result first, subscription last); res_len 0 if not. */
+     * has the usual layout (result first, subscription last), so Lua decodes
+     * only that; res_len 0 if not. */
     size_t res_off, res_len;
 } thorp_ws_msg;
 
