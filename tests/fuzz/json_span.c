@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz.h"
-#include "http.h"
+#include "jsonspan.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) { return 0; }
 
