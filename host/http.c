@@ -9,6 +9,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include "http.h"
+#include "http_ws.h"
 #include "loop.h"
 
 typedef struct hreq {
@@ -77,6 +78,7 @@ static void on_sent(struct evhttp_request *req, void *arg)
 static void on_request(struct evhttp_request *req, void *arg)
 {
     (void)arg;
+    if (http_ws_upgrade(req)) return; /* WebSocket: host/http_ws.c */
     if (H.nfree == 0) {
         evhttp_send_error(req, 503, "too many pending requests");
         return;
@@ -146,6 +148,7 @@ void thorp_http_stop(void)
         if (r->orphan && r->req) evhttp_request_free(r->req);
         release(r, 0);
     }
+    http_ws_stop(); /* its connections are evhttp's too */
     if (H.http) evhttp_free(H.http); /* frees connections and the requests on them */
     H.http = NULL;
     H.port = 0;

@@ -126,7 +126,7 @@ static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
     return -1;
 }
 
-static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
+void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx) {
     if (ws.qn == ws.qcap) {
         int cap = ws.qcap ? ws.qcap * 2 : 1024;
         qmsg *q = realloc(ws.q, cap * sizeof *q);
@@ -147,7 +147,7 @@ static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
     ws.arena[ws.alen + len] = 0;
     qmsg *m = &ws.q[ws.qn++];
     size_t sub_at = 0;
-    *m = (qmsg){ c->id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, c->t_read, 0, 0 };
+    *m = (qmsg){ conn_id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, t_rx, 0, 0 };
     if (m->sub >= 0) {
         /* {"jsonrpc":"2.0","method":"xNotification","params":{"result":R,"subscription":N}} */
         static const char pre[] = "\"params\":{\"result\":";
@@ -159,7 +159,6 @@ static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
         }
     }
     ws.alen = need;
-    c->info.messages++;
     if (!ws.posted) {
         ws.posted = 1;
         loop_post(TEV_WS, 0, THORP_WS_MESSAGES, 0, NULL);
@@ -284,7 +283,10 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     conn *c = user;
     c->info.last_rx = c->t_read;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-        if (!c->too_big) ws_enqueue(c, (const uint8_t *)c->mbuf, c->mlen);
+        if (!c->too_big) {
+            ws_queue_push(c->id, (const uint8_t *)c->mbuf, c->mlen, c->t_read);
+            c->info.messages++;
+        }
         c->mlen = 0;
         if (c->mcap > (1u << 20)) { free(c->mbuf); c->mbuf = NULL; c->mcap = 0; } /* after a huge one */
     }

@@ -75,4 +75,8 @@ double thorp_ws_hash(const char *data, size_t len);
 void thorp_ws_test_reset(int64_t id);
 /* ffi:end */
 
+/* For host/http_ws.c (the front door's WebSocket side): queue a message from
+ * one of its client connections (conn_id < 0) for the same batched drain. */
+void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx);
+
 #endif

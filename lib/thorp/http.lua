@@ -468,6 +468,7 @@ function M.listen(host, port, opts)
   local p = C.thorp_http_listen(host or "127.0.0.1", port or 0, opts.max_body or 0, errbuf, 256)
   if p < 0 then return nil, ffi_string(errbuf) end
   pool = opts.pool
+  require("thorp.http_ws").pool = opts.pool -- WebSocket on the same port (lib/thorp/http_ws.lua)
   return p
 end
 

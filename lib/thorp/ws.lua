@@ -302,6 +302,7 @@ local function finish_entry(e, state)
   for _, s in ipairs(e.subs) do
     if s.state ~= "closed" then
       s.state = state
+      if s.on_state then s.on_state(s) end
       if s.held then s.held = false; sched.unhold(1) end
     end
   end
@@ -445,7 +446,12 @@ local function on_control(ep, m)
   e.placed[ep] = id
   ep.by_sub[id] = e
   if e.method == "slotSubscribe" then ep.last_slot_at = now() end
-  for _, s in ipairs(e.subs) do if s.state ~= "closed" then s.state = "active" end end
+  for _, s in ipairs(e.subs) do
+    if s.state ~= "closed" then
+      s.state = "active"
+      if s.on_state then s.on_state(s) end
+    end
+  end
   if e.lost and e.gap then e.gap.ep, e.gap.at = ep, now() end
   e.lost = false
   e.active_once = true
@@ -510,9 +516,12 @@ local function drain()
     if n == 0 then return end
     for i = 0, n - 1 do
       local m = msgs[i]
-      local ep = conns[tonumber(m.conn)]
+      local cid = tonumber(m.conn)
+      local ep = conns[cid]
       if ep then
         if m.sub >= 0 then on_notification(ep, m) else on_control(ep, m) end
+      elseif cid < 0 and M.client_hooks then -- a front-door client (lib/thorp/http_ws.lua)
+        M.client_hooks.message(cid, m.data, tonumber(m.len))
       end
     end
   end
@@ -529,6 +538,10 @@ sched.on_event(C.TEV_WS, function(ev)
     return
   end
   local id = tonumber(ev.id)
+  if id < 0 then
+    if M.client_hooks then M.client_hooks.closed(id) end
+    return
+  end
   local ep = conns[id]
   if not ep then C.thorp_ws_free(id); return end
   if a == C.THORP_WS_OPEN then on_open(ep) elseif a == C.THORP_WS_CLOSED then on_closed(ep, id) end
