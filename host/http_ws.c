@@ -46,6 +46,9 @@ static void client_free(client *c, int notify) {
     if (*pp) *pp = c->next;
     W.n--;
     if (c->ws) wslay_event_context_free(c->ws);
+    /* off the loop while the socket is still open (evhttp closes it first, then frees the bufferevent) */
+    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     evhttp_connection_free(c->evcon); /* frees the bufferevent (and the upgraded request) */
     if (notify) loop_post(TEV_WS, c->id, THORP_WS_CLOSED, 0, NULL);
     free(c);

@@ -89,6 +89,7 @@ local function on_message(cid, ptr, len)
     return rpc_error(cid, type(msg) == "table" and msg.id or json.null, -32700, "Parse error: a JSON-RPC request expected")
   end
   local m = msg.method
+  if msg.id == nil then return end -- a JSON-RPC notification (web3.js and kit ping this way): no answer
   if ws.METHODS[m] then return subscribe(cid, c, msg) end
   if m:match("Unsubscribe$") and ws.METHODS[m:gsub("Unsubscribe$", "Subscribe")] then
     return unsubscribe(cid, c, msg)
