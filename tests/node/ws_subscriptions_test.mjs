@@ -4,6 +4,7 @@
 // "N passed, N failed". Run by tests/node/run.sh.
 import { address, createSolanaRpcSubscriptions, signature } from "@solana/kit";
 import { Connection, PublicKey } from "@solana/web3.js";
+import WebSocket from "ws";
 
 const WS = process.env.THORP_WS_URL, HTTP = process.env.THORP_URL;
 const sims = [process.env.SIM_WS_1, process.env.SIM_WS_2, process.env.SIM_WS_3].filter(Boolean)
@@ -112,6 +113,20 @@ await check("kit: a subscription keeps flowing when its upstream endpoint dies",
   await admin(0, { clear: 1 });
   assert(after[2] > after[0], `slots ${after}`);
   return `slots ${after.join(", ")} after the kill`;
+});
+
+await check("simulator: a reader that stops reading is dropped (slow_reader_bytes)", async () => {
+  await admin(2, { slow_reader_bytes: 1 << 20, rate: 20000, payload_bytes: 1024 });
+  const before = (await admin(2)).dropped_slow;
+  const ws = new WebSocket(process.env.SIM_WS_3);
+  await new Promise((res, rej) => { ws.on("open", res); ws.on("error", rej); });
+  ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "accountSubscribe", params: ["Slow"] }));
+  await sleep(100);
+  ws._socket.pause(); // stop reading: the simulator's send buffer fills
+  await until(async () => (await admin(2)).dropped_slow > before, 10000, "the drop");
+  ws.terminate();
+  await admin(2, { clear: 1 });
+  return "dropped";
 });
 
 console.log(`${passed} passed, ${failed} failed`);
