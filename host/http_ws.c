@@ -8,11 +8,11 @@
 #include <sys/types.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <wslay/wslay.h>
+#include "http.h"
 #include "loop.h"
 #include "ws.h"
 
@@ -21,7 +21,6 @@
 
 typedef struct client {
     int64_t id; /* < 0 */
-    struct evhttp_connection *evcon;
     struct bufferevent *bev;
     wslay_event_context_ptr ws;
     int closed;
@@ -31,7 +30,8 @@ typedef struct client {
 static struct {
     client *clients;
     int64_t seq;
-    int n;
+    int n, registered;
+    char token[256]; /* the listener's token: the upgrade must carry it too */
 } W;
 
 static client *find(int64_t id) {
@@ -46,10 +46,7 @@ static void client_free(client *c, int notify) {
     if (*pp) *pp = c->next;
     W.n--;
     if (c->ws) wslay_event_context_free(c->ws);
-    /* off the loop while the socket is still open (evhttp closes it first, then frees the bufferevent) */
-    bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    evhttp_connection_free(c->evcon); /* frees the bufferevent (and the upgraded request) */
+    bufferevent_free(c->bev); /* frees the bufferevent (and the upgraded request) */
     if (notify) loop_post(TEV_WS, c->id, THORP_WS_CLOSED, 0, NULL);
     free(c);
 }
@@ -92,21 +89,44 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) client_free(arg, 1);
 }
 
-int http_ws_upgrade(struct evhttp_request *req) {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    const char *up = evhttp_find_header(in, "Upgrade");
-    if (!up || strcasecmp(up, "websocket") != 0) return 0;
-    const char *key = evhttp_find_header(in, "Sec-WebSocket-Key");
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (!key || strlen(key) > 64 || evhttp_request_get_command(req) != EVHTTP_REQ_GET || !evcon) {
-        evhttp_send_error(req, 400, "bad WebSocket upgrade (GET with Sec-WebSocket-Key expected)");
+static void refuse_flushed(struct bufferevent *bev, void *arg) {
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) bufferevent_free(bev);
+}
+
+/* Answer status and close (the bufferevent is ours). */
+static int refuse(struct bufferevent *bev, int status, const char *why) {
+    evbuffer_add_printf(bufferevent_get_output(bev), "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", status,
+                        status == 401 ? "Unauthorized" : "Bad Request", strlen(why), why);
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_setcb(bev, NULL, refuse_flushed, NULL, NULL);
+    return 1;
+}
+
+static int authorized(const thorp_http_req *req) {
+    if (!W.token[0]) return 1;
+    size_t tl = strlen(W.token);
+    const char *auth = thorp_http_header(req->id, "Authorization");
+    if (auth && !strncasecmp(auth, "Bearer ", 7) && strlen(auth + 7) == tl && !CRYPTO_memcmp(auth + 7, W.token, tl))
         return 1;
-    }
+    const char *q = strstr(req->uri, "token="); /* browsers cannot set headers on a WebSocket */
+    if (q && (q[-1] == '?' || q[-1] == '&') && strlen(q + 6) >= tl && !CRYPTO_memcmp(q + 6, W.token, tl) &&
+        (q[6 + tl] == 0 || q[6 + tl] == '&'))
+        return 1;
+    return 0;
+}
+
+/* host/http.c's upgrade hook: a GET with an Upgrade header. */
+static int take(struct bufferevent *bev, const thorp_http_req *req, void *arg) {
+    const char *up = thorp_http_header(req->id, "Upgrade");
+    if (!up || strcasecmp(up, "websocket") != 0) return 0;
+    const char *key = thorp_http_header(req->id, "Sec-WebSocket-Key");
+    if (!key || strlen(key) > 64) return refuse(bev, 400, "bad WebSocket upgrade: no Sec-WebSocket-Key\n");
+    if (!authorized(req)) return refuse(bev, 401, "a token is required (Authorization: Bearer, or ?token=)\n");
     client *c = calloc(1, sizeof *c);
     if (!c || wslay_event_context_server_init(&c->ws, &c_callbacks, c) != 0) {
         free(c);
-        evhttp_send_error(req, 503, "out of memory");
-        return 1;
+        return refuse(bev, 400, "out of memory\n");
     }
     wslay_event_config_set_max_recv_msg_length(c->ws, CLIENT_MAX_MESSAGE);
     char cat[128], acc[64];
@@ -114,23 +134,29 @@ int http_ws_upgrade(struct evhttp_request *req) {
     snprintf(cat, sizeof cat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
     SHA1((const unsigned char *)cat, strlen(cat), d);
     EVP_EncodeBlock((unsigned char *)acc, d, sizeof d);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "Upgrade", "websocket");
-    evhttp_add_header(out, "Connection", "Upgrade");
-    evhttp_add_header(out, "Sec-WebSocket-Accept", acc);
-    evhttp_send_reply_start(req, 101, "Switching Protocols");
-    /* from here the bytes are ours: evhttp keeps the connection (freed with it) but no longer reads it */
-    c->evcon = evcon;
-    c->bev = evhttp_connection_get_bufferevent(evcon);
+    evbuffer_add_printf(bufferevent_get_output(bev), "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", acc);
+    c->bev = bev;
     c->id = -(++W.seq);
     c->next = W.clients;
     W.clients = c;
     W.n++;
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
-    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) on_read(c->bev, c);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    bufferevent_setcb(bev, on_read, NULL, on_event, c);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > 0) on_read(bev, c);
     return 1;
+}
+
+static void free_all(void *arg) { http_ws_stop(); }
+
+void thorp_http_ws_enable(const char *token) {
+    snprintf(W.token, sizeof W.token, "%s", token ? token : "");
+    http_set_upgrade_hook(take, NULL);
+    if (!W.registered) {
+        W.registered = 1;
+        loop_on_free(free_all, NULL);
+    }
 }
 
 void http_ws_stop(void) {

@@ -2,10 +2,11 @@
  *
  * @solana/kit's createSolanaRpcSubscriptions and web3.js connect their
  * subscriptions to the same URL as their HTTP calls (ws:// instead of
- * http://). host/http.c hands every request carrying "Upgrade: websocket" to
- * http_ws_upgrade(), which answers 101 through evhttp and then takes the
- * connection's bufferevent over: wslay (server mode) does the framing from
- * there. Client messages go into host/ws.c's queue (connection ids < 0) and
+ * http://). thorp_http_ws_enable() installs host/http.c's upgrade hook: a GET
+ * with "Upgrade: websocket" (and the listener's token, if it has one) is
+ * answered 101 here and its bufferevent is ours from then on; wslay (server
+ * mode) does the framing. Client messages go into host/ws.c's queue
+ * (connection ids < 0) and
  * reach Lua in the same batches as upstream messages; lib/thorp/http_ws.lua
  * maps them onto thorp.rpc.subscribe (identical subscriptions of all clients
  * share one upstream subscription) and answers with thorp_http_ws_send().
@@ -17,13 +18,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct evhttp_request;
-/* 1 = the request was a WebSocket upgrade and is taken (answered), 0 = not one. */
-int http_ws_upgrade(struct evhttp_request *req);
-/* Close every client connection (before evhttp_free). */
+/* Close every client connection. */
 void http_ws_stop(void);
 
 /* ffi:begin */
+/* Take WebSocket upgrades on the HTTP listener; token "" or NULL = none needed,
+ * else the upgrade carries "Authorization: Bearer <token>" or "?token=<token>". */
+void thorp_http_ws_enable(const char *token);
 /* Send one text message to a client; 0, or -1 when it is gone. */
 int thorp_http_ws_send(int64_t id, const char *data, size_t len);
 void thorp_http_ws_close(int64_t id);

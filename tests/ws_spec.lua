@@ -377,6 +377,22 @@ http {
       wait(function() return sim:ws_fault(2, {}).subscriptions == 0 end, 3000, "the upstream unsubscribe")
     end)
 
+    it("asks for the listener's token on the upgrade when it has one", function()
+      C_http_stop()
+      local token = "ws-spec-token-0123456789"
+      port = assert(thorp.http.listen("127.0.0.1", 0, { pool = upstream, token = token }))
+      local bare = client()
+      bare:subscribe("slotSubscribe", nil, function() end)
+      wait(function() return (wsinfo(bare, "door").last_error or ""):match("HTTP 401") end, 4000, "the 401")
+      local with = thorp.rpc.new_pool{ endpoints = { { name = "door", url = "http://127.0.0.1:" .. port,
+                                                     ws_url = "ws://127.0.0.1:" .. port .. "/?token=" .. token } } }
+      local n = 0
+      with:subscribe("slotSubscribe", nil, function() n = n + 1 end)
+      wait(function() return n >= 1 end, 4000, "slots with the token")
+      C_http_stop()
+      port = assert(thorp.http.listen("127.0.0.1", 0, { pool = upstream }))
+    end)
+
     it("passes an upstream refusal on to the client as a JSON-RPC error", function()
       local c = client()
       local sub = c:subscribe("blockSubscribe", { "all" }, function() end) -- the simulator refuses it upstream

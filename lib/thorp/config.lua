@@ -26,6 +26,14 @@ local SETTINGS = {
   { "http.enabled", "THORP_HTTP", "bool", true },
   { "http.port", "THORP_HTTP_PORT", "int", 0, min = 0, max = 65535, note = "0 turns the listener off" },
   { "http.host", "THORP_HTTP_HOST", "string", "127.0.0.1" },
+  { "http.token", "THORP_HTTP_TOKEN", "string", nil,
+    note = "bearer token the listener requires (at least 16 characters; needed for a non-loopback THORP_HTTP_HOST)" },
+  { "http.max_body", "THORP_HTTP_MAX_BODY", "int", 4194304, min = 1024, max = 268435456,
+    note = "bytes per request body (413 beyond)" },
+  { "http.max_inflight_bytes", "THORP_HTTP_MAX_INFLIGHT_BYTES", "int", 67108864, min = 1024, max = 17179869184,
+    note = "bytes of request bodies held at once (503 beyond)" },
+  { "http.max_pending", "THORP_HTTP_MAX_PENDING", "int", 8192, min = 1, max = 8192,
+    note = "front-door requests being answered (503 beyond; /health, /ready, /metrics are not counted)" },
   { "backpressure.enabled", "ENABLE_BACKPRESSURE_MANAGEMENT", "bool", true },
   { "backpressure.max_queue_size", "BACKPRESSURE_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "backpressure.warning_threshold", "BACKPRESSURE_WARNING_THRESHOLD", "number", 0.8, min = 0.01, max = 1 },
@@ -46,6 +54,12 @@ local SETTINGS = {
   { "rpc.chainstack_url", "CHAINSTACK_RPC_URL", "url", nil },
   { "rpc.public_url", "PUBLIC_RPC_URL", "url", nil },
   { "rpc.urls", "THORP_RPC_URLS", "urllist", nil },
+  { "send.rebroadcast_ms", "THORP_SEND_REBROADCAST_MS", "int", 1000, min = 50, max = 60000,
+    note = "send_and_confirm sends the same bytes again this often until they land or expire" },
+  { "send.reconcile", "THORP_SEND_RECONCILE", "bool", true,
+    note = "at start, look up trades a previous run left open with a journaled signature and complete them" },
+  { "send.urls", "THORP_SEND_URLS", "urllist", nil,
+    note = "send-only endpoints (name=url,...: a Jito block engine, Helius Sender) that get every rebroadcast" },
   { "bus.max_queue_size", "BUS_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "bus.max_subscribers", "BUS_MAX_SUBSCRIBERS", "int", 100, min = 1, max = 100000 },
   { "bus.reorder_window_ms", "BUS_REORDER_WINDOW_MS", "int", 50, min = 0, max = 600000 },
@@ -60,10 +74,11 @@ local by_key, by_env = {}, {}
 for _, s in ipairs(SETTINGS) do by_key[s[1]] = s; by_env[s[2]] = s end
 
 -- Keys of the config file that are tables of their own (not settings).
-local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true }
+local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true, ["send.endpoints"] = true }
 
 -- The keys an endpoint of rpc.endpoints may have (add a key here and in check_endpoints).
-M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true }
+M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true,
+                    public_path = true }
 
 -- THORP_* variables read outside the settings table (tests, the demo, the
 -- build). Any other THORP_* name is an error: a misspelt setting must not
@@ -75,39 +90,10 @@ M.OTHER_ENV = { THORP_NO_DEV_LIB = true, THORP_TEST_VERBOSE = true, THORP_SIM = 
 ------------------------------------------------------------------------------
 -- URL redaction
 ------------------------------------------------------------------------------
-local function secret(s)
-  local log = require "thorp.log"
-  log.secret(s)
-end
-
---- Return url with its secrets replaced by ***, and register them.
-function M.redact_url(url)
-  if type(url) ~= "string" then return tostring(url) end
-  local scheme, rest = url:match("^(%a[%w+.-]*://)(.*)$")
-  if not scheme then scheme, rest = "", url end
-  local auth, after = rest:match("^([^/?#@]*)@(.*)$")
-  if auth then
-    secret(auth)
-    local user, pass = auth:match("^([^:]*):(.*)$")
-    if pass then secret(pass); secret(user) end
-    rest = "***@" .. after
-  end
-  local hostport, path, query, frag = rest:match("^([^/?#]*)([^?#]*)%??([^#]*)#?(.*)$")
-  if not hostport then return scheme .. rest end
-  path = path:gsub("[^/]+", function(seg)
-    if #seg >= 16 and seg:match("^[%w%-_]+$") and (seg:match("%d") or #seg >= 24) then
-      secret(seg)
-      return "***"
-    end
-  end)
-  if query ~= "" then
-    query = "?" .. query:gsub("([^&=]+)=([^&]*)", function(k, v)
-      if #v > 0 then secret(v) end
-      return k .. "=***"
-    end)
-  end
-  if frag ~= "" then secret(frag); frag = "#***" end
-  return scheme .. hostport .. path .. query .. frag
+--- redact_url(url [, endpoint]) -> url with its secrets replaced by ***, each
+--- registered with the scrubber (one scrubber: thorp.log.redact_url).
+function M.redact_url(url, opts)
+  return (package.loaded["thorp.log"] or require("thorp.log")).redact_url(url, opts)
 end
 
 ------------------------------------------------------------------------------
@@ -192,13 +178,16 @@ end
 ------------------------------------------------------------------------------
 --- sandbox(what, file, extra) -> an environment for a user chunk: the globals,
 --- with an os.exit that raises an error naming it (a file must not end the host).
-function M.sandbox(what, file, extra)
-  local function no_exit()
+local function no_exit_for(what, file)
+  return function()
     error(("os.exit is not allowed in %s (%s): it would end the host and abandon open trades; "
            .. "use thorp.shutdown.initiate(reason) to stop it"):format(what, file), 2)
   end
+end
+
+function M.sandbox(what, file, extra)
   local env = setmetatable(extra or {}, { __index = _G })
-  env.os = setmetatable({ exit = no_exit }, { __index = os })
+  env.os = setmetatable({ exit = no_exit_for(what, file) }, { __index = os })
   return env
 end
 
@@ -209,15 +198,18 @@ local function load_timeout()
 end
 M.load_timeout = load_timeout
 
---- run_bounded(chunk, file, timeout_ms) -> true, result | false, message
+--- run_bounded(chunk, file, timeout_ms, what) -> true, result | false, message (with a traceback)
 --- Runs a user file's chunk with a deadline. LuaJIT's hooks do not fire in
 --- compiled code, so the JIT is off while the chunk runs (nothing new gets
 --- compiled) and a count hook checks the clock: `while true do end` is
 --- stopped and named instead of freezing the host.
-function M.run_bounded(chunk, file, timeout_ms, ...)
+function M.run_bounded(chunk, file, timeout_ms, what)
   local now = require("thorp.sched").now
   local deadline = now() + timeout_ms
   local jit_was_on = jit.status()
+  -- while it loads, the real os.exit is out of reach by any path (_G.os, a required module)
+  local exit = os.exit
+  rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
   debug.sethook(function()
     if now() > deadline then
@@ -225,9 +217,10 @@ function M.run_bounded(chunk, file, timeout_ms, ...)
         file, timeout_ms), 2)
     end
   end, "", 1000)
-  local res = { xpcall(chunk, debug.traceback, ...) }
+  local res = { xpcall(chunk, debug.traceback) }
   debug.sethook()
   if jit_was_on then jit.on() end
+  rawset(os, "exit", exit)
   return unpack(res, 1, 2)
 end
 
@@ -238,11 +231,12 @@ local function load_file(path, errs, timeout_ms)
     return nil
   end
   setfenv(chunk, M.sandbox("a config file", path))
-  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout())
+  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout(), "a config file")
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
     local printable, text = pcall(tostring, t)
-    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
+    text = printable and text:gsub("\nstack traceback:.*$", "") or "(an error value that cannot be shown)"
+    errs[#errs + 1] = ("config file %s: %s"):format(path, text)
     return nil
   end
   if type(t) ~= "table" then
@@ -277,6 +271,10 @@ local function flatten(t, prefix, out, errs, path)
       out[key] = v
     elseif type(k) == "string" and set[k] and type(v) == "table" then
       flatten(v, key .. ".", out, errs, path)
+    elseif type(k) == "string" and set[k] then
+      local _, sub = allowed_under(key .. ".")
+      errs[#errs + 1] = ("config file %s: %s = %s: must be a table of settings (%s)"):format(path, key,
+        tostring(v), table.concat(sub, ", "))
     else
       local where = prefix == "" and "at the top level" or ("in " .. prefix:sub(1, -2))
       errs[#errs + 1] = ("config file %s: unknown key %s (allowed %s: %s)"):format(path, key, where,
@@ -306,7 +304,7 @@ local function check_headers(h, w, errs)
       errs[#errs + 1] = ("%s.headers.%s: must be a one-line string"):format(w, k)
       ok = false
     else
-      if #v >= 4 then secret(v) end
+      require("thorp.log").secret_headers({ v })
       out[k] = v
     end
   end
@@ -370,6 +368,11 @@ local function check_endpoints(list, where, errs)
           tostring(e.timeout_ms))
         ok = false
       end
+      if e.public_path ~= nil and type(e.public_path) ~= "boolean" then
+        errs[#errs + 1] = ("%s.public_path = %s: must be true or false (true: the URL's path is not secret)"):format(w,
+          tostring(e.public_path))
+        ok = false
+      end
       if e.ws_url ~= nil and not valid_ws_url(e.ws_url) then
         errs[#errs + 1] = ("%s.ws_url = %s: must be a ws:// or wss:// URL"):format(w, M.redact_url(tostring(e.ws_url)))
         ok = false
@@ -381,7 +384,8 @@ local function check_endpoints(list, where, errs)
       end
       if ok then
         out[#out + 1] = { name = e.name, url = e.url, weight = e.weight or 1, timeout_ms = e.timeout_ms,
-                          ws_url = e.ws_url, headers = headers }
+                          ws_url = e.ws_url, headers = headers,
+                          public_path = e.public_path == true or nil }
       end
     end
   end
@@ -459,7 +463,7 @@ function M.load(opts)
   local errs = {}
   local values = {}
   for _, s in ipairs(SETTINGS) do values[s[1]] = s[4] end
-  local endpoints_from_file
+  local endpoints_from_file, send_from_file
 
   if opts.file then
     local t = load_file(opts.file, errs, opts.timeout_ms)
@@ -469,6 +473,8 @@ function M.load(opts)
       for key, v in pairs(flat) do
         if key == "rpc.endpoints" then
           endpoints_from_file = check_endpoints(v, opts.file .. ": rpc.endpoints", errs)
+        elseif key == "send.endpoints" then
+          send_from_file = check_endpoints(v, opts.file .. ": send.endpoints", errs)
         elseif key == "policies" then
           values.policies = check_policies(v, opts.file, errs)
         else
@@ -550,8 +556,14 @@ function M.load(opts)
   end
   if values["rpc.public_url"] then add({ name = "public", url = values["rpc.public_url"] }, "PUBLIC_RPC_URL") end
   for _, e in ipairs(values["rpc.urls"] or {}) do add({ name = e.name, url = e.url }, "THORP_RPC_URLS") end
-  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url) end
+  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url, e) end
   cfg.rpc.endpoints = eps
+  -- send-only endpoints: the file's send.endpoints, then THORP_SEND_URLS
+  local sends = {}
+  for _, e in ipairs(send_from_file or {}) do sends[#sends + 1] = e end
+  for _, e in ipairs(values["send.urls"] or {}) do sends[#sends + 1] = { name = e.name, url = e.url } end
+  for _, e in ipairs(sends) do e.display_url = M.redact_url(e.url) end
+  cfg.send.endpoints = sends
   cfg.console.socket = cfg.console.socket or (cfg.state_dir .. "/console.sock")
 
   if #errs > 0 then return nil, errs end

@@ -114,6 +114,12 @@ ws.client_hooks = {
   closed = on_closed,
 }
 
+--- enable(pool, token): take WebSocket upgrades on the HTTP listener (thorp.http.listen calls it)
+function M.enable(p, token)
+  M.pool = p
+  C.thorp_http_ws_enable(token or "")
+end
+
 function M.clients() return C.thorp_http_ws_clients() end
 
 return M
