@@ -30,7 +30,8 @@ return { rpc = { endpoints = { { name = "a", url = "$u1", ws_url = "$w1" }, { na
 EOF
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 echo 'return {}' >"$work/policy.lua"
-THORP_HTTP_PORT=$port THORP_STATE_DIR="$work/state" LOG_LEVEL=error \
+# the endpoints (with their ws_url) come from the config file only
+env -u THORP_RPC_URLS THORP_HTTP_PORT=$port THORP_STATE_DIR="$work/state" LOG_LEVEL=error \
   "$THORP" run -c "$work/thorp.conf.lua" "$work/policy.lua" >"$work/host.log" 2>&1 & pids+=($!)
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.05; done
 THORP_URL="http://127.0.0.1:$port/" SIM_URL_1="$u1" timeout 120 node "$here/kit_test.mjs" | tee "$work/kit.out"
