@@ -1,11 +1,11 @@
-/* json_span: the front door's JSON span scanner (host/http.c,
+/* json_span: the front door's JSON span scanner (host/jsonspan.c,
  * thorp_json_member / thorp_json_elements) on arbitrary bytes. The pool's
  * raw answers and the front door's requests reach it; whatever the bytes,
  * it must stay inside them and return spans that are ordered and in range. */
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz.h"
-#include "http.h"
+#include "jsonspan.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) { return 0; }
 
@@ -23,8 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
         size_t a = 0, b = 0;
         int rc = thorp_json_member(s, size, keys[k], strlen(keys[k]), &a, &b);
-        if (rc < -1 || rc > 1) fuzz_fail("thorp_json_member returned %d", rc);
-        if (rc == 1) check_span(a, b, size, "member");
+        if (rc < -1 || rc > 2) fuzz_fail("thorp_json_member returned %d", rc);
+        if (rc >= 1) check_span(a, b, size, "member"); /* 2: the key is there more than once */
     }
     enum { MAX = 8 };
     size_t starts[MAX], ends[MAX];
