@@ -102,8 +102,8 @@ build/fuzz-replay/%: $$(call FUZZ_SRC,$$*) tests/fuzz/fuzz.c tests/fuzz/replay.c
 	$(CC) $(CFLAGS) -Itests/fuzz -DFUZZ_NAME='"$*"' $(LDFLAGS) -o $@ \
 	  $(call FUZZ_SRC,$*) tests/fuzz/fuzz.c tests/fuzz/replay.c $(LIBOBJ) $(LUAOBJ) $(LDLIBS)
 
-build/thorp-sim: $(SIMSRC) $(wildcard tests/sim/*.h) | build
-	$(CC) $(CFLAGS) -o $@ $(SIMSRC) -levent -lcrypto $(WSLAY) -lm
+build/thorp-sim: $(SIMSRC) $(wildcard tests/sim/*.h) host/solana.c host/solana.h | build
+	$(CC) $(CFLAGS) -o $@ $(SIMSRC) host/solana.c -levent -lcrypto $(WSLAY) -lsodium -lm
 
 build/ctest/%: tests/c/%.c $(LIBOBJ) $(LUAOBJ) | build/ctest
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

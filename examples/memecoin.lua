@@ -3,44 +3,103 @@
 -- It takes trade signals from the bus (topic "trade_signal"), and for each
 -- one: drops duplicates (idempotency key per signal id, durable across
 -- restarts), checks the wallet balance (normal priority: shed under load),
--- fetches a recent blockhash (critical), journals the trade, sends it
--- (critical, never re-sent by the pool), polls for confirmation, and
--- completes the trade. If the host is shutting down, it refuses new trades
--- and finishes the open ones; a crash leaves them in the journal for the
--- next start (see recover()).
+-- takes the cached recent blockhash and a priority fee estimate, builds and
+-- signs a real transaction, journals the trade, and sends and confirms it
+-- with thorp.solana.send_and_confirm (signature journaled before the first
+-- send, same bytes rebroadcast until confirmed or expired, never signed
+-- twice). If the host is shutting down it refuses new trades and finishes
+-- the open ones; a crash leaves them in the journal and recover() settles
+-- them at the next start by looking their signatures up.
+--
+-- The wallet: WALLET_KEYPAIR=path (a Solana CLI keypair file), or a demo
+-- keypair created on first run in the state directory (demo-wallet.json, 0600).
 --
 -- Wired up by examples/memecoin_policy.lua:  thorp run policies/default.lua examples/memecoin_policy.lua
 local thorp = require "thorp"
+local S = thorp.solana
 local log = thorp.log.for_module("memecoin")
 
 local M = {
-  wallet = os.getenv("WALLET_PUBKEY") or "7xKXtg2CW87d97TXJSDpbD5jBkheTqA83TZRuJosgAsU",
   min_confidence = 0.6,
   lamports_per_trade = 10000000, -- 0.01 SOL
-  confirm_timeout_ms = 8000,
-  stats = { signals = 0, skipped = 0, duplicates = 0, sent = 0, confirmed = 0, failed = 0 },
+  max_priority_fee = 200000,     -- micro-lamports per compute unit, at most
+  compute_unit_limit = 30000,
+  stats = { signals = 0, skipped = 0, duplicates = 0, sent = 0, confirmed = 0, failed = 0, expired = 0 },
 }
 
--- Build and sign the swap transaction. A real bot builds a Jupiter/Raydium
--- swap here and signs it with its key; the simulator accepts any base64.
-function M.build_transaction(sig, blockhash)
-  return ("SIMTX|%s|%s|%s|%d"):format(sig.action, sig.token, blockhash, sig.lamports or M.lamports_per_trade)
+-- The wallet ------------------------------------------------------------------
+
+local function state_dir()
+  local cfg = thorp.config.current
+  return cfg and cfg.state_dir or os.getenv("THORP_STATE_DIR") or "./thorp-state"
 end
 
-local function confirm(signature, deadline)
-  while thorp.now() < deadline do
-    local st = thorp.rpc.call("getSignatureStatuses", { { signature } }, { priority = "critical" })
-    local v = st.ok and st.result.value and st.result.value[1]
-    if type(v) == "table" and (v.confirmationStatus == "confirmed" or v.confirmationStatus == "finalized") then
-      return true, v.err
+--- The demo keypair: 32 random bytes of seed, saved as a Solana CLI file
+--- (a JSON array of seed then public key) readable by its owner only.
+local function demo_keypair(path)
+  local f = io.open(path, "r")
+  if f then f:close(); return assert(S.keypair.from_file(path)) end
+  local rnd = assert(io.open("/dev/urandom", "rb"))
+  local seed = rnd:read(32)
+  rnd:close()
+  local kp = assert(S.keypair.from_seed(seed))
+  local bytes = {}
+  for _, s in ipairs{ seed, kp.pubkey:bytes() } do for i = 1, #s do bytes[#bytes + 1] = s:byte(i) end end
+  local rc = os.execute(("umask 077 && : > %q"):format(path))
+  assert(rc == 0 or rc == true, "cannot create " .. path)
+  f = assert(io.open(path, "w"))
+  f:write("[", table.concat(bytes, ","), "]\n")
+  f:close()
+  log.info("demo wallet created", { path = path, pubkey = tostring(kp.pubkey) })
+  return kp
+end
+
+function M.wallet()
+  if not M.keypair then
+    local path = os.getenv("WALLET_KEYPAIR")
+    if path and path ~= "" then
+      local kp, err = S.keypair.from_file(path)
+      if not kp then error("WALLET_KEYPAIR=" .. path .. ": " .. tostring(err), 0) end
+      M.keypair = kp
+    else
+      require("thorp.sys").mkdir_p(state_dir())
+      M.keypair = demo_keypair(state_dir() .. "/demo-wallet.json")
     end
-    thorp.sleep(400)
   end
-  return false
+  return M.keypair
+end
+
+-- The trade ---------------------------------------------------------------------
+
+-- A stand-in counterparty for the demo swap.
+local DEMO_POOL = S.pubkey("9WzDXwBbmkg8ZTbNMqUxvQRAyrZzDsGYdLVL9zYtAWWM")
+
+--- The instructions of the trade. >>> THIS IS WHERE THE SWAP GOES. <<<
+--- A real bot asks Jupiter for a quote and its swap instructions (thorp.fetch
+--- to https://quote-api.jup.ag/v6/quote?inputMint=...&outputMint=...&amount=...
+--- then POST /v6/swap-instructions) or builds a Raydium swap instruction, and
+--- returns those instructions here. The demo moves lamports to a stand-in
+--- pool address and writes what it would have swapped in a memo.
+function M.swap_instructions(sig, wallet)
+  return {
+    S.system.transfer(wallet.pubkey, DEMO_POOL, sig.lamports or M.lamports_per_trade),
+    S.memo(("thorp demo %s %s signal %s"):format(sig.action, sig.token, tostring(sig.id)), { wallet.pubkey }),
+  }
+end
+
+--- Build and sign the transaction: compute budget first, then the swap.
+function M.build_transaction(sig, wallet, blockhash, fee)
+  local ixs = { S.compute_budget.set_compute_unit_limit(M.compute_unit_limit),
+                S.compute_budget.set_compute_unit_price(fee) }
+  for _, ix in ipairs(M.swap_instructions(sig, wallet)) do ixs[#ixs + 1] = ix end
+  local tx = S.transaction{ fee_payer = wallet.pubkey, recent_blockhash = blockhash, instructions = ixs }
+  tx:sign(wallet)
+  return tx
 end
 
 function M.execute(sig)
-  local bal = thorp.rpc.call("getBalance", { M.wallet }, { priority = "normal" })
+  local wallet = M.wallet()
+  local bal = thorp.rpc.call("getBalance", { tostring(wallet.pubkey) }, { priority = "normal" })
   if not bal.ok then
     -- under load this read may be shed: skip the signal rather than trade blind
     log.warn("balance check failed, signal skipped", { signal = sig.id, error = bal.error.code })
@@ -48,36 +107,33 @@ function M.execute(sig)
     return "skipped"
   end
   if bal.result.value < M.lamports_per_trade * 2 then
-    log.warn("balance too low", { lamports = bal.result.value })
+    log.warn("balance too low", { lamports = bal.result.value, wallet = tostring(wallet.pubkey) })
     return "skipped"
   end
-  local bh = thorp.rpc.call("getLatestBlockhash", { { commitment = "confirmed" } })
-  if not bh.ok then
-    log.warn("no blockhash, signal skipped", { signal = sig.id, error = bh.error.message })
+  local bh, err = S.blockhash() -- cached and refreshed in the background: no round trip
+  if not bh then
+    log.warn("no blockhash, signal skipped", { signal = sig.id, error = err.message })
     return "skipped"
   end
+  local fee = S.priority_fee({ wallet.pubkey, DEMO_POOL }, { max = M.max_priority_fee }) or 0
   local trade_id = "trade-" .. sig.id
-  local op, err = thorp.shutdown.register("TRADE", trade_id, { token = sig.token, action = sig.action,
-                                                              lamports = M.lamports_per_trade })
+  local op, rerr = thorp.shutdown.register("TRADE", trade_id, { token = sig.token, action = sig.action,
+                                                               lamports = M.lamports_per_trade })
   if not op then
-    log.warn("trade refused", { signal = sig.id, reason = err.code })
+    log.warn("trade refused", { signal = sig.id, reason = rerr.code })
     return "refused"
   end
-  local tx = M.build_transaction(sig, bh.result.value.blockhash)
-  local sent = thorp.rpc.call("sendTransaction", { tx, { encoding = "base64", skipPreflight = true } })
-  if not sent.ok then
-    M.stats.failed = M.stats.failed + 1
-    log.error("send failed", { trade = trade_id, error = sent.error.message })
-    thorp.shutdown.complete(trade_id, "send_failed")
-    return "failed"
-  end
+  local tx = M.build_transaction(sig, wallet, bh.blockhash, fee)
   M.stats.sent = M.stats.sent + 1
-  local ok = confirm(sent.result, thorp.now() + M.confirm_timeout_ms)
-  if ok then M.stats.confirmed = M.stats.confirmed + 1 end
-  log.info(ok and "trade confirmed" or "trade not confirmed in time", { trade = trade_id, token = sig.token,
-           signature = sent.result, endpoint = sent.endpoint, latency_ms = sent.latency_ms })
-  thorp.shutdown.complete(trade_id, ok and "confirmed" or "unconfirmed")
-  return ok and "confirmed" or "unconfirmed"
+  -- journals the signature, sends, rebroadcasts, confirms, and completes the trade
+  local res = S.send_and_confirm(tx, { trade = trade_id })
+  local key = res.ok and "confirmed" or (res.status == "expired" and "expired" or "failed")
+  M.stats[key] = M.stats[key] + 1
+  log.info(res.ok and "trade confirmed" or "trade not confirmed", { trade = trade_id, token = sig.token,
+           signature = res.signature, status = res.status, slot = res.slot, sends = res.sends,
+           latency_ms = res.latency_ms and math.floor(res.latency_ms), priority_fee = fee,
+           error = res.error and res.error.message })
+  return res.status
 end
 
 --- The subscriber: one signal at a time (the bus serialises per subscriber).
@@ -96,11 +152,20 @@ function M.on_signal(sig)
   end
 end
 
---- Trades a crash left open: reconcile them (here: look the trade up and close it).
+--- Trades a crash left open: those with a journaled signature are looked up
+--- on chain by the host's reconciliation (landed, failed, expired, or
+--- rebroadcast until one of those); one without a signature never reached
+--- the send (the signature is journaled before the first send), so it is
+--- closed as not sent.
 function M.recover()
+  for _, o in ipairs(require("thorp.sender").reconcile()) do
+    log.warn("open trade reconciled", { trade = o.id, signature = o.signature, status = o.status, slot = o.slot })
+  end
   for _, t in ipairs(thorp.journal.open_trades()) do
-    log.warn("recovering open trade", { trade = t.id, token = t.meta.token })
-    thorp.journal.resolve(t.id, "recovered")
+    if not t.signature then
+      log.warn("open trade was never sent", { trade = t.id, token = t.meta and t.meta.token })
+      thorp.journal.resolve(t.id, "not_sent")
+    end
   end
 end
 

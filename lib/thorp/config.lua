@@ -54,6 +54,12 @@ local SETTINGS = {
   { "rpc.chainstack_url", "CHAINSTACK_RPC_URL", "url", nil },
   { "rpc.public_url", "PUBLIC_RPC_URL", "url", nil },
   { "rpc.urls", "THORP_RPC_URLS", "urllist", nil },
+  { "send.rebroadcast_ms", "THORP_SEND_REBROADCAST_MS", "int", 1000, min = 50, max = 60000,
+    note = "send_and_confirm sends the same bytes again this often until they land or expire" },
+  { "send.reconcile", "THORP_SEND_RECONCILE", "bool", true,
+    note = "at start, look up trades a previous run left open with a journaled signature and complete them" },
+  { "send.urls", "THORP_SEND_URLS", "urllist", nil,
+    note = "send-only endpoints (name=url,...: a Jito block engine, Helius Sender) that get every rebroadcast" },
   { "bus.max_queue_size", "BUS_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "bus.max_subscribers", "BUS_MAX_SUBSCRIBERS", "int", 100, min = 1, max = 100000 },
   { "bus.reorder_window_ms", "BUS_REORDER_WINDOW_MS", "int", 50, min = 0, max = 600000 },
@@ -68,7 +74,7 @@ local by_key, by_env = {}, {}
 for _, s in ipairs(SETTINGS) do by_key[s[1]] = s; by_env[s[2]] = s end
 
 -- Keys of the config file that are tables of their own (not settings).
-local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true }
+local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true, ["send.endpoints"] = true }
 
 -- The keys an endpoint of rpc.endpoints may have (add a key here and in check_endpoints).
 M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true,
@@ -172,13 +178,16 @@ end
 ------------------------------------------------------------------------------
 --- sandbox(what, file, extra) -> an environment for a user chunk: the globals,
 --- with an os.exit that raises an error naming it (a file must not end the host).
-function M.sandbox(what, file, extra)
-  local function no_exit()
+local function no_exit_for(what, file)
+  return function()
     error(("os.exit is not allowed in %s (%s): it would end the host and abandon open trades; "
            .. "use thorp.shutdown.initiate(reason) to stop it"):format(what, file), 2)
   end
+end
+
+function M.sandbox(what, file, extra)
   local env = setmetatable(extra or {}, { __index = _G })
-  env.os = setmetatable({ exit = no_exit }, { __index = os })
+  env.os = setmetatable({ exit = no_exit_for(what, file) }, { __index = os })
   return env
 end
 
@@ -189,15 +198,18 @@ local function load_timeout()
 end
 M.load_timeout = load_timeout
 
---- run_bounded(chunk, file, timeout_ms) -> true, result | false, message
+--- run_bounded(chunk, file, timeout_ms, what) -> true, result | false, message (with a traceback)
 --- Runs a user file's chunk with a deadline. LuaJIT's hooks do not fire in
 --- compiled code, so the JIT is off while the chunk runs (nothing new gets
 --- compiled) and a count hook checks the clock: `while true do end` is
 --- stopped and named instead of freezing the host.
-function M.run_bounded(chunk, file, timeout_ms, ...)
+function M.run_bounded(chunk, file, timeout_ms, what)
   local now = require("thorp.sched").now
   local deadline = now() + timeout_ms
   local jit_was_on = jit.status()
+  -- while it loads, the real os.exit is out of reach by any path (_G.os, a required module)
+  local exit = os.exit
+  rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
   debug.sethook(function()
     if now() > deadline then
@@ -205,9 +217,10 @@ function M.run_bounded(chunk, file, timeout_ms, ...)
         file, timeout_ms), 2)
     end
   end, "", 1000)
-  local res = { xpcall(chunk, debug.traceback, ...) }
+  local res = { xpcall(chunk, debug.traceback) }
   debug.sethook()
   if jit_was_on then jit.on() end
+  rawset(os, "exit", exit)
   return unpack(res, 1, 2)
 end
 
@@ -218,11 +231,12 @@ local function load_file(path, errs, timeout_ms)
     return nil
   end
   setfenv(chunk, M.sandbox("a config file", path))
-  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout())
+  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout(), "a config file")
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
     local printable, text = pcall(tostring, t)
-    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
+    text = printable and text:gsub("\nstack traceback:.*$", "") or "(an error value that cannot be shown)"
+    errs[#errs + 1] = ("config file %s: %s"):format(path, text)
     return nil
   end
   if type(t) ~= "table" then
@@ -257,6 +271,10 @@ local function flatten(t, prefix, out, errs, path)
       out[key] = v
     elseif type(k) == "string" and set[k] and type(v) == "table" then
       flatten(v, key .. ".", out, errs, path)
+    elseif type(k) == "string" and set[k] then
+      local _, sub = allowed_under(key .. ".")
+      errs[#errs + 1] = ("config file %s: %s = %s: must be a table of settings (%s)"):format(path, key,
+        tostring(v), table.concat(sub, ", "))
     else
       local where = prefix == "" and "at the top level" or ("in " .. prefix:sub(1, -2))
       errs[#errs + 1] = ("config file %s: unknown key %s (allowed %s: %s)"):format(path, key, where,
@@ -445,7 +463,7 @@ function M.load(opts)
   local errs = {}
   local values = {}
   for _, s in ipairs(SETTINGS) do values[s[1]] = s[4] end
-  local endpoints_from_file
+  local endpoints_from_file, send_from_file
 
   if opts.file then
     local t = load_file(opts.file, errs, opts.timeout_ms)
@@ -455,6 +473,8 @@ function M.load(opts)
       for key, v in pairs(flat) do
         if key == "rpc.endpoints" then
           endpoints_from_file = check_endpoints(v, opts.file .. ": rpc.endpoints", errs)
+        elseif key == "send.endpoints" then
+          send_from_file = check_endpoints(v, opts.file .. ": send.endpoints", errs)
         elseif key == "policies" then
           values.policies = check_policies(v, opts.file, errs)
         else
@@ -538,6 +558,12 @@ function M.load(opts)
   for _, e in ipairs(values["rpc.urls"] or {}) do add({ name = e.name, url = e.url }, "THORP_RPC_URLS") end
   for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url, e) end
   cfg.rpc.endpoints = eps
+  -- send-only endpoints: the file's send.endpoints, then THORP_SEND_URLS
+  local sends = {}
+  for _, e in ipairs(send_from_file or {}) do sends[#sends + 1] = e end
+  for _, e in ipairs(values["send.urls"] or {}) do sends[#sends + 1] = { name = e.name, url = e.url } end
+  for _, e in ipairs(sends) do e.display_url = M.redact_url(e.url) end
+  cfg.send.endpoints = sends
   cfg.console.socket = cfg.console.socket or (cfg.state_dir .. "/console.sock")
 
   if #errs > 0 then return nil, errs end

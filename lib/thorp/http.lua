@@ -158,8 +158,8 @@ local function run_hook(req)
   return nil
 end
 
-local PRIORITIES = { critical = true, normal = true, low = true }
-local RANK = { low = 1, normal = 2, critical = 3 }
+local priority = require "thorp.priority"
+local PRIORITIES = priority.RANK
 local function call_opts(req)
   local o = {}
   if PRIORITIES[req.priority] then o.priority = req.priority end
@@ -319,7 +319,7 @@ local function batch(body, list)
     local opts = {}
     for _, c in ipairs(fwd) do -- a hook's priority / timeout: the highest and the longest asked for
       local p = c.opts.priority
-      if p and (not opts.priority or RANK[p] > RANK[opts.priority]) then opts.priority = p end
+      if p then opts.priority = priority.max(p, opts.priority or p) end
       if c.opts.timeout_ms and c.opts.timeout_ms > (opts.timeout_ms or 0) then opts.timeout_ms = c.opts.timeout_ms end
     end
     local ok, res = pcall(pool_batch, fwd, opts)

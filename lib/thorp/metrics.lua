@@ -274,7 +274,7 @@ local function rpc_section(w, explicit)
   end
 end
 
-local PRIOS = { "critical", "normal", "low" }
+local PRIOS = require("thorp.priority").NAMES
 local ADM_STATUS = { HEALTHY = 0, WARNING = 1, CRITICAL = 2 }
 
 local function admission_section(w)

@@ -134,7 +134,7 @@ local function new_endpoint(pool, e, i)
   bopts.name = e.name
   local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
                timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
-               ws_url = e.ws_url, header_lines = header_lines(e.headers),
+               header_lines = header_lines(e.headers),
                hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
                inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
                health_fails = 0, good_checks = 0,

@@ -1,4 +1,4 @@
-/* json_span: the front door's JSON span scanner (host/jsonspan.c,
+/* json_span: the JSON span scanner (host/jsonspan.c,
  * thorp_json_member / thorp_json_elements) on arbitrary bytes. The pool's
  * raw answers and the front door's requests reach it; whatever the bytes,
  * it must stay inside them and return spans that are ordered and in range. */

@@ -33,6 +33,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include "sim.h"
 #include "sim_ws.h"
 
 typedef struct fault {
@@ -69,19 +70,17 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static long current_slot(const endpoint *ep) {
-    return 250000000L + (long)((now_ms() - t_start) / 400.0) - ep->f.slot_lag;
-}
+static long current_slot(const endpoint *ep) { return simtx_slot() - ep->f.slot_lag; }
 
 /* ---- tiny JSON scanning: enough for requests thorp sends ---------------- */
 
-static const char *skip_ws(const char *p, const char *e) {
+const char *skip_ws(const char *p, const char *e) {
     while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
     return p;
 }
 
 /* end of the JSON value starting at p (string, number, literal, object, array) */
-static const char *value_end(const char *p, const char *e) {
+const char *value_end(const char *p, const char *e) {
     int depth = 0, in_str = 0;
     for (const char *q = p; q < e; q++) {
         char c = *q;
@@ -97,7 +96,7 @@ static const char *value_end(const char *p, const char *e) {
 }
 
 /* Find "key": at the top level of object [p, e); return the value span. */
-static int obj_get(const char *p, const char *e, const char *key, const char **vs, const char **ve) {
+int obj_get(const char *p, const char *e, const char *key, const char **vs, const char **ve) {
     size_t kl = strlen(key);
     p = skip_ws(p, e);
     if (p >= e || *p != '{') return 0;
@@ -129,7 +128,7 @@ static int get_num(const char *body, size_t len, const char *key, double *out) {
 
 /* ---- JSON-RPC ------------------------------------------------------------ */
 
-static void rpc_error(struct evbuffer *out, const char *id, int idlen, int code, const char *msg) {
+void rpc_error(struct evbuffer *out, const char *id, int idlen, int code, const char *msg) {
     evbuffer_add_printf(out, "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"error\":{\"code\":%d,\"message\":\"%s\"}}",
                         idlen, id, code, msg);
 }
@@ -154,6 +153,8 @@ static void rpc_one(endpoint *ep, const char *p, const char *e, struct evbuffer 
                   ep->f.rpc_error == -32005 ? "Node is unhealthy" : "simulated error");
         return;
     }
+    int led = simtx_rpc(method, is, idlen, ps, pe, ep->f.slot_lag, out); /* the ledger: sim_tx.c */
+    if (led) { if (led == 2) ep->send_tx++; return; }
     long slot = current_slot(ep);
     const char *pre = "{\"jsonrpc\":\"2.0\",\"id\":";
     if (!strcmp(method, "getSlot")) {
@@ -266,6 +267,7 @@ static void handle_admin(endpoint *ep, struct evhttp_request *req, const char *p
     struct evbuffer *out = evbuffer_new();
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     double v;
+    if (!strcmp(path, "/admin/chain")) { simtx_admin(body, len, out); reply(req, 200, out, 0, 0); return; }
     if (!strcmp(path, "/admin/reset") || (get_num(body, len, "reset", &v) && v)) {
         memset(&ep->f, 0, sizeof ep->f);
         if (!strcmp(path, "/admin/reset")) ep->requests = ep->send_tx = ep->batches = ep->errors = 0;
