@@ -139,7 +139,8 @@ describe("config", function()
       _, all = load_text(("return { rpc = { endpoints = { { name = 'a', url = 'http://a', weight = %s } } } }"):format(w))
       assert.matches("rpc%.endpoints%[1%]%.weight = .*: must be a finite number > 0", all)
     end
-    _, all = load_text([[return { rpc = { endpoints = { { name = "a", url = "http://a" }, { name = "a", url = "http://b" } } } }]])
+    _, all = load_text([[return { rpc = { endpoints = { { name = "a", url = "http://a" },
+                                                        { name = "a", url = "http://b" } } } }]])
     assert.matches("rpc.endpoints[2].name = a: duplicate endpoint name (also", all, 1, true)
     _, all = load_text([[return { rpc = { endpoints = { { name = "helius", url = "http://a" } } } }]],
       { HELIUS_RPC_URL = "http://b" })
