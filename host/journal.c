@@ -304,6 +304,10 @@ int thorp_journal_get(thorp_journal *j, const char *id, thorp_journal_row *row) 
     return -1;
 }
 
+void thorp_journal_get_done(thorp_journal *j) {
+    if (!no_db(j)) sqlite3_reset(j->st[S_GET]);
+}
+
 int thorp_journal_scan_open(thorp_journal *j, const char *exclude_run) {
     if (no_db(j)) return -1;
     j->cur = j->st[S_SCAN];

@@ -64,6 +64,9 @@ int thorp_journal_done(thorp_journal *j, const char *id, double at, const char *
                        const char *signature);
 /* One trade by id (open or finished): 1 found, 0 not. Row valid until the next call. */
 int thorp_journal_get(thorp_journal *j, const char *id, thorp_journal_row *row);
+/* Done with get's row: until then its read stays open, and an open read keeps
+ * the WAL from ever being reset (it grows without bound). */
+void thorp_journal_get_done(thorp_journal *j);
 /* Iterate open trades not of run_id (NULL or "" = all open), or finished trades newest
  * first (ended at or after since, status "" = any, at most limit); rows valid until the next call. */
 int thorp_journal_scan_open(thorp_journal *j, const char *exclude_run);

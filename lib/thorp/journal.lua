@@ -134,6 +134,7 @@ function J:get(id)
   if C.thorp_journal_get(self.h, tostring(id), row) ~= 1 then return nil end
   local t = row_table(row, true)
   t.status = ffi.string(row.status)
+  C.thorp_journal_get_done(self.h)
   return t
 end
 
