@@ -304,10 +304,6 @@ int thorp_journal_get(thorp_journal *j, const char *id, thorp_journal_row *row) 
     return -1;
 }
 
-void thorp_journal_get_done(thorp_journal *j) {
-    if (!no_db(j)) sqlite3_reset(j->st[S_GET]);
-}
-
 int thorp_journal_scan_open(thorp_journal *j, const char *exclude_run) {
     if (no_db(j)) return -1;
     j->cur = j->st[S_SCAN];
@@ -382,6 +378,12 @@ int thorp_journal_key_get(thorp_journal *j, const char *key, thorp_journal_key *
     if (rc == SQLITE_ROW) { read_key(s, out); return 1; }
     sqlite3_reset(s);
     return rc == SQLITE_DONE ? 0 : -1;
+}
+
+void thorp_journal_release(thorp_journal *j) {
+    if (!j->db) return;
+    sqlite3_reset(j->st[S_GET]);
+    sqlite3_reset(j->st[S_KEY_GET]);
 }
 
 int thorp_journal_scan_keys(thorp_journal *j, double now) {
