@@ -5,12 +5,32 @@ local cjson = require "cjson"
 local simm = require "helpers.sim"
 local sender = require "thorp.sender"
 
-describe("send_and_confirm", function()
-  local sim, pool, old, S, payer
-  local function chain(body)
-    local r = assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", cjson.encode(body), 2000))
+-- A simulator of `count` endpoints with 20 ms slots, a pool over it as the
+-- host's pool for the describe block, all put back afterwards.
+local function ledger(count)
+  local L = {}
+  function L.chain(body)
+    local r = assert(thorp.rpc.http_post(L.sim.urls[1] .. "/admin/chain", cjson.encode(body), 2000))
     return cjson.decode(r.body)
   end
+  setup(function()
+    L.sim = simm.start(count)
+    L.pool = thorp.rpc.new_pool{ endpoints = L.sim:endpoints({ "a", "b" }), timeout_ms = 2000, health = false }
+    L.old = thorp.rpc.set_default_pool(L.pool)
+    L.chain{ reset = true, slot_ms = 20 }
+  end)
+  teardown(function()
+    thorp.rpc.set_default_pool(L.old)
+    sender.stop()
+    L.sim:stop()
+  end)
+  return L
+end
+
+describe("send_and_confirm", function()
+  local L = ledger(2)
+  local sim, pool, S, payer
+  local chain = L.chain
   local function balance(pk)
     local r = pool:call("getBalance", { tostring(pk) })
     assert(r.ok, r.error and r.error.message)
@@ -35,17 +55,8 @@ describe("send_and_confirm", function()
   end
 
   setup(function()
-    S = thorp.solana
-    sim = simm.start(2)
-    pool = thorp.rpc.new_pool{ endpoints = sim:endpoints({ "a", "b" }), timeout_ms = 2000, health = false }
-    old = thorp.rpc.set_default_pool(pool)
-    chain{ reset = true, slot_ms = 20 }
+    S, sim, pool = thorp.solana, L.sim, L.pool
     payer = S.keypair.generate()
-  end)
-  teardown(function()
-    thorp.rpc.set_default_pool(old)
-    sender.stop()
-    sim:stop()
   end)
   before_each(function() chain{ drop = 0, drop_all = false } end)
 
@@ -200,22 +211,10 @@ describe("send_and_confirm", function()
 end)
 
 describe("blockhash and fees", function()
-  local sim, pool, old
-  local function chain(body)
-    local r = assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", cjson.encode(body), 2000))
-    return cjson.decode(r.body)
-  end
-  setup(function()
-    sim = simm.start(1)
-    pool = thorp.rpc.new_pool{ endpoints = sim:endpoints({ "a" }), timeout_ms = 2000, health = false }
-    old = thorp.rpc.set_default_pool(pool)
-    assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":20}', 2000))
-  end)
-  teardown(function()
-    thorp.rpc.set_default_pool(old)
-    sender.stop()
-    sim:stop()
-  end)
+  local L = ledger(1)
+  local sim, pool
+  local chain = L.chain
+  setup(function() sim, pool = L.sim, L.pool end)
 
   it("keeps a blockhash at hand: the second call costs no round trip", function()
     sender.stop()
@@ -256,18 +255,9 @@ describe("blockhash and fees", function()
 end)
 
 describe("jito bundles", function()
-  local sim, pool, old
-  setup(function()
-    sim = simm.start(1)
-    pool = thorp.rpc.new_pool{ endpoints = sim:endpoints({ "a" }), timeout_ms = 2000, health = false }
-    old = thorp.rpc.set_default_pool(pool)
-    assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":20}', 2000))
-  end)
-  teardown(function()
-    thorp.rpc.set_default_pool(old)
-    sender.stop()
-    sim:stop()
-  end)
+  local L = ledger(1)
+  local sim, pool
+  setup(function() sim, pool = L.sim, L.pool end)
 
   it("tips one of the published tip accounts", function()
     local kp = thorp.solana.keypair.generate()
