@@ -145,10 +145,21 @@ lint:
 	luacheck lib policies examples tests
 
 PREFIX ?= /usr/local
-install: thorp
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/thorp
-	install -m 0755 thorp $(DESTDIR)$(PREFIX)/bin/thorp
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
+THORP_BIN ?= thorp
+SIM_BIN ?= build/thorp-sim
+# make install: the binary (the Lua half is linked in), the simulator, the
+# default policies and examples, the docs, and the systemd unit with its
+# paths pointing at PREFIX. THORP_BIN / SIM_BIN install other builds.
+install: $(THORP_BIN) $(SIM_BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/thorp $(DESTDIR)$(PREFIX)/share/doc/thorp \
+	  $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+	install -m 0755 $(THORP_BIN) $(DESTDIR)$(PREFIX)/bin/thorp
+	install -m 0755 $(SIM_BIN) $(DESTDIR)$(PREFIX)/bin/thorp-sim
 	cp -r policies examples $(DESTDIR)$(PREFIX)/share/thorp/
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/thorp/
+	sed 's|/usr/local|$(PREFIX)|g' deploy/thorp.service > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/thorp.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/thorp.service
 
 clean:
 	rm -rf build thorp thorp-asan

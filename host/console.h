@@ -37,6 +37,7 @@
 /* event.a of a TEV_CONSOLE event */
 enum { CONSOLE_EV_REQUEST = 1, CONSOLE_EV_CLOSED = 2, CONSOLE_EV_STDIN = 3 };
 
+/* ffi:begin */
 /* Server (exported to Lua). */
 int thorp_console_listen(const char *path, char *err, int errcap);
 void thorp_console_stop(void);

@@ -291,17 +291,24 @@ static void read_row(sqlite3_stmt *s, thorp_journal_row *row) {
     row->outcome = (const char *)sqlite3_column_text(s, 10);
 }
 
-int thorp_journal_get(thorp_journal *j, const char *id, thorp_journal_row *row) {
+/* One row by key with statement `which`: 1 (the statement is on the row), 0 none, -1 error. */
+static int lookup(thorp_journal *j, int which, const char *key) {
     if (no_db(j)) return -1;
-    sqlite3_stmt *s = j->st[S_GET];
+    sqlite3_stmt *s = j->st[which];
     sqlite3_reset(s);
-    sqlite3_bind_text(s, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) { read_row(s, row); return 1; }
+    if (rc == SQLITE_ROW) return 1;
     sqlite3_reset(s);
     if (rc == SQLITE_DONE) return 0;
     snprintf(j->err, sizeof j->err, "journal: %.400s: %s", j->path, sqlite3_errmsg(j->db));
     return -1;
+}
+
+int thorp_journal_get(thorp_journal *j, const char *id, thorp_journal_row *row) {
+    int rc = lookup(j, S_GET, id);
+    if (rc == 1) read_row(j->st[S_GET], row);
+    return rc;
 }
 
 int thorp_journal_scan_open(thorp_journal *j, const char *exclude_run) {
@@ -370,14 +377,9 @@ static void read_key(sqlite3_stmt *s, thorp_journal_key *k) {
 }
 
 int thorp_journal_key_get(thorp_journal *j, const char *key, thorp_journal_key *out) {
-    if (no_db(j)) return -1;
-    sqlite3_stmt *s = j->st[S_KEY_GET];
-    sqlite3_reset(s);
-    sqlite3_bind_text(s, 1, key, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) { read_key(s, out); return 1; }
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : -1;
+    int rc = lookup(j, S_KEY_GET, key);
+    if (rc == 1) read_key(j->st[S_KEY_GET], out);
+    return rc;
 }
 
 int thorp_journal_scan_keys(thorp_journal *j, double now) {

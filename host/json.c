@@ -363,3 +363,14 @@ after:
         return fail(d, text, p, parent->type == JSON_OBJ ? "expected ',' or '}'" : "expected ',' or ']'");
     }
 }
+
+int thorp_json_plain(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    unsigned bad = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = p[i];
+        bad |= (c < 0x20) | (c == '"') | (c == '\\') | (c == 0x7f);
+    }
+    return !bad;
+}

@@ -52,6 +52,8 @@ typedef struct thorp_json_doc {
 thorp_json_doc *thorp_json_new(void);
 void thorp_json_free(thorp_json_doc *d);
 int thorp_json_parse(thorp_json_doc *d, const char *text, size_t len); /* 0, or -1 with d->err */
+/* 1 when s can go between quotes as is (no control byte, '"', '\\' or DEL) */
+int thorp_json_plain(const char *s, size_t len);
 /* ffi:end */
 
 #endif

@@ -7,7 +7,10 @@
  * answer), so the scanner only tracks strings and nesting. Lua face:
  * lib/thorp/jsonspan.lua.
  *
- *   thorp_json_member(s, len, "id", 2, &a, &b)      1 found, 0 absent, -1 not an object
+ *   thorp_json_member(s, len, "id", 2, &a, &b)      1 found, 2 found more than once (a, b:
+ *                                                   the last, as decoders keep), 0 absent,
+ *                                                   -1 not an object; escaped keys ("\u0069d")
+ *                                                   match what they decode to
  *   thorp_json_elements(s, len, starts, ends, max)  element count (spans of the first
  *                                                   max filled), -1 not an array
  * Spans are byte offsets [a, b) into s.

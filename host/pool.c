@@ -168,11 +168,16 @@ static void pool_finish(req *r, int cancelled) {
     else loop_post(TEV_RPC, res->id, res->curl_code, res->total_ms, res);
 }
 
+static int (*foreign_done)(void *easy, int curl_code);
+void pool_set_foreign_done(int (*fn)(void *easy, int curl_code)) { foreign_done = fn; }
+void *pool_multi(void) { return pool_init() == 0 ? pool.multi : NULL; }
+
 static void pool_check_done(void) {
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(pool.multi, &left))) {
         if (msg->msg != CURLMSG_DONE) continue;
+        if (foreign_done && foreign_done(msg->easy_handle, (int)msg->data.result)) continue;
         req *r = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         r->res->curl_code = (int)msg->data.result;

@@ -45,4 +45,11 @@ void thorp_pool_result_free(thorp_http_result *r);
 int thorp_pool_inflight(void);
 /* ffi:end */
 
+/* For host/fetch.c (other HTTP APIs on the same multi and connection cache):
+ * the host's CURLM (created on first use; NULL if curl cannot start), and a
+ * hook asked about each finished easy handle before the pool's own (it
+ * returns 1 when the handle was its own). */
+void *pool_multi(void);
+void pool_set_foreign_done(int (*fn)(void *easy, int curl_code));
+
 #endif

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 #include "log.h"
 #include "loop.h"
 
@@ -67,6 +68,15 @@ static void *wd_main(void *arg) {
             double ran = now - since;
             if (ran > load_double(&thorp_wd.longest_ms)) store_double(&thorp_wd.longest_ms, ran);
             char name[128];
+            double exit_after = load_double(&thorp_wd.exit_after_ms);
+            if (exit_after > 0 && ran >= exit_after && running_name(seq, name, sizeof name)) {
+                log_emit(LOG_ERROR, "watchdog", NULL,
+                         "task %s has run %.0f ms without yielding (THORP_WATCHDOG_EXIT_MULTIPLE x THORP_WATCHDOG_MS "
+                         "= %.0f ms): exiting 1 so the supervisor restarts the host; open trades stay in the journal",
+                         name, ran, exit_after);
+                fflush(stderr);
+                _exit(1);
+            }
             if (limit > 0 && ran >= next_report && running_name(seq, name, sizeof name)) {
                 if (next_report == limit) __atomic_store_n(&thorp_wd.stalls, LOAD(stalls) + 1, __ATOMIC_RELAXED);
                 log_emit(LOG_ERROR, "watchdog", NULL,

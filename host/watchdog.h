@@ -10,8 +10,12 @@
  *
  * Every 50 ms the thread looks: if the same resume has been running for
  * longer than the limit it logs the task's name and how long it has run,
- * again at 2x, 4x, ... the limit, and counts a stall. It only reports; the
- * operator decides (the journal keeps open trades safe across a restart).
+ * again at 2x, 4x, ... the limit, and counts a stall. With exit_after_ms
+ * set (THORP_WATCHDOG_EXIT_MULTIPLE x the limit) a task still running at
+ * that point ends the process with exit code 1: a host whose loop is frozen
+ * for good can do nothing useful, its supervisor restarts it, and the
+ * journal (every trade committed before register returned) carries the
+ * open trades to the next run.
  *
  * Threads: the scheduler's stores stay plain (FFI field stores, no call on
  * every resume); the thread reads with relaxed atomic loads and writes only
@@ -33,6 +37,7 @@ typedef struct thorp_watchdog {
     volatile double limit_ms;  /* report after this long; 0 = off */
     volatile uint64_t stalls;  /* stalls reported so far */
     volatile double longest_ms;
+    volatile double exit_after_ms; /* exit(1) once one resume runs this long; 0 = never */
 } thorp_watchdog;
 
 extern thorp_watchdog thorp_wd;

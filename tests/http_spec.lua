@@ -462,6 +462,35 @@ describe("http listener", function()
     assert.is_number(value(after, "thorp_bus_queue_depth", '{lane="critical"}'))
   end)
 
+  it("counts calls by method (unknown ones as other), trade outcomes and named counters", function()
+    local before = metrics.render{ pool = pool }
+    call("getBalance", { "W" }); call("getSlot"); call("noSuchMethodXyz")
+    local sd = require "thorp.shutdown"
+    for i, st in ipairs{ "confirmed", "failed", "expired", "finalized", "sent" } do
+      sd.register("TRADE", "metric-trade-" .. i)
+      sd.complete("metric-trade-" .. i, st)
+    end
+    metrics.trade_outcome({ status = "failed" }) -- the table form of complete(id, { status = ... })
+    metrics.counter_add("journal_io_errors_total", { op = "write" }, 2)
+    local after = metrics.render{ pool = pool }
+    assert.are.same({}, check_prom(after))
+    local function grew(name, labels, by)
+      local a, z = value(before, name, labels) or 0, value(after, name, labels)
+      assert.is_number(z, name .. (labels or ""))
+      assert.are.equal(a + by, z, name .. (labels or ""))
+    end
+    grew("thorp_rpc_method_calls_total", '{method="getBalance",outcome="ok"}', 1)
+    grew("thorp_rpc_method_calls_total", '{method="other",outcome="rpc_error"}', 1)
+    grew("thorp_rpc_method_latency_seconds_count", '{method="getSlot"}', 1)
+    assert.is_nil(after:find("noSuchMethodXyz", 1, true))
+    grew("thorp_trades_total", '{outcome="confirmed"}', 2)
+    grew("thorp_trades_total", '{outcome="failed"}', 2)
+    grew("thorp_trades_total", '{outcome="expired"}', 1)
+    grew("thorp_trades_total", '{outcome="other"}', 1)
+    grew("thorp_journal_io_errors_total", '{op="write"}', 2)
+    assert.are.equal(0, value(after, "thorp_trades_total", '{outcome="abandoned"}'))
+  end)
+
   it("reports breaker state and transitions", function()
     sim:fault(1, { down = true })
     call("getSlot"); call("getSlot")

@@ -71,6 +71,74 @@ describe("journal", function()
     j:close()
   end)
 
+  it("refuses a trade id a previous run left open, and says so", function()
+    local dir = tmpdir()
+    local j = assert(journal.open(dir, { run_id = "run1" }))
+    assert.is_true(j:begin("t-open", "TRADE", { token = "A" }))
+    j:close()
+    local j2 = assert(journal.open(dir, { run_id = "run2" }))
+    local ok, err = j2:begin("t-open", "TRADE", { token = "B" })
+    assert.is_nil(ok)
+    assert.are.equal("DUPLICATE", err.code)
+    assert.matches("left open by an earlier run (run1)", err.message, 1, true)
+    assert.are.equal("A", j2:open_trades()[1].meta.token)   -- not replaced
+    assert.is_true(j2:done("t-open", "resolved"))
+    assert.is_true(j2:begin("t-open", "TRADE", { token = "C" })) -- a finished id may be reused
+    j2:close()
+  end)
+
+  it("records what is sent and gives it back to the next run", function()
+    local dir = tmpdir()
+    local j = assert(journal.open(dir, { run_id = "r1" }))
+    assert.is_true(j:begin("s1", "TRADE", {}))
+    local bytes = "\0\1\2signed\255"
+    assert.is_true(j:send("s1", { signature = "5sig", last_valid_block_height = 1234, tx = bytes }))
+    local ok, err = j:send("nope", { signature = "5sig", last_valid_block_height = 1, tx = "x" })
+    assert.is_nil(ok); assert.are.equal("NOT_FOUND", err.code)
+    j:close()
+    local j2 = assert(journal.open(dir, { run_id = "r2" }))
+    local t = j2:open_trades()[1]
+    assert.are.equal("5sig", t.signature)
+    assert.are.equal(1234, t.last_valid_block_height)
+    assert.are.equal(bytes, t.tx)
+    j2:close()
+  end)
+
+  it("keeps outcomes of finished trades in a history, newest first, filtered and compacted", function()
+    local j = assert(journal.open(tmpdir(), { run_id = "h" }))
+    for i = 1, 5 do
+      assert.is_true(j:begin("h" .. i, "TRADE", { n = i }))
+      local st = i % 2 == 0 and "failed" or "confirmed"
+      assert.is_true(j:done("h" .. i, st, { status = st, slot = 100 + i, err = i % 2 == 0 and { code = 1 } or nil,
+                                            signature = "sig" .. i }))
+      thorp.sleep(2)
+    end
+    local h = j:history()
+    assert.are.equal(5, #h)
+    assert.are.equal("h5", h[1].id)
+    assert.are.equal(105, h[1].slot)
+    assert.are.equal("sig5", h[1].signature)
+    assert.are.equal("confirmed", h[1].status)
+    local failed = j:history{ status = "failed" }
+    assert.are.equal(2, #failed)
+    assert.are.same({ code = 1 }, failed[1].err)
+    assert.are.equal(2, #j:history{ limit = 2 })
+    assert.are.equal(2, #j:history{ since_ms = h[2].ended_at })
+    j.retention_ms = 0
+    thorp.sleep(2)
+    assert.is_true(j:compact() >= 5)
+    assert.are.equal(0, #j:history())
+    j:close()
+  end)
+
+  it("uses no mmapped -shm file", function()
+    local dir = tmpdir()
+    local j = assert(journal.open(dir))
+    assert.is_true(j:begin("x", "TRADE", {}))
+    assert.is_nil(io.open(dir .. "/journal.db-shm", "r"))
+    j:close()
+  end)
+
   it("refuses meta that cannot be stored", function()
     local j = assert(journal.open(tmpdir()))
     assert.has_error(function() j:begin("x", "TRADE", { f = print }) end)
@@ -112,6 +180,40 @@ describe("idempotency", function()
   end)
 end)
 
+describe("idempotency states", function()
+  local idem = thorp.idempotency
+
+  it("tells a key claimed and never finished (IN_DOUBT) from a finished one (DUPLICATE)", function()
+    local dir = tmpdir()
+    local saved = journal.default
+    local j1 = assert(journal.open(dir, { run_id = "crashed" }))
+    journal.default = j1
+    local ok1 = idem.once("done-key", function() return 1 end)
+    assert.is_true(ok1)
+    assert.is_true(j1:claim("doubt-key", 60000))       -- claimed, then the "crash": never marked done
+    j1:close()
+    local j2 = assert(journal.open(dir, { run_id = "next" }))
+    journal.default = j2
+    local ok, err = idem.once("doubt-key", function() error("must not run") end)
+    assert.is_false(ok)
+    assert.are.equal("IN_DOUBT", err.code)
+    assert.are.equal("crashed", err.run_id)
+    assert.is_number(err.claimed_at)
+    ok, err = idem.once("done-key", function() error("must not run") end)
+    assert.is_false(ok)
+    assert.are.equal("DUPLICATE", err.code)
+    assert.are.equal("done", err.state)
+    local states = {}
+    for _, k in ipairs(idem.list()) do states[k.key] = k.state end
+    assert.are.same({ ["doubt-key"] = "in_doubt", ["done-key"] = "done" }, states)
+    assert.is_true(idem.release("doubt-key"))
+    assert.is_false(idem.release("doubt-key"))
+    assert.is_true((idem.once("doubt-key", function() return "ran" end)))
+    journal.default = saved
+    j2:close()
+  end)
+end)
+
 describe("shutdown registry", function()
   it("journals trades before register returns and tracks status", function()
     local op = thorp.shutdown.register("TRADE", "spec-t1", { token = "WIF" })
@@ -128,6 +230,27 @@ describe("shutdown registry", function()
     assert.is_true(thorp.shutdown.complete("spec-r1"))
     assert.is_false(thorp.shutdown.complete("never-registered"))
     for _, t in ipairs(journal.default:open_trades(true)) do assert.are_not.equal("spec-t1", t.id) end
+  end)
+
+  it("refuses a trade id that is still open; completes with an outcome table", function()
+    assert.truthy(thorp.shutdown.register("TRADE", "spec-dup", {}))
+    local op, err = thorp.shutdown.register("TRADE", "spec-dup", {})
+    assert.is_nil(op)
+    assert.are.equal("DUPLICATE", err.code)
+    assert.is_true(thorp.journal.record_send("spec-dup", { signature = "3xYz", last_valid_block_height = 77,
+                                                           tx = "bytes" }))
+    assert.is_true(thorp.shutdown.complete("spec-dup", { status = "expired", slot = 9 }))
+    local h = thorp.journal.history{ limit = 1 }
+    assert.are.equal("spec-dup", h[1].id)
+    assert.are.equal("expired", h[1].status)
+    assert.are.equal(9, h[1].slot)
+    assert.are.equal("3xYz", h[1].signature)
+    assert.are.equal(77, h[1].last_valid_block_height)
+    assert.has_error(function()
+      thorp.journal.record_send("x", { signature = "not base58 0OIl", last_valid_block_height = 1 })
+    end)
+    assert.has_error(function() thorp.journal.record_send("x", { signature = "abc", last_valid_block_height = -1 }) end)
+    assert.has_error(function() thorp.shutdown.complete("x", { status = 5 }) end)
   end)
 
   it("rejects bad arguments with what is allowed", function()

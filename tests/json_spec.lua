@@ -81,6 +81,14 @@ describe("thorp.json", function()
     assert.is_nil((json.safe_encode(math.huge)))
   end)
 
+  it("writes pubkeys as base58 and keypairs as their public face (__tojson)", function()
+    local sol = thorp.solana
+    local kp = assert(sol.keypair.from_seed(("\1"):rep(32)))
+    local pk = sol.pubkey(("\2"):rep(32))
+    assert.are.equal('["' .. tostring(pk) .. '",{"w":"keypair(' .. tostring(kp.pubkey) .. ')"}]',
+      json.encode({ pk, { w = kp } }))
+  end)
+
   it("decodes straight from a C buffer", function()
     local s = '{"ok":[1,"two"]}'
     local b = ffi.new("char[?]", #s)

@@ -16,3 +16,48 @@ describe("log scrubber", function()
     assert.is_nil(log.scrub("calling https://rpc.example.com/?api-key=abcdef123456"):find("abcdef123456", 1, true))
   end)
 end)
+
+describe("one scrubber for every URL", function()
+  it("hides every path segment and query value whatever its length or dots", function()
+    for _, case in ipairs{
+      { "http://host/SECRET456", "http://host/***" },
+      { "http://host:8899/a.b/c?k=1&flag", "http://host:8899/***/***?k=***&***" },
+      { "https://u:pw@host/v1/", "https://***@host/***/" },
+      { "wss://host/x#frag", "wss://host/***#***" },
+      { "http://host", "http://host" },
+    } do
+      assert.are.equal(case[2], log.redact_url(case[1]))
+      assert.are.equal("see " .. case[2] .. " now", log.scrub("see " .. case[1] .. " now"))
+    end
+  end)
+
+  it("hides URLs written JSON-escaped (cjson writes \\/)", function()
+    assert.are.equal([["http:\/\/h\/***\/***"]], log.scrub([["http:\/\/h\/Tk.5\/x"]]))
+  end)
+
+  it("keeps the path of a public endpoint and still hides its query values", function()
+    assert.are.equal("https://pub.example/api/v1?key=***",
+      log.redact_url("https://pub.example/api/v1?key=abc", { public_path = true }))
+    assert.are.equal("at https://pub.example/api/v1/x?key=***", log.scrub("at https://pub.example/api/v1/x?key=z"))
+    assert.are.equal("https://pub.example/***", log.scrub("https://pub.example/apix")) -- a prefix of segments, not bytes
+  end)
+
+  it("knows the pieces of a redacted URL and header values as literal secrets", function()
+    log.redact_url("https://node.example/KEYPIECE77/rpc?token=TOKVAL88", { headers = { Authorization = "Bearer HDRTOK99" } })
+    assert.are.equal("*** *** *** ***", log.scrub("KEYPIECE77 TOKVAL88 HDRTOK99 Bearer HDRTOK99"):gsub("Bearer %*%*%*", "***"))
+  end)
+
+  it("scrubs text of any length in one pass (no piece boundary)", function()
+    log.secret("EDGESECRET42")
+    for _, at in ipairs{ 4090, 4096 - 6, 8186, 65530 } do
+      local out = log.scrub(("x"):rep(at) .. "EDGESECRET42" .. ("y"):rep(5000))
+      assert.is_nil(out:find("EDGESECRET42", 1, true))
+      assert.are.equal(at + 3 + 5000, #out)
+    end
+  end)
+
+  it("grows its output when hiding short pieces lengthens the text", function()
+    local s = ("http://h/a "):rep(2000)
+    assert.are.equal(("http://h/*** "):rep(2000), log.scrub(s))
+  end)
+end)

@@ -154,4 +154,70 @@ describe("policy", function()
     thorp.rpc.set_default_pool(old_pool)
     sim:stop()
   end)
+
+  it("refuses os.exit: in the source (so check reports it), and at run time from a handler", function()
+    local direct = write("exit1.lua", "os.exit(0)\nreturn {}")
+    local _, errs = policy.load({ direct })
+    assert.matches("exit1.lua:1: calls os.exit, which is not allowed in a policy", errs[1], 1, true)
+    local in_handler = write("exit2.lua", [[
+      return { subscribers = { quitter = { topic = "t", handler = function() os . exit(1) end } } }]])
+    _, errs = policy.load({ in_handler })
+    assert.matches("exit2.lua:1: calls os.exit", errs[1], 1, true)
+    local commented = write("exit3.lua", "-- never os.exit(0) here\nreturn {}")
+    assert.truthy(policy.load({ commented }))
+    -- the sandbox: a policy that reaches it another way gets an error naming it
+    local sneaky = write("exit4.lua", "local o = os; local name = 'ex' .. 'it'; o[name](0); return {}")
+    _, errs = policy.load({ sneaky })
+    assert.matches("os.exit is not allowed in a policy (" .. sneaky .. ")", errs[1], 1, true)
+  end)
+
+  it("stops a policy that loops while loading and names the file", function()
+    local cfgm = require "thorp.config"
+    local saved = cfgm.current
+    cfgm.current = setmetatable({ load_timeout_ms = 150 }, { __index = saved })
+    local loop = write("loop.lua", "local n = 0\nwhile true do n = n + 1 end\nreturn {}")
+    local t0 = thorp.now()
+    local _, errs = policy.load({ loop })
+    cfgm.current = saved
+    assert.matches("loop.lua: still running after 150 ms", errs[1], 1, true)
+    assert.is_true(thorp.now() - t0 < 2000)
+    assert.is_true(jit.status())                      -- the JIT is back on afterwards
+  end)
+
+  it("a rejected reload changes nothing: too many subscribers leaves priorities and the bus as they were", function()
+    local bus = thorp.bus.default
+    assert.is_true((policy.apply_files({ write("base.lua", [[return { priorities = { rpc = { getSlot = "low" } } }]]) })))
+    local before_subs = bus:stats().subscriber_count
+    local v = policy.status().version
+    local lines = { "local s = {}", "for i = 1, " .. (bus.max_subscribers + 5) .. " do",
+                    "  s['sub' .. i] = { topic = 'many', handler = function() end } end",
+                    "return { priorities = { rpc = { getSlot = 'critical' } }, subscribers = s }" }
+    local ok, err = policy.apply_files({ write("many.lua", table.concat(lines, "\n")) })
+    assert.is_false(ok)
+    assert.matches("exceed the bus's max_subscribers", err, 1, true)
+    assert.are.equal(v, policy.status().version)
+    assert.are.equal("low", thorp.rpc.priorities().getSlot)
+    assert.are.equal(before_subs, bus:stats().subscriber_count)
+  end)
+
+  it("puts the policy's folder on package.path so it can require a module beside it", function()
+    local sub = dir .. "/modpol"
+    os.execute("mkdir -p " .. sub)
+    local f = assert(io.open(sub .. "/beside_mod.lua", "w"))
+    f:write("return { prio = 'critical' }")
+    f:close()
+    f = assert(io.open(sub .. "/uses.lua", "w"))
+    f:write("local m = require 'beside_mod'\nreturn { priorities = { rpc = { getHealth = m.prio } } }")
+    f:close()
+    local p = assert(policy.load({ sub .. "/uses.lua" }))
+    assert.are.equal("critical", p.priorities.rpc.getHealth)
+  end)
+
+  it("lets another module declare its own section", function()
+    policy.section("spec_extra", { validate = function(v, where)
+      return type(v) == "number" and {} or { where .. ": expected a number" } end, apply = function() end })
+    local _, errs = policy.load({ write("extra.lua", "return { spec_extra = 'x' }") })
+    assert.matches("extra.lua: spec_extra: expected a number", errs[1], 1, true)
+    assert.truthy(policy.load({ write("extra2.lua", "return { spec_extra = 3 }") }))
+  end)
 end)

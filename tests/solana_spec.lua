@@ -128,6 +128,32 @@ describe("keypairs and signatures", function()
     assert.matches("does not belong to the secret seed", err)
     assert.is_nil(err:find(secret58, 1, true))
   end)
+  it("never show the secret in logs (JSON and text lines) or in a failed task's error", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      local kp = assert(thorp.solana.keypair.from_bytes(thorp.solana.base58.decode(%q)))
+      local log = require "thorp.log"
+      log.warn("wallet", { wallet = kp, list = { kp }, pk = kp.pubkey })
+      log.set_json(false)
+      log.warn("wallet", { wallet = kp, list = { kp } })
+      print(kp, thorp.pretty.format({ kp }, { raw = true }))
+      error({ wallet = kp })
+    ]]):format(sol.base58.encode(seed .. pub)))
+    f:close()
+    local bin = os.getenv("THORP") or (require("thorp.host").dev_root() .. "/thorp")
+    local p = io.popen(("d=$(mktemp -d); THORP_STATE_DIR=$d LOG_LEVEL=info %q exec %q 2>&1; rm -rf $d"):format(bin, script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    assert.matches("wallet", out)
+    assert.matches("keypair%(" .. sol.base58.encode(pub) .. "%)", out)
+    local hexseed = seed:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+    for _, secret in ipairs({ sol.base58.encode(seed .. pub), sol.base58.encode(seed), hexseed, seed,
+                              sol.base64.encode(seed), table.concat({ seed:byte(1, -1) }, ",") }) do
+      assert.is_nil(out:find(secret, 1, true), out)
+    end
+  end)
   it("refuse malformed keypair files and wrong-length keys with the rule", function()
     local cases = {
       { "", "does not start with '%['" },
@@ -166,6 +192,13 @@ describe("program addresses", function()
   end)
   it("tells on-curve keys from PDAs", function()
     assert.is_true(sol.is_on_curve(sol.keypair.generate().pubkey))
+    -- points of small order count as on the curve (curve25519-dalek decompresses them;
+    -- libsodium's is_valid_point would not): the identity, (0, -1), and y = p + 1 (non-canonical 1);
+    -- @solana/kit's isOffCurveAddress says the same of all four
+    assert.is_true(sol.is_on_curve("\1" .. ("\0"):rep(31)))
+    assert.is_true(sol.is_on_curve("\236" .. ("\255"):rep(30) .. "\127"))
+    assert.is_true(sol.is_on_curve("\238" .. ("\255"):rep(30) .. "\127"))
+    assert.is_false(sol.is_on_curve("\2" .. ("\0"):rep(31))) -- y = 2: (y^2-1)/(dy^2+1) is not a square
     local pda = sol.find_program_address({ "seed" }, sol.SYSTEM_PROGRAM)
     assert.is_false(sol.is_on_curve(pda))
   end)

@@ -2,7 +2,7 @@
 --
 --   local bus = thorp.bus.new{ max_queue_size = 10000, reorder_window_ms = 50 }
 --   local sub = bus:subscribe("trade_signal", function(ev, topic) ... end, { name = "executor" })
---   bus:publish("trade_signal", { token = "BONK", sequence = 7 }, "critical")  --> true | false, reason
+--   bus:publish("trade_signal", { token = "BONK", sequence = 7 }, "critical")  --> true | false, { code, message }
 --   bus:stats(); bus:unsubscribe(sub)
 --
 -- Everything lives in Lua (DESIGN.md, hot-path notes). This file is the
@@ -76,7 +76,15 @@ function Bus:configure(opts, fn)
     end
     self.backpressure = bp
   end
+  self.guarded = self.closed or self.critical_only or self.backpressure ~= nil
   return self
+end
+
+--- bus:set_critical_only(on): refuse non-critical events with SHUTTING_DOWN (the
+--- host sets it on its bus when shutdown begins).
+function Bus:set_critical_only(on)
+  self.critical_only = on and true or false
+  self.guarded = self.closed or self.critical_only or self.backpressure ~= nil
 end
 
 --- thorp.bus.new{ max_queue_size = 10000, max_subscribers = 100, reorder_window_ms = 50,
@@ -84,7 +92,7 @@ end
 function M.new(opts)
   local self = setmetatable({
     max_queue_size = 10000, max_subscribers = 100, reorder_window_ms = 50, quarantine_ms = 30000,
-    evict_low_for_critical = false, critical_only = false,
+    evict_low_for_critical = false, critical_only = false, guarded = false,
     q = lanes.new(true), topics = {}, topic_prio = {}, subs = {}, by_name = {}, nsubs = 0, sub_seq = 0,
     holding = {}, held = 0, idle = false, closed = false, drops = {}, delivered_gone = 0,
     failures = 0, dropped_events = 0, undelivered = 0, skipped = 0,
@@ -107,6 +115,15 @@ local function evict_low(self)
   return true
 end
 
+-- Why a publish was refused: error values (thorp.errors), shared and never changed.
+local errors = require "thorp.errors"
+local REFUSED = {
+  CLOSED = errors.new("CLOSED", "the bus is closed"),
+  SHUTTING_DOWN = errors.new("SHUTTING_DOWN", "shutdown in progress: the bus takes only critical events"),
+  QUEUE_FULL = errors.new("QUEUE_FULL", "the bus queue is full (max_queue_size events published, not yet dispatched)"),
+  BACKPRESSURE_REJECTED = errors.new("BACKPRESSURE_REJECTED", "admission control refused the event (host overloaded)"),
+}
+
 -- The checks publish() makes only when something is unusual.
 local function refuse(self, tp, p)
   if self.closed then lost(self, tp, "CLOSED"); return "CLOSED" end
@@ -124,7 +141,8 @@ local function refuse(self, tp, p)
   end
 end
 
---- bus:publish(topic, event, priority) -> true | false, "QUEUE_FULL" | "BACKPRESSURE_REJECTED"
+--- bus:publish(topic, event, priority) -> true | false, { code = "QUEUE_FULL" | "BACKPRESSURE_REJECTED" |
+--- "SHUTTING_DOWN" | "CLOSED", message }
 ---                                        | "SHUTTING_DOWN" | "CLOSED"
 function Bus:publish(topic, ev, prio)
   local tp = self.topics[topic]
@@ -141,9 +159,9 @@ function Bus:publish(topic, ev, prio)
     end
   end
   local q = self.q
-  if self.closed or self.critical_only or self.backpressure or q.count + self.held >= self.max_queue_size then
+  if self.guarded or q.count + self.held >= self.max_queue_size then
     local why = refuse(self, tp, p)
-    if why then return false, why end
+    if why then return false, REFUSED[why] end
   end
   local r = q[p]
   local n = r.n
@@ -196,7 +214,7 @@ function Bus:subscribe(topic, handler, opts)
     window = window, win = {}, wi = 1, wn = 0, wfails = 0,
     delivered = 0, failures = 0, skipped = 0, dropped = 0, quarantines = 0,
     quarantined = false, probation = false, quarantine_until = 0, idle = false, napping = false, nap_wake = 0,
-    busy = false, closed = false, rid = false, left = 0,
+    busy = false, closed = false, rid = false, rid_k = -1, watch = false, left = 0,
     busy_since = 0, times = tnew(stats.RING, 0), ti = 1, timed = 0, max_ms = 0, log_at = -1e9, log_n = 0,
     log_skipped = 0,
   }, Sub)
@@ -279,7 +297,7 @@ Bus.stats = stats.stats
 --- bus:close(): unsubscribe everyone, discard queued events, end the dispatcher.
 function Bus:close()
   if self.closed then return end
-  self.closed = true
+  self.closed, self.guarded = true, true
   for i = #self.subs, 1, -1 do self:unsubscribe(self.subs[i]) end
   local q = self.q
   for p = 1, 3 do

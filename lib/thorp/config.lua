@@ -26,6 +26,14 @@ local SETTINGS = {
   { "http.enabled", "THORP_HTTP", "bool", true },
   { "http.port", "THORP_HTTP_PORT", "int", 0, min = 0, max = 65535, note = "0 turns the listener off" },
   { "http.host", "THORP_HTTP_HOST", "string", "127.0.0.1" },
+  { "http.token", "THORP_HTTP_TOKEN", "string", nil,
+    note = "bearer token the listener requires (at least 16 characters; needed for a non-loopback THORP_HTTP_HOST)" },
+  { "http.max_body", "THORP_HTTP_MAX_BODY", "int", 4194304, min = 1024, max = 268435456,
+    note = "bytes per request body (413 beyond)" },
+  { "http.max_inflight_bytes", "THORP_HTTP_MAX_INFLIGHT_BYTES", "int", 67108864, min = 1024, max = 17179869184,
+    note = "bytes of request bodies held at once (503 beyond)" },
+  { "http.max_pending", "THORP_HTTP_MAX_PENDING", "int", 8192, min = 1, max = 8192,
+    note = "front-door requests being answered (503 beyond; /health, /ready, /metrics are not counted)" },
   { "backpressure.enabled", "ENABLE_BACKPRESSURE_MANAGEMENT", "bool", true },
   { "backpressure.max_queue_size", "BACKPRESSURE_MAX_QUEUE_SIZE", "int", 10000, min = 1, max = 1e9 },
   { "backpressure.warning_threshold", "BACKPRESSURE_WARNING_THRESHOLD", "number", 0.8, min = 0.01, max = 1 },
@@ -69,7 +77,8 @@ for _, s in ipairs(SETTINGS) do by_key[s[1]] = s; by_env[s[2]] = s end
 local FILE_TABLES = { ["rpc.endpoints"] = true, ["policies"] = true, ["send.endpoints"] = true }
 
 -- The keys an endpoint of rpc.endpoints may have (add a key here and in check_endpoints).
-M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true }
+M.ENDPOINT_KEYS = { name = true, url = true, weight = true, timeout_ms = true, headers = true, ws_url = true,
+                    public_path = true }
 
 -- THORP_* variables read outside the settings table (tests, the demo, the
 -- build). Any other THORP_* name is an error: a misspelt setting must not
@@ -81,39 +90,10 @@ M.OTHER_ENV = { THORP_NO_DEV_LIB = true, THORP_TEST_VERBOSE = true, THORP_SIM = 
 ------------------------------------------------------------------------------
 -- URL redaction
 ------------------------------------------------------------------------------
-local function secret(s)
-  local log = require "thorp.log"
-  log.secret(s)
-end
-
---- Return url with its secrets replaced by ***, and register them.
-function M.redact_url(url)
-  if type(url) ~= "string" then return tostring(url) end
-  local scheme, rest = url:match("^(%a[%w+.-]*://)(.*)$")
-  if not scheme then scheme, rest = "", url end
-  local auth, after = rest:match("^([^/?#@]*)@(.*)$")
-  if auth then
-    secret(auth)
-    local user, pass = auth:match("^([^:]*):(.*)$")
-    if pass then secret(pass); secret(user) end
-    rest = "***@" .. after
-  end
-  local hostport, path, query, frag = rest:match("^([^/?#]*)([^?#]*)%??([^#]*)#?(.*)$")
-  if not hostport then return scheme .. rest end
-  path = path:gsub("[^/]+", function(seg)
-    if #seg >= 16 and seg:match("^[%w%-_]+$") and (seg:match("%d") or #seg >= 24) then
-      secret(seg)
-      return "***"
-    end
-  end)
-  if query ~= "" then
-    query = "?" .. query:gsub("([^&=]+)=([^&]*)", function(k, v)
-      if #v > 0 then secret(v) end
-      return k .. "=***"
-    end)
-  end
-  if frag ~= "" then secret(frag); frag = "#***" end
-  return scheme .. hostport .. path .. query .. frag
+--- redact_url(url [, endpoint]) -> url with its secrets replaced by ***, each
+--- registered with the scrubber (one scrubber: thorp.log.redact_url).
+function M.redact_url(url, opts)
+  return (package.loaded["thorp.log"] or require("thorp.log")).redact_url(url, opts)
 end
 
 ------------------------------------------------------------------------------
@@ -198,13 +178,16 @@ end
 ------------------------------------------------------------------------------
 --- sandbox(what, file, extra) -> an environment for a user chunk: the globals,
 --- with an os.exit that raises an error naming it (a file must not end the host).
-function M.sandbox(what, file, extra)
-  local function no_exit()
+local function no_exit_for(what, file)
+  return function()
     error(("os.exit is not allowed in %s (%s): it would end the host and abandon open trades; "
            .. "use thorp.shutdown.initiate(reason) to stop it"):format(what, file), 2)
   end
+end
+
+function M.sandbox(what, file, extra)
   local env = setmetatable(extra or {}, { __index = _G })
-  env.os = setmetatable({ exit = no_exit }, { __index = os })
+  env.os = setmetatable({ exit = no_exit_for(what, file) }, { __index = os })
   return env
 end
 
@@ -215,15 +198,18 @@ local function load_timeout()
 end
 M.load_timeout = load_timeout
 
---- run_bounded(chunk, file, timeout_ms) -> true, result | false, message
+--- run_bounded(chunk, file, timeout_ms, what) -> true, result | false, message (with a traceback)
 --- Runs a user file's chunk with a deadline. LuaJIT's hooks do not fire in
 --- compiled code, so the JIT is off while the chunk runs (nothing new gets
 --- compiled) and a count hook checks the clock: `while true do end` is
 --- stopped and named instead of freezing the host.
-function M.run_bounded(chunk, file, timeout_ms, ...)
+function M.run_bounded(chunk, file, timeout_ms, what)
   local now = require("thorp.sched").now
   local deadline = now() + timeout_ms
   local jit_was_on = jit.status()
+  -- while it loads, the real os.exit is out of reach by any path (_G.os, a required module)
+  local exit = os.exit
+  rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
   debug.sethook(function()
     if now() > deadline then
@@ -231,9 +217,10 @@ function M.run_bounded(chunk, file, timeout_ms, ...)
         file, timeout_ms), 2)
     end
   end, "", 1000)
-  local res = { xpcall(chunk, debug.traceback, ...) }
+  local res = { xpcall(chunk, debug.traceback) }
   debug.sethook()
   if jit_was_on then jit.on() end
+  rawset(os, "exit", exit)
   return unpack(res, 1, 2)
 end
 
@@ -244,11 +231,12 @@ local function load_file(path, errs, timeout_ms)
     return nil
   end
   setfenv(chunk, M.sandbox("a config file", path))
-  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout())
+  local ok, t = M.run_bounded(chunk, path, timeout_ms or load_timeout(), "a config file")
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
     local printable, text = pcall(tostring, t)
-    errs[#errs + 1] = ("config file %s: %s"):format(path, printable and text or "(an error value that cannot be shown)")
+    text = printable and text:gsub("\nstack traceback:.*$", "") or "(an error value that cannot be shown)"
+    errs[#errs + 1] = ("config file %s: %s"):format(path, text)
     return nil
   end
   if type(t) ~= "table" then
@@ -283,6 +271,10 @@ local function flatten(t, prefix, out, errs, path)
       out[key] = v
     elseif type(k) == "string" and set[k] and type(v) == "table" then
       flatten(v, key .. ".", out, errs, path)
+    elseif type(k) == "string" and set[k] then
+      local _, sub = allowed_under(key .. ".")
+      errs[#errs + 1] = ("config file %s: %s = %s: must be a table of settings (%s)"):format(path, key,
+        tostring(v), table.concat(sub, ", "))
     else
       local where = prefix == "" and "at the top level" or ("in " .. prefix:sub(1, -2))
       errs[#errs + 1] = ("config file %s: unknown key %s (allowed %s: %s)"):format(path, key, where,
@@ -312,7 +304,7 @@ local function check_headers(h, w, errs)
       errs[#errs + 1] = ("%s.headers.%s: must be a one-line string"):format(w, k)
       ok = false
     else
-      if #v >= 4 then secret(v) end
+      require("thorp.log").secret_headers({ v })
       out[k] = v
     end
   end
@@ -376,6 +368,11 @@ local function check_endpoints(list, where, errs)
           tostring(e.timeout_ms))
         ok = false
       end
+      if e.public_path ~= nil and type(e.public_path) ~= "boolean" then
+        errs[#errs + 1] = ("%s.public_path = %s: must be true or false (true: the URL's path is not secret)"):format(w,
+          tostring(e.public_path))
+        ok = false
+      end
       if e.ws_url ~= nil and not valid_ws_url(e.ws_url) then
         errs[#errs + 1] = ("%s.ws_url = %s: must be a ws:// or wss:// URL"):format(w, M.redact_url(tostring(e.ws_url)))
         ok = false
@@ -387,7 +384,8 @@ local function check_endpoints(list, where, errs)
       end
       if ok then
         out[#out + 1] = { name = e.name, url = e.url, weight = e.weight or 1, timeout_ms = e.timeout_ms,
-                          ws_url = e.ws_url, headers = headers }
+                          ws_url = e.ws_url, headers = headers,
+                          public_path = e.public_path == true or nil }
       end
     end
   end
@@ -558,7 +556,7 @@ function M.load(opts)
   end
   if values["rpc.public_url"] then add({ name = "public", url = values["rpc.public_url"] }, "PUBLIC_RPC_URL") end
   for _, e in ipairs(values["rpc.urls"] or {}) do add({ name = e.name, url = e.url }, "THORP_RPC_URLS") end
-  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url) end
+  for _, e in ipairs(eps) do e.display_url = M.redact_url(e.url, e) end
   cfg.rpc.endpoints = eps
   -- send-only endpoints: the file's send.endpoints, then THORP_SEND_URLS
   local sends = {}

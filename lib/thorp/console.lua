@@ -1,6 +1,8 @@
 -- console: a Lua REPL inside the running host, over a unix socket.
 --
 --   thorp repl [--socket PATH]     attach to a running host (thorp run)
+--   thorp repl -e CHUNK [--json]   run one chunk, print its answer, exit 1 if it raised
+--   thorp repl --json              answers as JSON lines (machine output)
 --   thorp repl --local             start a host in this process and talk to it
 --   thorp reload [--socket PATH]   ask the running host to reload its policies
 --
@@ -34,20 +36,10 @@ local PROMPT, CONT = "thorp> ", "   >> "
 local Fail = { __tostring = function(e) return e.msg end }
 local function fail(msg) error(setmetatable({ msg = msg }, Fail), 0) end
 
+-- One pass over the whole reply, whatever its length: a secret is never cut
+-- in two by a piece boundary (host/log.c scrubs any length at once).
 local function scrub(s)
-  s = s:gsub("%z", "\\0")
-  if #s < 8000 then return logm.scrub(s) end
-  local parts = {}
-  for line in (s .. "\n"):gmatch("(.-)\n") do
-    if #line < 8000 then
-      parts[#parts + 1] = logm.scrub(line)
-    else
-      local chunks = {}
-      for i = 1, #line, 4096 do chunks[#chunks + 1] = logm.scrub(line:sub(i, i + 4095)) end
-      parts[#parts + 1] = concat(chunks)
-    end
-  end
-  return concat(parts, "\n")
+  return logm.scrub((s:gsub("%z", "\\0")))
 end
 
 local function errtext(e)
@@ -156,18 +148,11 @@ local function on_error(e)
   return cut and tb:sub(1, cut - 1) or tb
 end
 
-local function results(ok, ...)
-  if not ok then return false, (...) end
-  if select("#", ...) == 0 then return true, "" end
-  return true, pretty.values(...) .. "\n"
-end
-
 local function identity(...) return ... end
+local function pack(...) return { n = select("#", ...), ... } end
 
---- eval(src, env) -> ok, text. Runs in the calling task (it may yield).
---- `=expr` and bare expressions give their values; text is scrubbed.
-function M.eval(src, env)
-  env = env or M.new_env()
+-- evaluate(src, env) -> ok, printed_text, values (table with n) | ok=false, printed_text, error_text
+local function evaluate(src, env)
   local out = outputs[env] or {}
   local fn, err
   local code, n = src:gsub("^%s*=", "", 1)
@@ -176,19 +161,68 @@ function M.eval(src, env)
   fn = loadstring("local __ret = ...; return __ret(" .. code .. "\n)", "=console")
   if not fn and n == 0 then fn, err = loadstring(src, "=console") end
   if not fn and n > 0 then err = select(2, loadstring("return " .. code, "=console")) end
-  local ok, text
+  local ok, res
   if not fn then
-    ok, text = false, err .. "\n"
+    ok, res = false, err
   else
     setfenv(fn, env)
-    ok, text = results(xpcall(fn, on_error, identity))
-    if not ok then text = text .. "\n" end
+    local r = pack(xpcall(fn, on_error, identity))
+    ok = r[1]
+    if ok then res = pack(unpack(r, 2, r.n)) else res = r[2] end
   end
-  if #out > 0 then
-    text = concat(out) .. text
-    for i = #out, 1, -1 do out[i] = nil end
+  local printed = concat(out)
+  for i = #out, 1, -1 do out[i] = nil end
+  return ok, printed, res
+end
+
+--- eval(src, env) -> ok, text. Runs in the calling task (it may yield).
+--- `=expr` and bare expressions give their values; text is scrubbed.
+function M.eval(src, env)
+  env = env or M.new_env()
+  local ok, printed, res = evaluate(src, env)
+  local text
+  if not ok then text = tostring(res) .. "\n"
+  elseif res.n == 0 then text = ""
+  else text = pretty.values(unpack(res, 1, res.n)) .. "\n" end
+  return ok, scrub(printed .. text)
+end
+
+-- A value as JSON can carry it: tables (cycles cut), numbers, strings,
+-- booleans; anything else (functions, cdata, userdata) as its tostring.
+local cjson = require("cjson.safe").new()
+cjson.encode_sparse_array(true)
+cjson.encode_invalid_numbers(true)
+local function jsonable(v, seen, depth)
+  local t = type(v)
+  if t == "string" or t == "boolean" or t == "number" then return v end
+  if v == nil then return cjson.null end
+  if t ~= "table" or getmetatable(v) ~= nil and not next(v) then return tostring(v) end
+  if seen[v] or depth > 32 then return "<cycle>" end
+  seen[v] = true
+  local o = {}
+  for k, x in pairs(v) do
+    local key = (type(k) == "number" or type(k) == "string") and k or tostring(k)
+    o[key] = jsonable(x, seen, depth + 1)
   end
-  return ok, scrub(text)
+  seen[v] = nil
+  return o
+end
+
+--- eval_json(src, env) -> ok, text: one JSON object (and a newline):
+--- {"ok":true,"values":[...],"output":"what print() wrote"} or
+--- {"ok":false,"error":"message and traceback","output":"..."}. Scrubbed.
+function M.eval_json(src, env)
+  env = env or M.new_env()
+  local ok, printed, res = evaluate(src, env)
+  local text
+  if ok then
+    local vals = {}
+    for i = 1, res.n do vals[i] = cjson.encode(jsonable(res[i], {}, 0)) or '"<unencodable>"' end
+    text = '{"ok":true,"values":[' .. concat(vals, ",") .. '],"output":' .. cjson.encode(printed) .. "}"
+  else
+    text = '{"ok":false,"error":' .. cjson.encode(tostring(res)) .. ',"output":' .. cjson.encode(printed) .. "}"
+  end
+  return ok, scrub(text) .. "\n"
 end
 
 --- incomplete(src) -> true when src only lacks its end (more lines to come).
@@ -208,8 +242,14 @@ local eofp = ffi.new("int[1]")
 local stdin_waiter, stdin_tok
 local task_opts = { name = "console", daemon = true, quiet = true }
 
+-- A request starting with JSON_MARK is answered as JSON (thorp repl --json).
+local JSON_MARK = "\0json\n"
+M.JSON_MARK = JSON_MARK
+
 local function serve(id, src, env)
-  local ok, good, text = pcall(M.eval, src, env)
+  local eval = M.eval
+  if src:sub(1, #JSON_MARK) == JSON_MARK then eval, src = M.eval_json, src:sub(#JSON_MARK + 1) end
+  local ok, good, text = pcall(eval, src, env)
   local reply
   if ok then reply = (good and "+" or "-") .. text else reply = "-console failure: " .. scrub(tostring(good)) .. "\n" end
   C.thorp_console_reply(id, reply, #reply)
@@ -349,22 +389,36 @@ function M.client_main(cmd, o, cfg)
     return 1
   end
   local code
+  local mark = o.flags and o.flags.json and JSON_MARK or ""
   if cmd == "reload" then
     local ok, text = call(fd, "reload()")
     if ok == nil then code = lost() else show(ok, text); code = ok and 0 or 1 end
+  elseif o.evals and #o.evals > 0 then -- thorp repl -e CHUNK [-e CHUNK ...]: 1 if any failed
+    code = 0
+    for _, src in ipairs(o.evals) do
+      local ok, text = call(fd, mark .. src)
+      if ok == nil then code = lost(); break end
+      show(ok or mark ~= "", text)
+      if not ok then code = 1 end
+    end
   else
+    local failed = false
+    local tty = C.thorp_console_isatty(0) ~= 0
     code = repl(client_reader(), function(src)
-      local ok, text = call(fd, src)
+      local ok, text = call(fd, mark .. src)
       if ok == nil then return lost() end
-      show(ok, text)
+      show(ok or mark ~= "", text)
+      if not ok then failed = true end
     end)
+    -- piped input: a chunk that raised makes the exit code 1, so scripts can tell
+    if code == 0 and failed and not tty then code = 1 end
   end
   C.thorp_console_close(fd)
   return code
 end
 
 --- thorp repl --local: a host in this process, the REPL on its loop.
-function M.local_main(_, cfg, start_host, finish)
+function M.local_main(o, cfg, start_host, finish)
   if not start_host(cfg, "repl", {}) then return 2 end
   sched.on_event(sched.EV.CONSOLE, on_event)
   local tty = C.thorp_console_isatty(0) ~= 0
@@ -396,8 +450,16 @@ function M.local_main(_, cfg, start_host, finish)
   end
   local env = M.new_env()
   if tty then io.stdout:write("thorp console (local host); help() lists the commands, Ctrl-D leaves\n") end
+  local failed = false
+  local eval = o and o.flags and o.flags.json and M.eval_json or M.eval
   sched.spawn_opts({ name = "repl", daemon = true }, function()
-    sched.stop(repl(read, function(src) show(M.eval(src, env)) end))
+    local code = repl(read, function(src)
+      local ok, text = eval(src, env)
+      show(ok or eval == M.eval_json, text)
+      if not ok then failed = true end
+    end)
+    if code == 0 and failed and not tty then code = 1 end
+    sched.stop(code)
   end)
   local rc = finish(sched.run())
   C.thorp_console_stdin_stop()

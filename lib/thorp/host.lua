@@ -36,7 +36,7 @@ function M.start(cfg, mode, opts)
       sched.stop(0)
     end)
   end
-  sched.watchdog_start(cfg and cfg.watchdog_ms or 1000)
+  sched.watchdog_start(cfg and cfg.watchdog_ms or 1000, cfg and cfg.watchdog_exit_multiple or 0)
   local mods = {}
   for _, name in ipairs(M.ORDER) do
     local m = find(name)
@@ -60,9 +60,9 @@ function M.wire(mods)
     local b = bus.default
     -- the host's bus shares admission control with the RPC pool: in a burst,
     -- low-priority events are shed first, critical ones keep their headroom
-    if bp then b.backpressure = bp.default end
+    if bp then b:configure{ backpressure = bp.default } end
     -- once shutdown begins, only critical events are taken
-    if sd then sd.on_begin(function() b.critical_only = true end) end
+    if sd then sd.on_begin(function() b:set_critical_only(true) end) end
   end
   -- the policy's frontdoor_request hook runs in the front door
   local pol, http = mods["thorp.policy"], mods["thorp.http"]

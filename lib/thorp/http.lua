@@ -108,7 +108,7 @@ local function pool_error(e, raw_error)
     if raw_error then return raw_error, 200 end
     local msg = tostring(e.message)
     if e.endpoint and msg:sub(1, #e.endpoint + 2) == e.endpoint .. ": " then msg = msg:sub(#e.endpoint + 3) end
-    return err_obj(tonumber(e.rpc_code) or -32603, msg, e.data), 200
+    return err_obj(tonumber(e.rpc_code) or -32603, logm.scrub(msg), e.data), 200
   end
   local data = { code = e.code }
   for _, k in ipairs(DATA_FIELDS) do data[k] = e[k] end
@@ -158,8 +158,8 @@ local function run_hook(req)
   return nil
 end
 
-local PRIORITIES = { critical = true, normal = true, low = true }
-local RANK = { low = 1, normal = 2, critical = 3 }
+local priority = require "thorp.priority"
+local PRIORITIES = priority.RANK
 local function call_opts(req)
   local o = {}
   if PRIORITIES[req.priority] then o.priority = req.priority end
@@ -214,8 +214,23 @@ local function forward(req, body)
   return res
 end
 
+-- A key given twice ("id" above all) is refused: decoders disagree on which
+-- one counts, so answering with either could mislead the client.
+local function duplicate_key(s, off, n)
+  for _, k in ipairs{ "id", "method", "params", "jsonrpc" } do
+    if jsonspan.repeated(s, k, off, n) then return k end
+  end
+end
+
+local answered_by -- endpoint of the last pool answer (read right after the call, in the same task)
+
 local function single(body, msg)
   local id_raw = member(body, "id")
+  local dup = duplicate_key(body)
+  if dup then
+    bump(calls, "invalid")
+    return 200, envelope(nil, "error", err_obj(-32600, "Invalid Request: duplicate key \"" .. dup .. "\""))
+  end
   local bad = invalid(msg)
   if bad then
     bump(calls, "invalid")
@@ -230,9 +245,11 @@ local function single(body, msg)
   end
   local res = forward(req, body)
   bump(calls, call_outcome(res))
+  answered_by = res.endpoint or res.error and res.error.endpoint
   if msg.id == nil then return 204, "" end -- a notification gets no answer
   if res.ok then return 200, envelope(id_raw, "result", single_result(res)) end
-  local text, status = pool_error(res.error, res.error.raw and member(res.error.raw, "error"))
+  local raw_err = res.error.raw and member(res.error.raw, "error")
+  local text, status = pool_error(res.error, raw_err and logm.scrub(raw_err))
   return status, envelope(id_raw, "error", text)
 end
 
@@ -278,7 +295,9 @@ local function batch(body, list)
   for i, msg in ipairs(list) do
     local e = els and els[i]
     local id_raw = e and type(msg) == "table" and member(body, "id", e[1] - 1, e[2] - e[1] + 1) or nil
-    local bad = invalid(msg)
+    local dup = e and type(msg) == "table" and duplicate_key(body, e[1] - 1, e[2] - e[1] + 1)
+    local bad = dup and ("Invalid Request: duplicate key \"" .. dup .. "\"") or invalid(msg)
+    if dup then id_raw = nil end
     if bad then
       bump(calls, "invalid")
       if id_raw and id_raw:sub(1, 1) ~= '"' and not tonumber(id_raw) then id_raw = nil end
@@ -300,7 +319,7 @@ local function batch(body, list)
     local opts = {}
     for _, c in ipairs(fwd) do -- a hook's priority / timeout: the highest and the longest asked for
       local p = c.opts.priority
-      if p and (not opts.priority or RANK[p] > RANK[opts.priority]) then opts.priority = p end
+      if p then opts.priority = priority.max(p, opts.priority or p) end
       if c.opts.timeout_ms and c.opts.timeout_ms > (opts.timeout_ms or 0) then opts.timeout_ms = c.opts.timeout_ms end
     end
     local ok, res = pcall(pool_batch, fwd, opts)
@@ -309,13 +328,14 @@ local function batch(body, list)
       res = { ok = false, error = { code = "INTERNAL", message = "internal error" } }
     end
     local raw = res.ok and batch_raw_answers(res, #fwd)
+    answered_by = res.endpoint
     for k, f in ipairs(fwd_idx) do
       local text
       if res.ok then
         local r = res.results[k]
         bump(calls, call_outcome(r))
         local rw = raw and raw[k]
-        if rw then text = envelope(f.id_raw, rw[1], rw[2])
+        if rw then text = envelope(f.id_raw, rw[1], rw[1] == "error" and logm.scrub(rw[2]) or rw[2])
         elseif r.ok then text = envelope(f.id_raw, "result", enc(r.result))
         else text = envelope(f.id_raw, "error", (pool_error(r.error))) end
       else
@@ -333,15 +353,18 @@ local function batch(body, list)
   return status, "[" .. concat(out, ",") .. "]"
 end
 
---- frontdoor(body) -> http_status, json_text
+--- frontdoor(body) -> http_status, json_text, endpoint (the upstream that answered, or nil)
 function M.frontdoor(body)
+  answered_by = nil
   local doc = cjson.decode(body)
   if doc == nil then
     bump(calls, "parse_error")
     return 200, PARSE_ERROR
   end
-  if type(doc) == "table" and body:match("^%s*%[") then return batch(body, doc) end
-  return single(body, doc)
+  local status, text
+  if type(doc) == "table" and body:match("^%s*%[") then status, text = batch(body, doc)
+  else status, text = single(body, doc) end
+  return status, text, answered_by
 end
 
 ------------------------------------------------------------------------------
@@ -402,9 +425,9 @@ end
 function M.route(method, path, body)
   local get = method == "GET" or method == "HEAD"
   if path == "/" and method == "POST" then
-    local status, text = M.frontdoor(body)
-    if status == 429 then return status, JSON, text, "Retry-After", "1" end
-    return status, JSON, text
+    local status, text, ep = M.frontdoor(body)
+    if status == 429 then return status, JSON, text, "Retry-After", "1", ep end
+    return status, JSON, text, nil, nil, ep
   elseif get and path == "/metrics" then
     return 200, "text/plain; version=0.0.4; charset=utf-8", require("thorp.metrics").render{ pool = pool }
   elseif get and (path == "/health" or path == "/ready") then
@@ -419,6 +442,28 @@ end
 local EV_SENT = C.HTTP_EV_SENT
 local ops = {} -- request id -> shutdown operation id, until the answer is written out
 
+-- Bearer-token auth (THORP_HTTP_TOKEN): every route but /health and /ready
+-- (probes of a supervisor or load balancer) needs "Authorization: Bearer TOKEN".
+local token
+local OPEN_ROUTES = { ["/health"] = true, ["/ready"] = true }
+local function authorized(id, path)
+  if not token or OPEN_ROUTES[path] then return true end
+  local h = C.thorp_http_header(id, "Authorization")
+  if h == nil then return false end
+  local given = ffi_string(h):match("^[Bb]earer%s+(%S+)$")
+  if not given or #given ~= #token then return false end
+  local diff = 0 -- the same time whatever matches, so the token cannot be guessed byte by byte
+  for i = 1, #token do diff = bit.bor(diff, bit.bxor(given:byte(i), token:byte(i))) end
+  return diff == 0
+end
+
+-- one header line, refusing CR/LF so a value cannot inject another header
+local function header_line(name, value)
+  value = tostring(value)
+  if value:find("[\r\n]") then return "" end
+  return name .. ": " .. value .. "\r\n"
+end
+
 local function serve(id, method, uri, body)
   local path = uri:match("^[^?#]*")
   local op
@@ -426,13 +471,21 @@ local function serve(id, method, uri, body)
     local sd = package.loaded["thorp.shutdown"]
     if sd then op = sd.register("HTTP", "http:" .. id) end
   end
-  local ok, status, ctype, out, hname, hvalue = pcall(M.route, method, path, body)
+  local ok, status, ctype, out, hname, hvalue, ep
+  if not authorized(id, path) then
+    ok, status, ctype, out = true, 401, JSON, '{"error":"unauthorized: send Authorization: Bearer <THORP_HTTP_TOKEN>"}'
+    hname, hvalue = "WWW-Authenticate", 'Bearer realm="thorp"'
+  else
+    ok, status, ctype, out, hname, hvalue, ep = pcall(M.route, method, path, body)
+  end
   if not ok then
     log.error("http handler failed", { error = tostring(status), path = path })
-    status, ctype, out, hname, hvalue = 500, JSON, '{"error":"internal error"}', nil, nil
+    status, ctype, out, hname, hvalue, ep = 500, JSON, '{"error":"internal error"}', nil, nil, nil
   end
   bump(requests, (ROUTES[path] and path or "other") .. " " .. status)
-  local rc = C.thorp_http_reply(id, status, ctype, out, #out, hname, hvalue)
+  local extra = (hname and hvalue and header_line(hname, hvalue) or "") ..
+    (ep and header_line("X-Thorp-Endpoint", ep) or "")
+  local rc = C.thorp_http_reply(id, status, ctype, out, #out, extra ~= "" and extra or nil)
   if op then
     if rc == 0 then ops[id] = op.id else package.loaded["thorp.shutdown"].complete(op.id) end
   end
@@ -460,33 +513,66 @@ end)
 ------------------------------------------------------------------------------
 local errbuf = ffi.new("char[256]")
 
+local LOOPBACK = { ["localhost"] = true, ["::1"] = true, ["[::1]"] = true }
+local function loopback(host) return LOOPBACK[host] or host:match("^127%.%d+%.%d+%.%d+$") ~= nil end
+M.is_loopback = loopback
+
 --- listen(host, port, opts) -> port | nil, err. opts.pool: a pool from
 --- thorp.rpc.new_pool for the front door (default: the host's);
---- opts.max_body (bytes, default 4 MiB).
+--- opts.max_body (bytes per request, default 4 MiB), opts.max_inflight_bytes
+--- (bodies held at once, default 64 MiB), opts.max_pending (front-door
+--- requests being answered, default 8192), opts.token (bearer token; required
+--- for an address other than loopback).
 function M.listen(host, port, opts)
   opts = opts or {}
-  local p = C.thorp_http_listen(host or "127.0.0.1", port or 0, opts.max_body or 0, errbuf, 256)
+  host = host or "127.0.0.1"
+  if opts.token ~= nil and (type(opts.token) ~= "string" or #opts.token < 16 or opts.token:find("%s")) then
+    return nil, "the HTTP token (THORP_HTTP_TOKEN) must be at least 16 characters without spaces"
+  end
+  if not loopback(host) and not opts.token then
+    return nil, ("refusing to listen on %s without a token: set THORP_HTTP_TOKEN (clients then send "
+      .. "Authorization: Bearer <token>), or listen on 127.0.0.1"):format(host)
+  end
+  C.thorp_http_set_limits(opts.max_body or 0, opts.max_inflight_bytes or 0, opts.max_pending or 0)
+  local p = C.thorp_http_listen(host, port or 0, opts.max_body or 0, errbuf, 256)
   if p < 0 then return nil, ffi_string(errbuf) end
   pool = opts.pool
+  token = opts.token
+  if token then logm.secret(token) end
   return p
 end
 
 function M.port() return C.thorp_http_port() end
 function M.pending() return C.thorp_http_pending() end
+function M.inflight_bytes() return C.thorp_http_inflight_bytes() end
+
+-- Replies C sent before Lua saw the request (400, 413, 501, 503), by route.
+local C_ROUTES = { [0] = "/", "/metrics", "/health", "/ready", "other" }
+function M.refused()
+  local out = {}
+  for r = 0, 4 do
+    for _, code in ipairs{ 400, 413, 501, 503 } do
+      local n = C.thorp_http_refused(r, code)
+      if n > 0 then out[C_ROUTES[r] .. " " .. code] = n end
+    end
+  end
+  return out
+end
 
 function M.start(cfg, mode)
   local h = cfg and cfg.http or {}
   if h.enabled == false or not h.port or h.port == 0 or (mode ~= "run" and mode ~= "exec") then return true end
-  local port, err = M.listen(h.host or "127.0.0.1", h.port)
-  if not port then return nil, "http: " .. err .. " (THORP_HTTP_PORT / http.port)" end
-  log.info("http listening", { address = (h.host or "127.0.0.1") .. ":" .. port,
+  local port, err = M.listen(h.host or "127.0.0.1", h.port, { token = h.token, max_body = h.max_body,
+    max_inflight_bytes = h.max_inflight_bytes, max_pending = h.max_pending })
+  if not port then return nil, "http: " .. err .. " (THORP_HTTP_PORT / http.port, THORP_HTTP_HOST)" end
+  log.info("http listening", { address = (h.host or "127.0.0.1") .. ":" .. port, auth = token and "bearer" or "none",
                                routes = "GET /metrics /health /ready, POST / (JSON-RPC)" })
   return true
 end
 
 function M.stop()
   C.thorp_http_stop()
-  pool = nil
+  pool, token = nil, nil
   local sd = package.loaded["thorp.shutdown"]
   for id, op in pairs(ops) do
     ops[id] = nil

@@ -34,6 +34,8 @@ setmetatable(thorp, {
 
 function thorp.publish(...) return thorp.bus.default:publish(...) end
 function thorp.subscribe(...) return thorp.bus.default:subscribe(...) end
+--- thorp.fetch(url, opts): any other HTTP API on the loop (lib/thorp/fetch.lua)
+function thorp.fetch(url, opts) return require("thorp.fetch").fetch(url, opts) end
 function thorp.version() return require("thorp.host").version() end
 
 return thorp

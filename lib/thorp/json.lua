@@ -10,20 +10,21 @@
 -- integer beyond 2^53 is uint64 cdata (int64 when negative), written back
 -- unchanged by encode. Arrays: an empty JSON array decodes to a table with
 -- json.array_mt so it encodes back as []; json.array(t) marks a table the
--- same way. The parser is C (host/json.c); decode_buffer(ptr, len) parses a
+-- same way. A table whose metatable has __tojson(v) encodes as what that
+-- returns (thorp.solana pubkeys and keypairs: their base58). The parser is C (host/json.c); decode_buffer(ptr, len) parses a
 -- C buffer without making a Lua string of it.
 local ffi = require "ffi"
 local C = require "thorp.cdef"
 
 local type, tostring, pairs, setmetatable, getmetatable, error = type, tostring, pairs, setmetatable,
   getmetatable, error
-local fstring, floor, huge, concat, format = ffi.string, math.floor, math.huge, table.concat, string.format
+local fstring, floor, huge, format = ffi.string, math.floor, math.huge, string.format
 local tnew = require "table.new"
 
 local M = {}
 
 M.null = setmetatable({}, { __tostring = function() return "null" end, __newindex = function()
-  error("json.null is read-only", 2) end, __metatable = "json.null" })
+  error("json.null is read-only", 2) end })
 function M.is_null(v) return v == M.null end
 M.array_mt = { __name = "json.array" }
 function M.array(t)
@@ -107,7 +108,7 @@ end
 ESC["\127"] = "\\u007f"
 
 local function quote(s)
-  if not s:find('[%z\1-\31"\\\127]') then return '"' .. s .. '"' end
+  if C.thorp_json_plain(s, #s) == 1 then return '"' .. s .. '"' end
   return '"' .. s:gsub('[%z\1-\31"\\\127]', ESC) .. '"'
 end
 
@@ -116,67 +117,74 @@ local function number(v)
     error("json.encode: " .. tostring(v) .. " has no JSON form (numbers must be finite)", 0)
   end
   if v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53 then return format("%d", v) end
-  return format("%.17g", v)
+  local s = format("%.14g", v)
+  if tonumber(s) ~= v then s = format("%.17g", v) end
+  return s
 end
 
+local obuf = require("string.buffer").new(4096)
+
 local enc
-enc = function(v, out, n, depth)
+enc = function(b, v, depth)
   local t = type(v)
-  if t == "string" then n = n + 1; out[n] = quote(v); return n end
-  if t == "number" then n = n + 1; out[n] = number(v); return n end
-  if t == "boolean" then n = n + 1; out[n] = v and "true" or "false"; return n end
-  if v == nil then n = n + 1; out[n] = "null"; return n end
-  if t == "cdata" then
-    if ffi.istype(u64_t, v) or ffi.istype(i64_t, v) then
-      n = n + 1
-      out[n] = tostring(v):gsub("U?LL$", "")
-      return n
+  if t == "string" then
+    if C.thorp_json_plain(v, #v) == 1 then b:put('"', v, '"') else b:put(quote(v)) end
+  elseif t == "number" then
+    if v == floor(v) and v > -1e14 and v < 1e14 then b:put(v) else b:put(number(v)) end
+  elseif t == "boolean" then b:put(v and "true" or "false")
+  elseif v == nil then b:put("null")
+  elseif t == "cdata" then
+    if not (ffi.istype(u64_t, v) or ffi.istype(i64_t, v)) then
+      error("json.encode: cannot encode cdata " .. tostring(ffi.typeof(v)) .. " (only int64/uint64)", 0)
     end
-    error("json.encode: cannot encode cdata " .. tostring(ffi.typeof(v)) .. " (only int64/uint64)", 0)
-  end
-  if t ~= "table" then error("json.encode: cannot encode a " .. t, 0) end
-  if v == NULL then n = n + 1; out[n] = "null"; return n end
-  if depth > 1000 then error("json.encode: nesting deeper than 1000 (a cycle?)", 0) end
-  local len = #v
-  local is_array = getmetatable(v) == array_mt
-  if not is_array and len > 0 then
-    local count = 0
-    for _ in pairs(v) do count = count + 1 end
-    is_array = count == len
-  end
-  if is_array then
-    n = n + 1; out[n] = "["
-    for i = 1, len do
-      if i > 1 then n = n + 1; out[n] = "," end
-      n = enc(v[i], out, n, depth + 1)
+    b:put((tostring(v):gsub("U?LL$", "")))
+  elseif t ~= "table" then error("json.encode: cannot encode a " .. t, 0)
+  elseif v == NULL then b:put("null")
+  else
+    local mt = getmetatable(v)
+    if mt and mt.__tojson then return enc(b, mt.__tojson(v), depth + 1) end
+    if depth > 1000 then error("json.encode: nesting deeper than 1000 (a cycle?)", 0) end
+    local len = #v
+    local is_array = mt == array_mt
+    if not is_array and len > 0 then
+      local count = 0
+      for _ in pairs(v) do count = count + 1 end
+      is_array = count == len
     end
-    n = n + 1; out[n] = "]"
-    return n
+    if is_array then
+      b:put("[")
+      for i = 1, len do
+        if i > 1 then b:put(",") end
+        enc(b, v[i], depth + 1)
+      end
+      b:put("]")
+    else
+      b:put("{")
+      local first = true
+      for k, x in pairs(v) do
+        local kt = type(k)
+        if kt == "number" then k = number(k)
+        elseif kt ~= "string" then error("json.encode: object keys must be strings or numbers, got " .. kt, 0) end
+        if not first then b:put(",") end
+        first = false
+        enc(b, k, depth + 1)
+        b:put(":")
+        enc(b, x, depth + 1)
+      end
+      b:put("}")
+    end
   end
-  n = n + 1; out[n] = "{"
-  local first = true
-  for k, x in pairs(v) do
-    local kt = type(k)
-    if kt == "number" then k = number(k)
-    elseif kt ~= "string" then error("json.encode: object keys must be strings or numbers, got " .. kt, 0) end
-    if not first then n = n + 1; out[n] = "," end
-    first = false
-    n = n + 1; out[n] = quote(k)
-    n = n + 1; out[n] = ":"
-    n = enc(x, out, n, depth + 1)
-  end
-  n = n + 1; out[n] = "}"
-  return n
 end
 
 --- encode(v) -> string (raises on values JSON cannot hold: functions, NaN, cycles)
 function M.encode(v)
-  local t = type(v)
-  if t == "string" then return quote(v) end
-  if t == "number" then return number(v) end
-  local out = {}
-  local n = enc(v, out, 0, 0)
-  return concat(out, "", 1, n)
+  obuf:reset()
+  local ok, err = pcall(enc, obuf, v, 0)
+  if not ok then
+    obuf:reset()
+    error(err, 2)
+  end
+  return obuf:tostring()
 end
 
 --- safe_encode(v) -> string | nil, err

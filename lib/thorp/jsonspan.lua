@@ -16,8 +16,15 @@ local s0, s1 = ffi.new("size_t[1]"), ffi.new("size_t[1]")
 function M.member(s, key, off, n)
   off = off or 0
   local p = ffi.cast("const char *", s) + off
-  if C.thorp_json_member(p, n or #s - off, key, #key, s0, s1) ~= 1 then return nil end
+  local r = C.thorp_json_member(p, n or #s - off, key, #key, s0, s1)
+  if r ~= 1 and r ~= 2 then return nil end -- 2: the key is there more than once (this is the last, as decoders keep)
   return s:sub(off + tonumber(s0[0]) + 1, off + tonumber(s1[0]))
+end
+
+--- repeated(s, key, off, n) -> true when the object text has member key more than once.
+function M.repeated(s, key, off, n)
+  off = off or 0
+  return C.thorp_json_member(ffi.cast("const char *", s) + off, n or #s - off, key, #key, s0, s1) == 2
 end
 
 --- elements(s) -> offsets { {from, to}, ... } (1-based, inclusive) of the elements of the array text s, or nil.

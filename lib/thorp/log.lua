@@ -28,15 +28,71 @@ function M.secret(s) if type(s) == "string" and #s >= 4 then C.thorp_log_secret_
 
 local scrub_cap = 8192
 local scrub_buf = ffi.new("char[?]", scrub_cap)
---- Return s with every registered secret replaced by ***, whatever its length.
+--- Return s with every secret hidden (see host/log.h): registered secrets
+--- become ***, and so do the path segments, query values, user:password and
+--- fragment of any URL in s. Works on the whole string at once, any length.
 function M.scrub(s)
   s = tostring(s)
-  if #s + 1 > scrub_cap then
-    scrub_cap = #s + 1
+  local n = tonumber(C.thorp_log_scrub_n(s, #s, scrub_buf, scrub_cap))
+  if n >= scrub_cap then
+    scrub_cap = n + 1
+    scrub_buf = ffi.new("char[?]", scrub_cap)
+    n = tonumber(C.thorp_log_scrub_n(s, #s, scrub_buf, scrub_cap))
+  end
+  local out = ffi.string(scrub_buf, n)
+  if scrub_cap > 1048576 then -- do not keep a huge buffer alive after one big reply
+    scrub_cap = 8192
     scrub_buf = ffi.new("char[?]", scrub_cap)
   end
-  local n = C.thorp_log_scrub(s, scrub_buf, scrub_cap)
-  return ffi.string(scrub_buf, n)
+  return out
+end
+
+--- Register the secrets of an endpoint's headers (values, and the token of
+--- "Bearer X" / "Basic X") with the scrubber.
+function M.secret_headers(headers)
+  if type(headers) ~= "table" then return end
+  for _, v in pairs(headers) do
+    if type(v) == "string" then
+      M.secret(v)
+      local tok = v:match("^%a+%s+(%S+)$")
+      if tok then M.secret(tok) end
+    end
+  end
+end
+
+--- redact_url(url [, opts]) -> url with its secrets replaced by ***.
+--- Every path segment, query value, user:password and fragment is secret,
+--- whatever its length; each piece is also registered with the scrubber so
+--- it is hidden wherever else it shows up. opts.public_path = true keeps the
+--- path readable (for a public endpoint such as api.mainnet-beta.solana.com);
+--- opts.headers registers header values (providers that authenticate by header).
+function M.redact_url(url, opts)
+  if type(url) ~= "string" then return M.scrub(tostring(url)) end
+  opts = type(opts) == "table" and opts or {}
+  M.secret_headers(opts.headers)
+  local rest = url:match("^%a[%w+.-]*://(.*)$")
+  if not rest then -- not a URL: hide all of it but a short head
+    M.secret(url)
+    return M.scrub(url)
+  end
+  local auth = rest:match("^([^/?#]*)@")
+  if auth then
+    M.secret(auth)
+    local user, pass = auth:match("^([^:]*):(.*)$")
+    if pass then M.secret(pass); M.secret(user) end
+  end
+  local path, query, frag = rest:match("^[^/?#]*([^?#]*)%??([^#]*)#?(.*)$")
+  if opts.public_path then
+    C.thorp_log_public_add(url:match("^[^?#]*"))
+  else
+    for seg in (path or ""):gmatch("[^/]+") do M.secret(seg) end
+  end
+  for part in (query or ""):gmatch("[^&]+") do
+    local v = part:match("=(.*)$")
+    M.secret(v or part)
+  end
+  if frag and frag ~= "" then M.secret(frag) end
+  return M.scrub(url)
 end
 
 local function timestamp()

@@ -61,6 +61,132 @@ end
 local function loaded(name) return package.loaded[name] end
 
 ------------------------------------------------------------------------------
+-- Counters other modules feed
+------------------------------------------------------------------------------
+
+-- RPC calls by method: the methods a Solana node serves keep their name,
+-- anything else is "other" (a label per typo would grow without bound).
+local KNOWN_METHODS = {}
+for m in ([[getAccountInfo getBalance getBlock getBlockCommitment getBlockHeight getBlockProduction getBlocks
+  getBlocksWithLimit getBlockTime getClusterNodes getEpochInfo getEpochSchedule getFeeForMessage
+  getFirstAvailableBlock getGenesisHash getHealth getHighestSnapshotSlot getIdentity getInflationGovernor
+  getInflationRate getInflationReward getLargestAccounts getLatestBlockhash getLeaderSchedule getMaxRetransmitSlot
+  getMaxShredInsertSlot getMinimumBalanceForRentExemption getMultipleAccounts getProgramAccounts
+  getRecentPerformanceSamples getRecentPrioritizationFees getSignaturesForAddress getSignatureStatuses getSlot
+  getSlotLeader getSlotLeaders getStakeMinimumDelegation getSupply getTokenAccountBalance
+  getTokenAccountsByDelegate getTokenAccountsByOwner getTokenLargestAccounts getTokenSupply getTransaction
+  getTransactionCount getVersion getVoteAccounts isBlockhashValid minimumLedgerSlot requestAirdrop
+  sendTransaction simulateTransaction getPriorityFeeEstimate getAsset getAssetsByOwner sendBundle
+  getBundleStatuses getTipAccounts]]):gmatch("%S+") do KNOWN_METHODS[m] = true end
+M.KNOWN_METHODS = KNOWN_METHODS
+
+local LAT_BOUNDS = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local by_method = {} -- method -> { outcomes = { [outcome] = n }, buckets = {...}, sum, n }
+
+--- observe_call(method, res, ms): one RPC call and its result, for the per-method families.
+function M.observe_call(method, res, ms)
+  local m = KNOWN_METHODS[method] and method or "other"
+  local rec = by_method[m]
+  if not rec then
+    rec = { outcomes = {}, buckets = {}, sum = 0, n = 0 }
+    for i = 1, #LAT_BOUNDS do rec.buckets[i] = 0 end
+    by_method[m] = rec
+  end
+  local outcome = "ok"
+  if type(res) ~= "table" or not res.ok then
+    local e = type(res) == "table" and type(res.error) == "table" and res.error.code
+    outcome = type(e) == "string" and e:lower() or "error"
+  end
+  rec.outcomes[outcome] = (rec.outcomes[outcome] or 0) + 1
+  local sec = (tonumber(ms) or 0) / 1000
+  for i, b in ipairs(LAT_BOUNDS) do if sec <= b then rec.buckets[i] = rec.buckets[i] + 1 end end
+  rec.sum, rec.n = rec.sum + sec, rec.n + 1
+end
+
+-- Trade outcomes, from thorp.shutdown.complete(id, status) (status a string
+-- or { status = ... }) and the trades a shutdown abandons.
+local TRADE_OUTCOME = { confirmed = "confirmed", finalized = "confirmed", landed = "confirmed", ok = "confirmed",
+                        success = "confirmed", failed = "failed", error = "failed", expired = "expired",
+                        timeout = "expired", abandoned = "abandoned" }
+local TRADE_ORDER = { "confirmed", "failed", "expired", "abandoned", "other" }
+local trades = { confirmed = 0, failed = 0, expired = 0, abandoned = 0, other = 0 }
+function M.trade_outcome(status)
+  if type(status) == "table" then status = status.status end
+  local o = TRADE_OUTCOME[type(status) == "string" and status:lower() or ""] or "other"
+  trades[o] = trades[o] + 1
+end
+
+-- Named counters any module can bump: counter_add(name, labels, n [, help]).
+-- name gets the thorp_ prefix; labels is a table of label = value. Declared
+-- families (declare) show 0 before their first increment.
+local custom, custom_order = {}, {}
+local NAME = "^[a-zA-Z_][a-zA-Z0-9_]*$"
+function M.declare(name, help, typ)
+  if type(name) ~= "string" or not name:match(NAME) then error("metrics: bad metric name " .. tostring(name), 2) end
+  if not custom[name] then
+    custom[name] = { help = help or name, type = typ or "counter", series = {}, order = {} }
+    custom_order[#custom_order + 1] = name
+  elseif help then custom[name].help = help end
+  return custom[name]
+end
+function M.counter_add(name, labels, n, help)
+  local f = custom[name] or M.declare(name, help)
+  local keys = {}
+  for k in pairs(labels or {}) do
+    if type(k) ~= "string" or not k:match(NAME) then error("metrics.counter_add: bad label name " .. tostring(k), 2) end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = k .. "\0" .. tostring(labels[k]) end
+  local key = table.concat(parts, "\1")
+  local sr = f.series[key]
+  if not sr then
+    sr = { value = 0, labels = {} }
+    for _, k in ipairs(keys) do sr.labels[#sr.labels + 1] = k; sr.labels[#sr.labels + 1] = tostring(labels[k]) end
+    f.series[key] = sr
+    f.order[#f.order + 1] = key
+  end
+  sr.value = sr.value + (tonumber(n) or 1)
+end
+M.declare("journal_io_errors_total", "Journal I/O errors (SQLite reads and writes that failed).")
+
+local function custom_section(w)
+  for _, name in ipairs(custom_order) do
+    local f = custom[name]
+    w.family(name, f.type, f.help)
+    if #f.order == 0 then w.sample("", 0) end
+    for _, key in ipairs(f.order) do
+      local sr = f.series[key]
+      w.sample("", sr.value, unpack(sr.labels))
+    end
+  end
+end
+
+local function calls_section(w)
+  local methods = {}
+  for m in pairs(by_method) do methods[#methods + 1] = m end
+  table.sort(methods)
+  w.family("rpc_method_calls_total", "counter", "RPC calls by method (known Solana methods, else other) and outcome.")
+  for _, m in ipairs(methods) do
+    local outs = {}
+    for o in pairs(by_method[m].outcomes) do outs[#outs + 1] = o end
+    table.sort(outs)
+    for _, o in ipairs(outs) do w.sample("", by_method[m].outcomes[o], "method", m, "outcome", o) end
+  end
+  w.family("rpc_method_latency_seconds", "histogram", "RPC call latency by method (admission to answer).")
+  for _, m in ipairs(methods) do
+    local rec = by_method[m]
+    for i, b in ipairs(LAT_BOUNDS) do w.sample("_bucket", rec.buckets[i], "method", m, "le", num(b)) end
+    w.sample("_bucket", rec.n, "method", m, "le", "+Inf")
+    w.sample("_sum", rec.sum, "method", m)
+    w.sample("_count", rec.n, "method", m)
+  end
+  w.family("trades_total", "counter", "Trades completed, by outcome (thorp.shutdown.complete), and abandoned.")
+  for _, o in ipairs(TRADE_ORDER) do w.sample("", trades[o], "outcome", o) end
+end
+
+------------------------------------------------------------------------------
 -- Sections
 ------------------------------------------------------------------------------
 
@@ -148,7 +274,7 @@ local function rpc_section(w, explicit)
   end
 end
 
-local PRIOS = { "critical", "normal", "low" }
+local PRIOS = require("thorp.priority").NAMES
 local ADM_STATUS = { HEALTHY = 0, WARNING = 1, CRITICAL = 2 }
 
 local function admission_section(w)
@@ -259,13 +385,17 @@ end
 local function http_section(w)
   local h = loaded("thorp.http")
   if not h or not h.counters then return end
+  -- answers from Lua and the ones the listener sent itself (400, 413, 501, 503 before Lua saw them)
+  local all = {}
+  for k, n in pairs(h.counters.requests) do all[k] = n end
+  for k, n in pairs(h.refused and h.refused() or {}) do all[k] = (all[k] or 0) + n end
   local keys = {}
-  for k in pairs(h.counters.requests) do keys[#keys + 1] = k end
+  for k in pairs(all) do keys[#keys + 1] = k end
   table.sort(keys)
   w.family("http_requests_total", "counter", "HTTP requests answered, by route and status code.")
   for _, k in ipairs(keys) do
     local route, code = k:match("^(%S+) (%d+)$")
-    w.sample("", h.counters.requests[k], "route", route, "code", code)
+    w.sample("", all[k], "route", route, "code", code)
   end
   keys = {}
   for k in pairs(h.counters.calls) do keys[#keys + 1] = k end
@@ -275,6 +405,10 @@ local function http_section(w)
   w.one("frontdoor_coalesced_total", "counter", "Front-door reads that shared an identical call in flight.",
     h.counters.coalesced or 0)
   w.one("http_pending", "gauge", "HTTP requests being answered.", h.pending())
+  if h.inflight_bytes then
+    w.one("http_inflight_body_bytes", "gauge", "Request body bytes held (bounded by THORP_HTTP_MAX_INFLIGHT_BYTES).",
+      h.inflight_bytes())
+  end
 end
 
 --- render(opts) -> text. opts.pool: report this pool's endpoints instead of the host's.
@@ -295,6 +429,8 @@ function M.render(opts)
   shutdown_section(w)
   policy_section(w)
   http_section(w)
+  calls_section(w)
+  custom_section(w)
   local ws = loaded("thorp.ws") -- WebSocket subscriptions (lib/thorp/ws.lua)
   if ws then ws.metrics(w, opts.pool or (loaded("thorp.rpc") and loaded("thorp.rpc").default_pool())) end
   return w.text()

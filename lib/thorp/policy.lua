@@ -11,15 +11,36 @@
 --   on_start     = function() end   -- runs once in its own task after the first load
 --                                      (not on reloads): start feeds, timers
 --
--- reload() (SIGHUP, `thorp reload`, the console) loads and validates the
--- whole new set aside first; on any error nothing changes, the error (file
--- and line) is logged and kept in status().last_error. Otherwise it is
--- applied in one go, with no yield in between, so no coroutine ever sees
--- half a policy: priorities swapped, breakers and admission reconfigured in
--- place (state and counts kept), subscribers matched by name (same name:
--- new handler on the same mailbox and sequence state; removed:
--- unsubscribed; new: subscribed). The version is 1 after start and grows
--- by one per applied reload.
+-- Loading a file: its folder goes on package.path (a policy can require a
+-- module beside it), it runs in a sandbox whose os.exit raises an error
+-- naming it (a source that calls os.exit is refused outright, so `thorp
+-- check` reports it too), and with a deadline (THORP_LOAD_TIMEOUT_MS): the
+-- JIT is off while it runs and a count hook stops `while true do end`,
+-- reporting the file.
+--
+-- Sections. Each top-level key is a section, owned by the module it
+-- configures, declared with M.section(name, spec):
+--   spec.validate(value, where, ctx) -> { "error", ... }  one file's section alone
+--                                        (ctx.endpoints = set of endpoint names or nil)
+--   spec.check(value, merged, ctx)   -> { "error", ... }  optional: the merged value
+--                                        against live state (capacity, other modules)
+--   spec.apply(value, merged)                             installs it; must not fail
+--                                                         once validate and check passed
+--   spec.merge(dst_value, src_value) -> merged value      optional (default: deep merge)
+--   spec.empty() -> the value when no file sets it        optional (default: nil)
+-- Sections apply in declaration order. To add one (say `methods`), write its
+-- three functions next to the others below and call M.section("methods", {...}).
+--
+-- reload() (SIGHUP, `thorp reload`, the console) loads every file, runs every
+-- validate, merges, runs every check, and only when there is no error at all
+-- applies every section in one go, with no yield in between: no coroutine
+-- ever sees half a policy, and a rejected reload changes nothing (the error,
+-- with file and line, is logged and kept in status().last_error).
+-- Priorities are swapped, breakers and admission reconfigured in place
+-- (state and counts kept), subscribers matched by name (same name: new
+-- handler on the same mailbox and sequence state; removed: unsubscribed;
+-- new: subscribed). The version is 1 after start and grows by one per
+-- applied reload.
 local sched = require "thorp.sched"
 local log = require("thorp.log").for_module("policy")
 
@@ -32,8 +53,6 @@ function M.on_apply(fn) appliers[#appliers + 1] = fn end
 M.hooks = {}
 local PRIO = require("thorp.priority").RANK
 local check = require "thorp.check"
-local TOP_KEYS = { priorities = true, backpressure = true, breakers = true, subscribers = true, hooks = true,
-                   on_start = true }
 local HOOKS = { frontdoor_request = true }
 
 -- Files -------------------------------------------------------------------
@@ -102,110 +121,15 @@ local function check_prio_map(map, where, errs)
   end
 end
 
---- validate(p, file, known_endpoints) -> errors
-function M.validate(p, file, endpoints)
-  local errs = {}
-  if type(p) ~= "table" then return { ("%s: a policy must return a table, got %s"):format(file, type(p)) } end
-  for k in pairs(p) do
-    if not TOP_KEYS[k] then
-      errs[#errs + 1] = ("%s: unknown key %s (allowed: %s)"):format(file, tostring(k), keys_of(TOP_KEYS))
-    end
-  end
-  if p.priorities ~= nil then
-    local pr = p.priorities
-    if type(pr) ~= "table" then errs[#errs + 1] = file .. ": priorities: expected a table { rpc = {...}, topics = {...} }"
-    else
-      for k in pairs(pr) do
-        if k ~= "rpc" and k ~= "topics" then
-          errs[#errs + 1] = ("%s: priorities.%s: unknown key (allowed: rpc, topics)"):format(file, tostring(k))
-        end
-      end
-      if pr.rpc ~= nil then check_prio_map(pr.rpc, file .. ": priorities.rpc", errs) end
-      if pr.topics ~= nil then check_prio_map(pr.topics, file .. ": priorities.topics", errs) end
-    end
-  end
-  if p.backpressure ~= nil then
-    if type(p.backpressure) ~= "table" then errs[#errs + 1] = file .. ": backpressure: expected a table"
-    else
-      for _, e in ipairs(require("thorp.backpressure").validate(p.backpressure, file .. ": backpressure")) do
-        errs[#errs + 1] = e
-      end
-    end
-  end
-  if p.breakers ~= nil then
-    local b = p.breakers
-    if type(b) ~= "table" then errs[#errs + 1] = file .. ": breakers: expected a table { default = {...}, endpoints = {...} }"
-    else
-      local breaker = require "thorp.breaker"
-      for k in pairs(b) do
-        if k ~= "default" and k ~= "endpoints" then
-          errs[#errs + 1] = ("%s: breakers.%s: unknown key (allowed: default, endpoints)"):format(file, tostring(k))
-        end
-      end
-      if b.default ~= nil then
-        for _, e in ipairs(breaker.validate(b.default, file .. ": breakers.default")) do errs[#errs + 1] = e end
-      end
-      if b.endpoints ~= nil then
-        if type(b.endpoints) ~= "table" then errs[#errs + 1] = file .. ": breakers.endpoints: expected a table"
-        else
-          for name, o in pairs(b.endpoints) do
-            local w = file .. ": breakers.endpoints." .. tostring(name)
-            if endpoints and not endpoints[name] then
-              errs[#errs + 1] = ("%s: no such endpoint (configured: %s)"):format(w, keys_of(endpoints))
-            end
-            for _, e in ipairs(breaker.validate(o, w)) do errs[#errs + 1] = e end
-          end
-        end
-      end
-    end
-  end
-  if p.subscribers ~= nil then
-    if type(p.subscribers) ~= "table" then
-      errs[#errs + 1] = file .. ": subscribers: expected a table name = { topic =, handler = }"
-    else
-      for name, s in pairs(p.subscribers) do
-        local w = file .. ": subscribers." .. tostring(name)
-        if type(name) ~= "string" then errs[#errs + 1] = file .. ": subscribers: names must be strings"
-        elseif type(s) ~= "table" then errs[#errs + 1] = w .. ": expected { topic = \"...\", handler = function }"
-        else
-          if type(s.topic) ~= "string" or s.topic == "" then
-            errs[#errs + 1] = ("%s.topic = %s: expected a non-empty string"):format(w, tostring(s.topic))
-          end
-          if type(s.handler) ~= "function" then
-            errs[#errs + 1] = ("%s.handler: expected a function, got %s"):format(w, type(s.handler))
-          end
-          if s.max_failure_rate ~= nil then -- the same range as bus:subscribe's
-            errs[#errs + 1] = check.problem(w .. ".max_failure_rate", s.max_failure_rate, check.rate_rule(s.max_failure_rate))
-          end
-          for k in pairs(s) do
-            if k ~= "topic" and k ~= "handler" and k ~= "max_failure_rate" then
-              errs[#errs + 1] = ("%s: unknown key %s (allowed: topic, handler, max_failure_rate)"):format(w, tostring(k))
-            end
-          end
-        end
-      end
-    end
-  end
-  if p.on_start ~= nil and type(p.on_start) ~= "function" then
-    errs[#errs + 1] = ("%s: on_start: expected a function (run once, after the first load), got %s"):format(file,
-      type(p.on_start))
-  end
-  if p.hooks ~= nil then
-    if type(p.hooks) ~= "table" then errs[#errs + 1] = file .. ": hooks: expected a table"
-    else
-      for k, v in pairs(p.hooks) do
-        if not HOOKS[k] then
-          errs[#errs + 1] = ("%s: hooks.%s: unknown hook (allowed: %s)"):format(file, tostring(k), keys_of(HOOKS))
-        elseif type(v) ~= "function" then
-          errs[#errs + 1] = ("%s: hooks.%s: expected a function"):format(file, k)
-        end
-      end
-    end
-  end
-  return errs
-end
+-- Sections -------------------------------------------------------------------
 
--- Loading and merging -----------------------------------------------------------
+local SECTIONS, ORDER = {}, {}
+
+--- section(name, spec): declare a top-level policy key (see the top of this file).
+function M.section(name, spec)
+  if not SECTIONS[name] then ORDER[#ORDER + 1] = name end
+  SECTIONS[name] = spec
+end
 
 local function merge_into(dst, src)
   for k, v in pairs(src) do
@@ -215,7 +139,180 @@ local function merge_into(dst, src)
       dst[k] = v
     end
   end
+  return dst
 end
+
+local function add_all(errs, more) for _, e in ipairs(more or {}) do errs[#errs + 1] = e end end
+
+M.section("priorities", {
+  empty = function() return { rpc = {}, topics = {} } end,
+  validate = function(pr, where)
+    local errs = {}
+    if type(pr) ~= "table" then return { where .. ": expected a table { rpc = {...}, topics = {...} }" } end
+    for k in pairs(pr) do
+      if k ~= "rpc" and k ~= "topics" then
+        errs[#errs + 1] = ("%s.%s: unknown key (allowed: rpc, topics)"):format(where, tostring(k))
+      end
+    end
+    if pr.rpc ~= nil then check_prio_map(pr.rpc, where .. ".rpc", errs) end
+    if pr.topics ~= nil then check_prio_map(pr.topics, where .. ".topics", errs) end
+    return errs
+  end,
+  apply = function(pr)
+    require("thorp.rpc").set_priorities(pr.rpc or {})
+    require("thorp.bus").default:set_topic_priorities(pr.topics or {})
+  end,
+})
+
+M.section("backpressure", {
+  validate = function(b, where)
+    if type(b) ~= "table" then return { where .. ": expected a table" } end
+    return require("thorp.backpressure").validate(b, where)
+  end,
+  apply = function(b) if b then require("thorp.backpressure").default:configure(b) end end,
+})
+
+M.section("breakers", {
+  validate = function(b, where, ctx)
+    if type(b) ~= "table" then return { where .. ": expected a table { default = {...}, endpoints = {...} }" } end
+    local errs = {}
+    local breaker = require "thorp.breaker"
+    for k in pairs(b) do
+      if k ~= "default" and k ~= "endpoints" then
+        errs[#errs + 1] = ("%s.%s: unknown key (allowed: default, endpoints)"):format(where, tostring(k))
+      end
+    end
+    if b.default ~= nil then add_all(errs, breaker.validate(b.default, where .. ".default")) end
+    if b.endpoints ~= nil then
+      if type(b.endpoints) ~= "table" then errs[#errs + 1] = where .. ".endpoints: expected a table"
+      else
+        for name, o in pairs(b.endpoints) do
+          local w = where .. ".endpoints." .. tostring(name)
+          if ctx.endpoints and not ctx.endpoints[name] then
+            errs[#errs + 1] = ("%s: no such endpoint (configured: %s)"):format(w, keys_of(ctx.endpoints))
+          end
+          add_all(errs, breaker.validate(o, w))
+        end
+      end
+    end
+    return errs
+  end,
+  apply = function(b) require("thorp.rpc").configure_breakers(b or {}) end,
+})
+
+local subscribed = {} -- name -> { topic, sub }: the subscribers this module attached
+
+M.section("subscribers", {
+  empty = function() return {} end,
+  merge = function(dst, src) for name, sub in pairs(src) do dst[name] = sub end return dst end,
+  validate = function(subs, where)
+    if type(subs) ~= "table" then return { where .. ": expected a table name = { topic =, handler = }" } end
+    local errs = {}
+    for name, sub in pairs(subs) do
+      local w = where .. "." .. tostring(name)
+      if type(name) ~= "string" then errs[#errs + 1] = where .. ": names must be strings"
+      elseif type(sub) ~= "table" then errs[#errs + 1] = w .. ": expected { topic = \"...\", handler = function }"
+      else
+        if type(sub.topic) ~= "string" or sub.topic == "" then
+          errs[#errs + 1] = ("%s.topic = %s: expected a non-empty string"):format(w, tostring(sub.topic))
+        end
+        if type(sub.handler) ~= "function" then
+          errs[#errs + 1] = ("%s.handler: expected a function, got %s"):format(w, type(sub.handler))
+        end
+        if sub.max_failure_rate ~= nil then -- the same range as bus:subscribe's
+          errs[#errs + 1] = check.problem(w .. ".max_failure_rate", sub.max_failure_rate,
+            check.rate_rule(sub.max_failure_rate))
+        end
+        for k in pairs(sub) do
+          if k ~= "topic" and k ~= "handler" and k ~= "max_failure_rate" then
+            errs[#errs + 1] = ("%s: unknown key %s (allowed: topic, handler, max_failure_rate)"):format(w, tostring(k))
+          end
+        end
+      end
+    end
+    return errs
+  end,
+  -- the bus must have room for them all, counting subscribers attached by others
+  check = function(subs)
+    local busm = package.loaded["thorp.bus"]
+    local bus = busm and busm.default
+    if not bus or not bus.max_subscribers then return {} end
+    local mine, want = 0, 0
+    for _ in pairs(subscribed) do mine = mine + 1 end
+    for _ in pairs(subs) do want = want + 1 end
+    local others = (bus.nsubs or 0) - mine
+    if others + want > bus.max_subscribers then
+      return { ("subscribers: %d in the policy plus %d attached elsewhere exceed the bus's max_subscribers (%d); "
+                .. "remove some or raise BUS_MAX_SUBSCRIBERS"):format(want, others, bus.max_subscribers) }
+    end
+    return {}
+  end,
+  apply = function(subs)
+    local bus = require("thorp.bus").default
+    for name, cur in pairs(subscribed) do
+      local sub = subs[name]
+      if not sub or sub.topic ~= cur.topic then
+        bus:unsubscribe(cur.sub)
+        subscribed[name] = nil
+      end
+    end
+    for name, sub in pairs(subs) do
+      if subscribed[name] then
+        bus:replace_handler(name, sub.handler)
+      else
+        subscribed[name] = { topic = sub.topic, sub = bus:subscribe(sub.topic, sub.handler,
+          { name = name, max_failure_rate = sub.max_failure_rate }) }
+      end
+    end
+  end,
+})
+
+M.section("hooks", {
+  empty = function() return {} end,
+  validate = function(h, where)
+    if type(h) ~= "table" then return { where .. ": expected a table" } end
+    local errs = {}
+    for k, v in pairs(h) do
+      if not HOOKS[k] then
+        errs[#errs + 1] = ("%s.%s: unknown hook (allowed: %s)"):format(where, tostring(k), keys_of(HOOKS))
+      elseif type(v) ~= "function" then
+        errs[#errs + 1] = ("%s.%s: expected a function"):format(where, k)
+      end
+    end
+    return errs
+  end,
+  apply = function(h) M.hooks = h or {} end, -- the front door reads them through on_apply
+
+})
+
+M.section("on_start", {
+  validate = function(v, where)
+    if type(v) ~= "function" then
+      return { ("%s: expected a function (run once, after the first load), got %s"):format(where, type(v)) }
+    end
+    return {}
+  end,
+  merge = function(_, v) return v end,
+  apply = function() end, -- started by M.start, once
+})
+
+--- validate(p, file, known_endpoints) -> errors
+function M.validate(p, file, endpoints)
+  if type(p) ~= "table" then return { ("%s: a policy must return a table, got %s"):format(file, type(p)) } end
+  local errs = {}
+  local ctx = { endpoints = endpoints, file = file }
+  for k in pairs(p) do
+    if not SECTIONS[k] then
+      errs[#errs + 1] = ("%s: unknown key %s (allowed: %s)"):format(file, tostring(k), keys_of(SECTIONS))
+    end
+  end
+  for _, name in ipairs(ORDER) do
+    if p[name] ~= nil then add_all(errs, SECTIONS[name].validate(p[name], file .. ": " .. name, ctx)) end
+  end
+  return errs
+end
+
+-- Loading and merging -----------------------------------------------------------
 
 local function known_endpoints()
   local pool = require("thorp.rpc").default_pool()
@@ -225,34 +322,84 @@ local function known_endpoints()
   return set
 end
 
+-- A policy must not end the host: a source that calls os.exit is refused
+-- (outside comments), so `thorp check` reports it as well as a reload.
+local function calls_os_exit(file)
+  local f = io.open(file, "r")
+  if not f then return nil end
+  local src = f:read("*a")
+  f:close()
+  src = src:gsub("%-%-%[(=*)%[.-%]%1%]", function(c) return (c:gsub("[^\n]", "")) end)
+  local n = 0
+  for line in (src .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    local code = line:gsub("%-%-.*$", "")
+    if code:match("os%s*%.%s*exit") or code:match("os%s*%[%s*[\"']exit[\"']%s*%]") then return n end
+  end
+  return nil
+end
+
+local added_dirs = {}
+-- a policy can require a module beside it: its folder goes on package.path
+local function add_folder(file)
+  local dir = file:match("^(.*)/[^/]*$") or "."
+  if added_dirs[dir] then return end
+  added_dirs[dir] = true
+  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+end
+
+local function load_one(file, errs)
+  local line = calls_os_exit(file)
+  if line then
+    errs[#errs + 1] = ("%s:%d: calls os.exit, which is not allowed in a policy (it would end the host and abandon "
+                       .. "open trades): use thorp.shutdown.initiate(reason)"):format(file, line)
+    return nil
+  end
+  local chunk, err = loadfile(file)
+  if not chunk then errs[#errs + 1] = tostring(err); return nil end
+  add_folder(file)
+  local config = require "thorp.config"
+  setfenv(chunk, config.sandbox("a policy", file, { thorp = require "thorp" }))
+  local ok, p = config.run_bounded(chunk, file, config.load_timeout(), "a policy")
+  if not ok then
+    -- an error value whose __tostring raises must not escape the loader
+    local shown, text = pcall(tostring, p)
+    errs[#errs + 1] = ("%s: error while loading: %s"):format(file, shown and text or "(an error value that cannot be shown)")
+    return nil
+  end
+  return p
+end
+
 --- load(paths) -> merged policy, files | nil, { errors }
 function M.load(paths, eps)
   local files = M.expand(paths)
-  local errs, merged = {}, { priorities = { rpc = {}, topics = {} }, subscribers = {}, hooks = {} }
+  local errs, merged = {}, {}
+  for _, name in ipairs(ORDER) do
+    if SECTIONS[name].empty then merged[name] = SECTIONS[name].empty() end
+  end
   eps = eps or known_endpoints()
   for _, file in ipairs(files) do
-    local chunk, err = loadfile(file)
-    if not chunk then
-      errs[#errs + 1] = tostring(err)
-    else
-      local env = setmetatable({ thorp = require "thorp" }, { __index = _G })
-      setfenv(chunk, env)
-      local ok, p = xpcall(chunk, debug.traceback)
-      if not ok then
-        -- an error value whose __tostring raises must not escape the loader
-        local shown, text = pcall(tostring, p)
-        errs[#errs + 1] = ("%s: error while loading: %s"):format(file, shown and text or "(an error value that cannot be shown)")
-      else
-        local perrs = M.validate(p, file, eps)
-        for _, e in ipairs(perrs) do errs[#errs + 1] = e end
-        if #perrs == 0 then
-          local subs = p.subscribers
-          local rest = {}
-          for k, v in pairs(p) do if k ~= "subscribers" then rest[k] = v end end
-          merge_into(merged, rest)
-          for name, s in pairs(subs or {}) do merged.subscribers[name] = s end
+    local p = load_one(file, errs)
+    if p ~= nil then
+      local perrs = M.validate(p, file, eps)
+      add_all(errs, perrs)
+      if #perrs == 0 then
+        for _, name in ipairs(ORDER) do
+          local v, spec = p[name], SECTIONS[name]
+          if v ~= nil then
+            if spec.merge then merged[name] = spec.merge(merged[name], v)
+            elseif type(v) == "table" and type(merged[name]) == "table" then merge_into(merged[name], v)
+            elseif type(v) == "table" then merged[name] = merge_into({}, v)
+            else merged[name] = v end
+          end
         end
       end
+    end
+  end
+  if #errs == 0 then -- the whole against live state (capacity, other modules)
+    for _, name in ipairs(ORDER) do
+      local spec = SECTIONS[name]
+      if spec.check and merged[name] ~= nil then add_all(errs, spec.check(merged[name], merged, { endpoints = eps })) end
     end
   end
   if #errs > 0 then return nil, errs end
@@ -273,33 +420,8 @@ end
 
 -- Applying -------------------------------------------------------------------
 
-local subscribed = {} -- name -> { topic, sub }
-
 local function apply(p)
-  local rpc = require "thorp.rpc"
-  local bus = require("thorp.bus").default
-  rpc.set_priorities(p.priorities.rpc or {})
-  bus:set_topic_priorities(p.priorities.topics or {})
-  if p.backpressure then require("thorp.backpressure").default:configure(p.backpressure) end
-  rpc.configure_breakers(p.breakers or {})
-  -- subscribers, matched by name
-  for name, cur in pairs(subscribed) do
-    local s = p.subscribers[name]
-    if not s or s.topic ~= cur.topic then
-      bus:unsubscribe(cur.sub)
-      subscribed[name] = nil
-    end
-  end
-  for name, s in pairs(p.subscribers) do
-    local cur = subscribed[name]
-    if cur then
-      bus:replace_handler(name, s.handler)
-    else
-      subscribed[name] = { topic = s.topic, sub = bus:subscribe(s.topic, s.handler,
-        { name = name, max_failure_rate = s.max_failure_rate }) }
-    end
-  end
-  M.hooks = p.hooks or {}
+  for _, name in ipairs(ORDER) do SECTIONS[name].apply(p[name], p) end
   state.applied = p
   for _, fn in ipairs(appliers) do fn(p) end
 end
@@ -319,11 +441,14 @@ local function reload_now()
     announce({ ok = false, version = state.version, error = state.last_error })
     return false, state.last_error
   end
+  local prev = state.applied
   local ok, err = pcall(apply, p)
-  if not ok then -- validation should make this unreachable; keep the version if it happens
+  if not ok then -- validate and check should make this unreachable: put the running policy back
     state.rejected = state.rejected + 1
     state.last_error = "apply failed: " .. tostring(err)
-    log.error("policy apply failed", { error = tostring(err) })
+    local restored = prev and pcall(apply, prev)
+    log.error("policy apply failed; the previous policy was put back", { error = tostring(err),
+                                                                       restored = restored and true or false })
     return false, state.last_error
   end
   state.version = state.version + 1

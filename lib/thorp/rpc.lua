@@ -25,6 +25,7 @@ local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
 local logm = require "thorp.log"
+local metrics = require "thorp.metrics"
 local log = logm.for_module("rpc")
 
 local C = require "thorp.cdef"
@@ -127,13 +128,13 @@ local function header_lines(h)
 end
 
 local function new_endpoint(pool, e, i)
-  local display = config.redact_url(e.url)
+  local display = config.redact_url(e.url, e)
   local bopts = {}
   for k, v in pairs(pool.breaker_opts) do bopts[k] = v end
   bopts.name = e.name
   local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
                timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
-               ws_url = e.ws_url, header_lines = header_lines(e.headers),
+               header_lines = header_lines(e.headers),
                hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
                inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
                health_fails = 0, good_checks = 0,
@@ -616,7 +617,10 @@ function Pool:call(method, params, opts)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
                 idempotent = method ~= "sendTransaction" }
-  return self:_admit_and_run(req, prio, opts)
+  local t0 = now()
+  local res = self:_admit_and_run(req, prio, opts)
+  metrics.observe_call(method, res, now() - t0)
+  return res
 end
 
 --- pool:batch({ {method, params}, ... }, opts) -> { ok, results = { {ok, result|error}, ... }, endpoint, ... }
@@ -642,7 +646,10 @@ function Pool:batch(calls, opts)
   local body = json.safe_encode(msgs)
   local req = { body = body, method = "batch(" .. #calls .. ")", rid = logm.request_id(), batch = true, ids = ids,
                 idempotent = idem }
-  return self:_admit_and_run(req, prio, opts)
+  local t0 = now()
+  local res = self:_admit_and_run(req, prio, opts)
+  for i, m in ipairs(msgs) do metrics.observe_call(m.method, res.ok and res.results[i] or res, now() - t0) end
+  return res
 end
 
 function Pool:endpoints()
@@ -759,16 +766,12 @@ function M.set_default_pool(pool)
 end
 
 --- http_post(url, body, timeout_ms) -> { status, body } | nil, err: a plain POST on the
---- same loop (webhooks, alerts, admin calls). Yields like an RPC call.
+--- same loop; an alias of thorp.fetch (lib/thorp/fetch.lua), which takes any method.
 function M.http_post(url, body, timeout_ms)
-  local task = sched.current()
-  if not task then error("rpc.http_post: call it from a coroutine", 2) end
-  local tok = sched.token(task)
-  local id, err = http_send(url, body or "", timeout_ms or 5000, function(res) sched.wake(task, res, tok) end)
-  if not id then return nil, err end
-  local res = sched.suspend()
-  if res.curl_code ~= 0 then return nil, res.error end
-  return { status = res.http_status, body = res.body }
+  local res = require("thorp.fetch").fetch(url, { method = "POST", body = body or "", timeout_ms = timeout_ms or 5000,
+                                                  headers = { ["Content-Type"] = "application/json" } })
+  if not res.ok then return nil, res.error.message end
+  return { status = res.status, body = res.body }
 end
 
 local function no_pool()
@@ -826,7 +829,7 @@ function M.start(cfg, mode)
   local eps = {}
   for i, e in ipairs(rc.endpoints) do
     eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, headers = e.headers,
-               ws_url = e.ws_url }
+               ws_url = e.ws_url, public_path = e.public_path }
   end
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,

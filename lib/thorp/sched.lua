@@ -178,8 +178,12 @@ end
 -- the watchdog thread (host/watchdog.c) sees which task runs, and for how long
 local wd = C.thorp_wd
 M.watchdog = wd
---- watchdog_start(limit_ms): report any task running longer than limit_ms without yielding.
-function M.watchdog_start(limit_ms) return C.thorp_watchdog_start(limit_ms) == 0 end
+--- watchdog_start(limit_ms, exit_multiple): report any task running longer than limit_ms
+--- without yielding; with exit_multiple > 0, exit 1 once one has run that many limits.
+function M.watchdog_start(limit_ms, exit_multiple)
+  wd.exit_after_ms = (exit_multiple or 0) > 0 and limit_ms * exit_multiple or 0
+  return C.thorp_watchdog_start(limit_ms) == 0
+end
 
 local function run_task(t, v)
   current = t
@@ -230,20 +234,23 @@ local function heap_push(e)
   end
 end
 
+local function sift_down(i)
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= hn and less(heap[l], heap[m]) then m = l end
+    if r <= hn and less(heap[r], heap[m]) then m = r end
+    if m == i then return end
+    heap[i], heap[m] = heap[m], heap[i]
+    i = m
+  end
+end
+
 local function heap_pop()
   local top = heap[1]
   heap[1] = heap[hn]
   heap[hn] = nil
   hn = hn - 1
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= hn and less(heap[l], heap[m]) then m = l end
-    if r <= hn and less(heap[r], heap[m]) then m = r end
-    if m == i then break end
-    heap[i], heap[m] = heap[m], heap[i]
-    i = m
-  end
+  sift_down(1)
   return top
 end
 
@@ -264,17 +271,7 @@ local function heap_compact()
   end
   for i = live_n + 1, hn do heap[i] = nil end
   hn, dead = live_n, 0
-  for i = floor(hn / 2), 1, -1 do -- heapify
-    local j = i
-    while true do
-      local l, r, m = 2 * j, 2 * j + 1, j
-      if l <= hn and less(heap[l], heap[m]) then m = l end
-      if r <= hn and less(heap[r], heap[m]) then m = r end
-      if m == j then break end
-      heap[j], heap[m] = heap[m], heap[j]
-      j = m
-    end
-  end
+  for i = floor(hn / 2), 1, -1 do sift_down(i) end -- heapify
 end
 
 --- timer:cancel() -> true | false (already cancelled or fired). Once it

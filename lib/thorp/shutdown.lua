@@ -95,6 +95,7 @@ function M.complete(id, outcome)
   if op.trade then
     n_trades = n_trades - 1
     if jm then jm.trade_done(id, status, otab) end
+    require("thorp.metrics").trade_outcome(outcome)
   else
     n_ops = n_ops - 1
   end
@@ -143,6 +144,7 @@ finish = function(code, why)
   end
   local fields = { exit_code = code, reason = why, elapsed_ms = math.floor(sched.now() - state.started) }
   if #left > 0 then
+    for _, o in ipairs(left) do if o.type == "TRADE" then require("thorp.metrics").trade_outcome("abandoned") end end
     fields.abandoned = left
     log.error("shutdown abandoned open operations", fields)
   else

@@ -115,6 +115,7 @@ function PK.__eq(a, b) return a._b == b._b end
 function PK.__lt(a, b) return a._b < b._b end
 function PK.__concat(a, b) return tostring(a) .. tostring(b) end
 function PK:bytes() return self._b end
+PK.__tojson = PK.__tostring -- thorp.json (so RPC params) writes a pubkey as its base58
 function PK:base58() return tostring(self) end
 M.Pubkey = PK
 
@@ -173,6 +174,7 @@ M.MEMO_PROGRAM = M.pubkey("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 local KP = { __secret = true }
 KP.__index = KP
 function KP.__tostring(k) return "keypair(" .. tostring(k.pubkey) .. ")" end
+KP.__tojson = KP.__tostring
 function KP:sign(msg)
   if type(msg) ~= "string" then error("keypair:sign: expected the message bytes (a string), got " .. type(msg), 2) end
   C.thorp_sol_sign(self._h, msg, #msg, sigbuf)

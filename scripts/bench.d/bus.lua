@@ -199,21 +199,25 @@ local function realistic(label, nsubs, sequenced)
     end
     while got < n * nsubs do thorp.sleep(0) end
   end
+  -- wall ms and CPU ms (os.clock: the whole process, one thread; steadier than
+  -- the wall clock when the machine is shared)
   local function timed(fn, n)
     collectgarbage()
     got = 0
-    local t0 = now()
+    local t0, c0 = now(), os.clock()
     fn(n)
-    return now() - t0
+    return now() - t0, (os.clock() - c0) * 1000
   end
   timed(bare, REAL_N / 10); timed(via_bus, REAL_N / 10) -- warm up (JIT)
-  local bare_ms = timed(bare, REAL_N)
-  local bus_ms = timed(via_bus, REAL_N)
+  local bare_ms, bare_cpu = timed(bare, REAL_N)
+  local bus_ms, bus_cpu = timed(via_bus, REAL_N)
   local drops = bus:stats().dropped_events
   assert(last)
   bus:close()
-  print(("bus: %-44s %6.2f M events/s, bare loop %6.2f M/s: bus %+4.0f%% over the bare loop%s"):format(
+  print(("bus: %-44s %6.2f M events/s, bare loop %6.2f M/s: bus %+4.0f%% over the bare loop"
+         .. " (CPU: %.0f vs %.0f ns/event, %+.0f%%)%s"):format(
     label, REAL_N / bus_ms / 1000, REAL_N / bare_ms / 1000, (bus_ms / bare_ms - 1) * 100,
+    bus_cpu * 1e6 / REAL_N, bare_cpu * 1e6 / REAL_N, (bus_cpu / bare_cpu - 1) * 100,
     drops > 0 and (" (%d dropped!)"):format(drops) or ""))
 end
 

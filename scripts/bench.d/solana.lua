@@ -41,7 +41,7 @@ bench("compile only (3-instruction v0 message)", 5e4, function(n) for _ = 1, n d
 local ours = bench("compile + sign + serialize (3-instruction v0)", 2e4, function(n)
   for _ = 1, n do sink = build():sign(payer):serialize() end
 end)
-assert(sol.verify_transaction(build():sign(payer):serialize()))
+assert(sol.verify_transaction(build():sign(payer):serialize()) and sink ~= nil)
 
 -- @solana/kit, same keys, blockhash and instructions, same machine, same run
 local root = require("thorp.host").dev_root()

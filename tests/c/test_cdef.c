@@ -16,8 +16,10 @@
 #include "breaker.h"
 #include "http.h"
 #include "journal.h"
+#include "json.h"
 #include "loop.h"
 #include "pool.h"
+#include "solana.h"
 #include "sys.h"
 #include "watchdog.h"
 
@@ -63,6 +65,8 @@ int main(void)
     SIZE(thorp_http_req); OFF(thorp_http_req, body_len);
     SIZE(thorp_http_result); OFF(thorp_http_result, body); OFF(thorp_http_result, error);
     SIZE(thorp_journal_row); OFF(thorp_journal_row, started_at); OFF(thorp_journal_row, ended_at);
+    SIZE(sol_tx); OFF(sol_tx, msg); OFF(sol_msg, ix); OFF(sol_msg, lookups); SIZE(sol_cix); SIZE(sol_cacct);
+    SIZE(thorp_json_node); OFF(thorp_json_node, v); SIZE(thorp_json_doc); OFF(thorp_json_doc, err);
 
     CHECK(lua_num("ffi.C.BR_BUCKETS") == BR_BUCKETS, "array sizes given by enums reach Lua");
     CHECK(lua_num("ffi.sizeof(ffi.new('thorp_admit').by_reason)")

@@ -1,11 +1,11 @@
-/* json_span: the front door's JSON span scanner (host/http.c,
+/* json_span: the JSON span scanner (host/jsonspan.c,
  * thorp_json_member / thorp_json_elements) on arbitrary bytes. The pool's
  * raw answers and the front door's requests reach it; whatever the bytes,
  * it must stay inside them and return spans that are ordered and in range. */
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz.h"
-#include "http.h"
+#include "jsonspan.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) { return 0; }
 

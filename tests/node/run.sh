@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A real client proves the front door: installs @solana/kit from npm into
 # tests/node/node_modules (once), starts the simulator and `thorp run` with
-# THORP_HTTP_PORT, and runs kit_test.mjs against it. Output: ok/FAIL lines
-# and "N passed, N failed". Without node/npm or the npm registry it prints a
+# THORP_HTTP_PORT, and runs kit_test.mjs against it; then solana_test.mjs
+# compares thorp's transactions with kit's. Output: ok/FAIL lines and one
+# closing "N passed, N failed" for both. Without node/npm or the npm registry it prints a
 # "skip - reason" line and "0 passed, 0 failed".
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +28,15 @@ echo 'return {}' >"$work/policy.lua"
 THORP_RPC_URLS="a=$u1,b=$u2,c=$u3" THORP_HTTP_PORT=$port THORP_STATE_DIR="$work/state" LOG_LEVEL=error \
   "$THORP" run "$work/policy.lua" >"$work/host.log" 2>&1 & pids+=($!)
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; sleep 0.05; done
-THORP_URL="http://127.0.0.1:$port/" SIM_URL_1="$u1" timeout 120 node "$here/kit_test.mjs"
-rc=$?
+THORP_URL="http://127.0.0.1:$port/" SIM_URL_1="$u1" timeout 120 node "$here/kit_test.mjs" | tee "$work/kit.out"
+rc=${PIPESTATUS[0]}
 [ $rc -eq 0 ] || { echo "  host log:"; tail -20 "$work/host.log" | sed 's/^/  /'; }
-exit $rc
+(cd "$here" && THORP="$THORP" timeout 120 node solana_test.mjs) | tee "$work/sol.out"
+rc2=${PIPESTATUS[0]}
+p=0; f=0
+for o in "$work/kit.out" "$work/sol.out"; do
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$o" | tail -1)
+  if [ -n "$line" ]; then p=$((p + $(echo "$line" | awk '{print $1}'))); f=$((f + $(echo "$line" | awk '{print $3}'))); else f=$((f + 1)); echo "FAIL - $o printed no counts"; fi
+done
+echo "$p passed, $f failed"
+[ $rc -eq 0 ] && [ $rc2 -eq 0 ]

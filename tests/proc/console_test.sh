@@ -18,6 +18,7 @@ repl() { timeout 20 "$THORP" repl --socket "$sock" "$@"; }
 
 start_host() { # start `thorp run`, wait until its console listens
   HELIUS_RPC_URL="https://mainnet.helius-rpc.com/?api-key=SECRETKEY123" \
+  PUBLIC_RPC_URL="http://127.0.0.1:9/Q7.x9Z" \
     "$THORP" run >"$work/host.out" 2>"$work/host.err" &
   host=$!; pids+=("$host")
   for _ in $(seq 400); do
@@ -60,6 +61,33 @@ check $(is "$(cat "$work/a")" '"released"') "and the sleeping command then compl
 out=$(echo '=thorp.config.current.rpc.endpoints[1].url' | repl 2>&1)
 ! echo "$out" | grep -q SECRETKEY123 && echo "$out" | grep -q 'api-key=\*\*\*'
 check $? "secrets are scrubbed from console output ($out)"
+
+# Secrets: a piece boundary cannot cut a secret in two; short path tokens with a dot are hidden too.
+out=$(echo '=string.rep("x",4090).."SECRETKEY123"..string.rep("y",5000)' | repl 2>&1)
+! echo "$out" | grep -q SECRETKEY123 && echo "$out" | grep -q 'x\*\*\*y'
+check $? "a secret across a 4 KiB boundary of a long answer is scrubbed"
+out=$(printf '=thorp.config.current\nendpoints()\n=thorp.rpc.endpoints()\n' | repl 2>&1)
+! echo "$out" | grep -q 'Q7.x9Z' && echo "$out" | grep -q '127.0.0.1:9/\*\*\*'
+check $? "a short path token with a dot is hidden in config.current and endpoints()"
+! grep -q 'Q7.x9Z\|SECRETKEY123' "$work/host.err"; check $? "no secret in the host's log"
+
+# Exit codes and machine output
+printf '=1\nerror("boom")\n=2\n' | repl >/dev/null 2>&1; rc=$?
+check $(is "$rc" 1) "piped input with a chunk that raised exits 1 (rc=$rc)"
+out=$(repl -e '=6*7'); rc=$?
+check $(is "$out:$rc" "42:0") "repl -e EXPR prints its value and exits 0 ($out:$rc)"
+repl -e 'error("nope")' >/dev/null 2>"$work/e"; rc=$?
+check $([ "$rc" = 1 ] && grep -q nope "$work/e" && echo 0 || echo 1) "repl -e with an error exits 1 and prints it"
+out=$(repl --json -e '=1, "two", {a = {3}}' -e 'print("hi"); return nil'); rc=$?
+check $(is "$out" '{"ok":true,"values":[1,"two",{"a":[3]}],"output":""}
+{"ok":true,"values":[null],"output":"hi\n"}') "repl --json prints one JSON object per chunk ($out)"
+out=$(repl --json -e 'error("bad")'); rc=$?
+echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["ok"] is False and "bad" in d["error"] else 1)'
+check $? "an error in --json mode is {ok: false, error} ($out)"
+check $(is "$rc" 1) "and exits 1"
+out=$(echo '=thorp.config.current.rpc.endpoints' | repl --json)
+! echo "$out" | grep -q 'SECRETKEY123\|Q7.x9Z' && echo "$out" | python3 -c 'import json,sys; json.load(sys.stdin)'
+check $? "--json output is scrubbed and still JSON"
 
 out=$(echo 'stats()' | repl 2>&1)
 echo "$out" | grep -q "scheduler ="; check $? "stats() prints host statistics"
@@ -130,6 +158,8 @@ check $(is "$rc" 0) "repl --local exits 0 at the end of input"
 printf '=10/4\n' >"$work/in.lua"
 out=$(timeout 20 "$THORP" repl --local <"$work/in.lua" 2>&1); check $(is "$out" 2.5) "repl --local reads a redirected file ($out)"
 timeout 20 "$THORP" repl --local </dev/null >/dev/null 2>&1; check $? "repl --local with empty input exits 0"
+printf 'error("x")\n=1\n' | timeout 20 "$THORP" repl --local >/dev/null 2>&1; rc=$?
+check $(is "$rc" 1) "repl --local with a chunk that raised exits 1 (rc=$rc)"
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

@@ -21,6 +21,106 @@ check $? "the message names the variable, the value and what is allowed"
 "$THORP" check --set backpressure.max_queue_size=0 >/dev/null 2>"$work/e"
 check $(is $? 2) "a bad --set value exits 2"
 
+# Config mistakes are errors naming the key and what is allowed, exit 2, for run and check.
+cfgcase() { # NAME FILE-TEXT [ENV=VALUE] -- expects exit 2 and PATTERN in stderr
+  local what=$1 text=$2 pat=$3; shift 3
+  printf '%s\n' "$text" >"$work/c.lua"
+  for cmd in check run; do
+    env "$@" timeout 10 "$THORP" $cmd -c "$work/c.lua" >/dev/null 2>"$work/e"; rc=$?
+    grep -qF -- "$pat" "$work/e"; found=$?
+    check $([ $rc = 2 ] && [ $found = 0 ] && echo 0 || echo 1) "$cmd: $what exits 2 naming it (rc=$rc)"
+  done
+}
+cfgcase "a misspelt endpoint key" 'return { rpc = { endpoints = { { name = "a", url = "http://127.0.0.1:9", wieght = 2 } } } }' \
+  "rpc.endpoints[1]: unknown key wieght (allowed: headers, name, timeout_ms, url, weight, ws_url)" X=1
+cfgcase "endpoints written as a map" 'return { rpc = { endpoints = { a = { url = "http://127.0.0.1:9" } } } }' \
+  "not a map (found key a" X=1
+cfgcase "a NaN weight" 'return { rpc = { endpoints = { { name = "a", url = "http://127.0.0.1:9", weight = 0/0 } } } }' \
+  "weight = nan: must be a finite number > 0" X=1
+cfgcase "an infinite weight" 'return { rpc = { endpoints = { { name = "a", url = "http://127.0.0.1:9", weight = math.huge } } } }' \
+  "weight = inf: must be a finite number > 0" X=1
+cfgcase "duplicate endpoint names" 'return { rpc = { endpoints = { { name = "a", url = "http://127.0.0.1:9" }, { name = "a", url = "http://127.0.0.1:8" } } } }' \
+  "duplicate endpoint name" X=1
+cfgcase "an unknown nested key" 'return { shutdown = { timeout = 5 } }' \
+  "unknown key shutdown.timeout (allowed in shutdown: enabled, force_timeout_ms, timeout_ms)" X=1
+cfgcase "a missing policy file" 'return { policies = { "no-such-policy.lua" } }' \
+  "policies[1] = no-such-policy.lua: no such policy file or folder" X=1
+cfgcase "a force timeout below the shutdown timeout" 'return {}' \
+  "FORCE_SHUTDOWN_TIMEOUT_MS=1000 (shutdown.force_timeout_ms) must be at least SHUTDOWN_TIMEOUT_MS=2000" \
+  SHUTDOWN_TIMEOUT_MS=2000 FORCE_SHUTDOWN_TIMEOUT_MS=1000
+cfgcase "a misspelt THORP_ variable" 'return {}' "THORP_HTTP_PROT: unknown THORP_ variable, did you mean THORP_HTTP_PORT?" \
+  THORP_HTTP_PROT=8080
+
+# No endpoints: a loud warning in check and at start.
+"$THORP" check >/dev/null 2>"$work/e"; rc=$?
+check $(is $rc 0) "check with no endpoints still passes (rc=$rc)"
+grep -q "WARNING: no RPC endpoints configured" "$work/e"; check $? "but warns loudly"
+printf 'return {}\n' >"$work/empty_policy.lua"
+"$THORP" run "$work/empty_policy.lua" >/dev/null 2>"$work/e" &
+pid=$!
+wait_for "no RPC endpoints configured" "$work/e"; check $? "run with no endpoints warns at start"
+kill -TERM $pid; wait $pid
+
+# --name=VALUE is the same as --name VALUE; exec -e runs code like luajit -e.
+printf 'return { http = { host = "127.0.0.1" } }\n' >"$work/cfg.lua"
+out=$("$THORP" exec --config="$work/cfg.lua" --http-port=0 -e 'print(thorp.config.current.http.host, thorp.config.current.http.port)' 2>/dev/null)
+check $(is "$out" "$(printf '127.0.0.1\t0')") "--config=F and --http-port=N work ($out)"
+"$THORP" check --http-port=notaport >/dev/null 2>"$work/e"; rc=$?
+check $(is $rc 2) "--http-port=bad is a config error (rc=$rc)"
+out=$("$THORP" exec -e 'x = 40' -e 'print(x + 2)' 2>/dev/null)
+check $(is "$out" 42) "thorp exec -e CODE -e CODE ($out)"
+printf 'print(x * 2, ...)\n' >"$work/after_e.lua"
+out=$("$THORP" exec -e 'x = 21' "$work/after_e.lua" a b 2>/dev/null | tr '\t' ' ')
+check $(is "$out" "42 a b") "exec -e CODE then FILE with its arguments ($out)"
+mkdir -p "$work/mods"; printf 'return { v = 7 }\n' >"$work/mods/mymod.lua"
+out=$("$THORP" exec -I "$work/mods" -e 'print(require("mymod").v)' 2>/dev/null)
+check $(is "$out" 7) "-I DIR puts DIR on the module path ($out)"
+out=$(LUA_PATH="$work/mods/?.lua;;" "$THORP" exec -e 'print(require("mymod").v)' 2>/dev/null)
+check $(is "$out" 7) "LUA_PATH works too ($out)"
+
+# thorp test: a fresh state directory per run unless THORP_STATE_DIR is set, removed afterwards.
+mkdir -p "$work/bot"
+cat >"$work/bot/once_spec.lua" <<'LUA'
+describe("once", function() it("runs the first time", function()
+  assert.is_true((thorp.idempotency.once("k1", function() end)))
+  io.stdout:write("STATE ", thorp.config.current.state_dir, "\n")
+end) end)
+LUA
+a=$(cd "$work/bot" && env -u THORP_STATE_DIR "$THORP" test once_spec.lua 2>&1)
+b=$(cd "$work/bot" && env -u THORP_STATE_DIR "$THORP" test once_spec.lua 2>&1)
+case "$a/$b" in *"1 passed, 0 failed"*/*"1 passed, 0 failed"*) r=0 ;; *) r=1 ;; esac
+check $r "an idempotency spec passes on the rerun too"
+[ ! -e "$work/bot/thorp-state" ]; check $? "and nothing is written to ./thorp-state"
+d=$(echo "$a" | awk '/^STATE / {print $2}')
+[ -n "$d" ] && [ ! -e "$d" ]; check $? "the temporary state directory is removed afterwards ($d)"
+out=$(cd "$work/bot" && THORP_STATE_DIR="$work/keep" "$THORP" test once_spec.lua 2>&1 | awk '/^STATE / {print $2}')
+check $(is "$out" "$work/keep") "THORP_STATE_DIR is honoured by thorp test ($out)"
+
+# Endpoint headers reach the provider; their values never reach a log line.
+cat >"$work/upstream.py" <<'PY'
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with open(sys.argv[2], "a") as f: f.write("KEY=%s\n" % self.headers.get("x-api-key"))
+        req = json.loads(body)
+        out = json.dumps({"jsonrpc": "2.0", "id": req.get("id"), "result": 1234}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+uport=$((20000 + RANDOM % 20000))
+python3 "$work/upstream.py" $uport "$work/seen" &
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$uport/" -d '{}' && break; sleep 0.05; done
+cat >"$work/hdr.lua" <<LUA
+return { rpc = { endpoints = { { name = "keyed", url = "http://127.0.0.1:$uport/", headers = { ["x-api-key"] = "HDRSECRET77" } } } } }
+LUA
+out=$(LOG_LEVEL=debug "$THORP" exec -c "$work/hdr.lua" -e 'local r = thorp.rpc.call("getSlot"); thorp.log.warn("oops " .. thorp.config.current.rpc.endpoints[1].headers["x-api-key"]); print(r.ok and r.result)' 2>"$work/e")
+check $(is "$out" 1234) "a call to a header-authenticated endpoint succeeds ($out)"
+grep -q "KEY=HDRSECRET77" "$work/seen"; check $? "the endpoint's header was sent"
+! grep -q HDRSECRET77 "$work/e"; check $? "and its value never appears in a log line"
+
 cat >"$work/many.lua" <<'LUA'
 local done = 0
 for _ = 1, 10000 do

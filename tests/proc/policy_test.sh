@@ -22,8 +22,34 @@ cp "$(dirname "$THORP")/policies/default.lua" "$work/prefix/share/thorp/policies
 grep "policy applied" "$work/inst.err" | grep -q 'share\\/thorp\\/policies\\/default.lua'
 check $? "an installed thorp run loads PREFIX/share/thorp/policies by default"
 
+# os.exit and endless loops: named, never obeyed, never a hang.
+printf 'return { subscribers = { q = { topic = "t", handler = function() os.exit(0) end } } }\n' >"$work/exit.lua"
+"$THORP" check "$work/exit.lua" >/dev/null 2>"$work/check.err"; rc=$?
+check $(is $rc 2) "thorp check on a policy that calls os.exit exits 2 (rc=$rc)"
+grep -q 'exit.lua:1: calls os.exit, which is not allowed in a policy' "$work/check.err"; check $? "and names it with file and line"
+printf 'local n = 0\nwhile true do n = n + 1 end\n' >"$work/loop.lua"
+t0=$(date +%s%3N)
+THORP_LOAD_TIMEOUT_MS=300 timeout 10 "$THORP" check "$work/loop.lua" >/dev/null 2>"$work/check.err"; rc=$?
+dt=$(( $(date +%s%3N) - t0 ))
+check $(is $rc 2) "thorp check on a policy that never finishes loading exits 2 (rc=$rc, ${dt} ms)"
+grep -q 'loop.lua: still running after 300 ms' "$work/check.err"; check $? "and names the file"
+THORP_LOAD_TIMEOUT_MS=300 timeout 10 "$THORP" run "$work/loop.lua" >/dev/null 2>"$work/run.err"; rc=$?
+check $(is $rc 2) "thorp run with it exits 2 instead of hanging (rc=$rc)"
+printf 'while true do end\n' >"$work/loopcfg.lua"
+THORP_LOAD_TIMEOUT_MS=300 timeout 10 "$THORP" check -c "$work/loopcfg.lua" >/dev/null 2>"$work/cfg.err"; rc=$?
+check $(is $rc 2) "a -c config file that never finishes exits 2 (rc=$rc)"
+grep -q 'loopcfg.lua: still running after 300 ms' "$work/cfg.err"; check $? "and names the file"
+
+# A policy can require a module beside it; -I adds a folder.
+mkdir -p "$work/pol" "$work/inc"
+printf 'return { level = "critical" }\n' >"$work/pol/nearby.lua"
+printf 'return { level = "low" }\n' >"$work/inc/farmod.lua"
+printf 'local a, b = require "nearby", require "farmod"\nreturn { priorities = { rpc = { getSlot = a.level, getHealth = b.level } } }\n' >"$work/pol/main.lua"
+(cd / && "$THORP" check -I "$work/inc" "$work/pol/main.lua" >/dev/null 2>"$work/req.err"); rc=$?
+check $(is $rc 0) "a policy requires a module beside it and one from -I DIR (rc=$rc $(head -c 300 "$work/req.err"))"
+
 printf 'return { priorities = { rpc = { getSlot = "low" } } }\n' >"$work/p.lua"
-"$THORP" run "$work/p.lua" >"$work/host.out" 2>"$work/host.err" &
+THORP_LOAD_TIMEOUT_MS=500 "$THORP" run "$work/p.lua" >"$work/host.out" 2>"$work/host.err" &
 host=$!
 wait_for "console listening" "$work/host.err"
 v=$(echo '=thorp.policy.status().version' | "$THORP" repl 2>/dev/null)
@@ -41,6 +67,45 @@ out=$(echo '=thorp.policy.status().version, thorp.rpc.priorities().getSlot' | "$
 check $(is "$(echo $out)" '2 "critical"') "the running policy is unchanged ($out)"
 printf 'return { priorities = { rpc = { getSlot = "normal" } } }\n' >"$work/p.lua"
 "$THORP" reload >/dev/null 2>&1; check $? "thorp reload of a fixed policy exits 0"
+# A reload that would exit, loop or overflow the bus is rejected and changes nothing.
+ok_state() { echo '=thorp.policy.status().version, thorp.rpc.priorities().getSlot' | "$THORP" repl 2>/dev/null | tr '\t\n' '  '; }
+before=$(ok_state)
+printf 'os.exit(0)\nreturn {}\n' >"$work/p.lua"
+"$THORP" reload >"$work/reload.out" 2>&1; rc=$?
+check $(is $rc 1) "a reload of a policy that calls os.exit is rejected (rc=$rc)"
+kill -0 $host; check $? "and the host is still running"
+printf 'local o = os; local k = "ex".."it"; o[k](0)\nreturn {}\n' >"$work/p.lua"
+"$THORP" reload >"$work/reload.out" 2>&1
+grep -q "os.exit is not allowed in a policy" "$work/reload.out"; check $? "an os.exit reached another way raises an error naming it"
+echo 'os.exit(0)' | "$THORP" repl >"$work/repl.out" 2>&1
+grep -q "os.exit is not allowed" "$work/repl.out"; check $? "the console gets no os.exit either"
+kill -0 $host; check $? "and the host is still running"
+printf 'while true do end\n' >"$work/p.lua"
+t0=$(date +%s%3N); "$THORP" reload >"$work/reload.out" 2>&1; rc=$?; dt=$(( $(date +%s%3N) - t0 ))
+check $(is $rc 1) "a reload of a policy that never finishes loading is stopped (rc=$rc, ${dt} ms)"
+grep -q "p.lua: still running after" "$work/reload.out"; check $? "and reported with its file"
+printf 'local s = {}\nfor i = 1, 150 do s["s" .. i] = { topic = "x", handler = function() end } end\nreturn { priorities = { rpc = { getSlot = "low" } }, subscribers = s }\n' >"$work/p.lua"
+"$THORP" reload >"$work/reload.out" 2>&1; rc=$?
+check $(is $rc 1) "a reload with more subscribers than max_subscribers is rejected (rc=$rc)"
+grep -q "max_subscribers" "$work/reload.out"; check $? "and says why"
+after=$(ok_state)
+check $(is "$after" "$before") "none of these changed the running policy ($before / $after)"
+n=$(echo '=thorp.bus.default:stats().subscriber_count' | "$THORP" repl 2>/dev/null)
+check $(is "$n" 0) "no subscriber was attached ($n)"
 kill -TERM $host; wait $host; check $(is $? 0) "host exits 0"
+
+# A handler that never yields: reported by name, then the host exits 1; its trade stays journaled.
+cat >"$work/frozen.lua" <<'LUA'
+return { on_start = function()
+  assert(thorp.shutdown.register("TRADE", "frozen-trade", {}))
+  thorp.publish("spin", { x = 1 }, "critical")
+end, subscribers = { spinner = { topic = "spin", handler = function() while true do end end } } }
+LUA
+THORP_WATCHDOG_MS=100 THORP_WATCHDOG_EXIT_MULTIPLE=4 timeout 20 "$THORP" run "$work/frozen.lua" >/dev/null 2>"$work/frozen.err"; rc=$?
+check $(is $rc 1) "a handler that never yields ends the host with exit 1 after the multiple (rc=$rc)"
+grep -q 'task .*spinner.* has run [0-9]* ms without yielding' "$work/frozen.err"; check $? "the watchdog names the handler"
+grep -q 'exiting 1 so the supervisor restarts the host' "$work/frozen.err"; check $? "and says why it exits"
+out=$("$THORP" exec -e 'for _, t in ipairs(thorp.journal.open_trades()) do print(t.id) end' 2>/dev/null)
+check $(is "$out" frozen-trade) "the open trade is in the journal for the next run ($out)"
 
 finish

@@ -55,45 +55,54 @@ local function evict_mail(self, s, tp)
   return true
 end
 
+-- Put ev in subscriber s's mailbox (lane p); 1 when it took it, 0 when
+-- skipped (quarantined) or dropped (mailbox full). No loop in here, so that
+-- LuaJIT compiles it into the dispatcher's trace.
+local function copy(self, s, tp, p, ev)
+  local mb = s.mb
+  local c = mb.count
+  if s.quarantined and not release(s, now()) then
+    s.skipped = s.skipped + 1
+    self.skipped = self.skipped + 1
+    return 0
+  elseif c >= s.max_queue_size
+         and not (p == 1 and self.evict_low_for_critical and mb[3].n > 0 and evict_mail(self, s, tp)) then
+    s.dropped = s.dropped + 1
+    self.mailbox_dropped = self.mailbox_dropped + 1
+    drop(self, tp, "MAILBOX_FULL")
+    return 0
+  end
+  local r = mb[p]
+  local m = r.n
+  if m == r.cap then grow(r) end
+  r.e[band(r.head + m, r.cap - 1)] = ev
+  r.n = m + 1
+  mb.count = mb.count + 1
+  if s.idle then
+    s.idle = false
+    wake(s.task, nil, s.wtok)
+  elseif s.napping and (p == 1 or mb.count >= s.nap_wake) then
+    s.napping = false -- a critical event, or the mailbox filling fast: do not wait for the next turn
+    wake(s.task)
+  end
+  return 1
+end
+
 --- route(bus, tp, lane, ev) -> copies: put ev in the mailbox of every subscriber
---- of tp. The caller holds the scheduler once per copy.
+--- of tp. The caller holds the scheduler once per copy. A topic with one
+--- subscriber (the common case) takes no loop: a loop here would be a trace of
+--- its own, entered and left on every event.
 local function route(self, tp, p, ev)
   local n = tp.nsubs
+  local subs = tp.subs
+  if n == 1 then return copy(self, subs[1], tp, p, ev) end
   if n == 0 then
     self.undelivered = self.undelivered + 1
     tp.undelivered = tp.undelivered + 1
     return 0
   end
-  local subs, k = tp.subs, 0
-  for i = 1, n do
-    local s = subs[i]
-    local mb = s.mb
-    local c = mb.count
-    if s.quarantined and not release(s, now()) then
-      s.skipped = s.skipped + 1
-      self.skipped = self.skipped + 1
-    elseif c >= s.max_queue_size
-           and not (p == 1 and self.evict_low_for_critical and mb[3].n > 0 and evict_mail(self, s, tp)) then
-      s.dropped = s.dropped + 1
-      self.mailbox_dropped = self.mailbox_dropped + 1
-      drop(self, tp, "MAILBOX_FULL")
-    else
-      local r = mb[p]
-      local m = r.n
-      if m == r.cap then grow(r) end
-      r.e[band(r.head + m, r.cap - 1)] = ev
-      r.n = m + 1
-      mb.count = mb.count + 1
-      k = k + 1
-      if s.idle then
-        s.idle = false
-        wake(s.task, nil, s.wtok)
-      elseif s.napping and (p == 1 or mb.count >= s.nap_wake) then
-        s.napping = false -- a critical event, or the mailbox filling fast: do not wait for the next turn
-        wake(s.task)
-      end
-    end
-  end
+  local k = 0
+  for i = 1, n do k = k + copy(self, subs[i], tp, p, ev) end
   return k
 end
 M.route = route
@@ -183,7 +192,6 @@ local function run(self, s, t_batch, max)
       s.skipped = s.skipped + 1
       self.skipped = self.skipped + 1
     else
-      s.rid = false
       if left > 0 then
         left = left - 1
         s.handler(ev, topic)
@@ -202,7 +210,7 @@ local function run(self, s, t_batch, max)
         if t1 - t_batch > BUDGET_MS then over = true end
       end
       s.delivered = s.delivered + 1
-      if s.wfails > 0 or s.probation then quarantine.record(s, false) end
+      if s.watch then quarantine.record(s, false) end
     end
     unhold(1)
     if over then break end

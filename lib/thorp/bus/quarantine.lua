@@ -20,7 +20,7 @@ local M = {}
 --- release(sub, t) -> true when the quarantine is over at time t (sub back on probation).
 function M.release(s, t)
   if t < s.quarantine_until then return false end
-  s.quarantined, s.probation, s.wfails, s.wn, s.wi = false, true, 0, 0, 1
+  s.quarantined, s.probation, s.watch, s.wfails, s.wn, s.wi = false, true, true, 0, 0, 1
   for i = 1, s.window do s.win[i] = false end
   log.info("subscriber back on probation", { subscriber = s.name, topic = s.topic })
   return true
@@ -31,11 +31,12 @@ function M.lift(s)
   if s.quarantined or s.wfails > 0 then
     s.quarantine_until = 0
     M.release(s, 0)
-    s.probation = false
+    s.probation, s.watch = false, false
   end
 end
 
 --- record(sub, failed): a delivery's outcome in the window; quarantine past the rate.
+--- Successes are recorded only while s.watch (a failure in the window, or probation).
 function M.record(s, failed)
   local i = s.wi
   if s.win[i] then s.wfails = s.wfails - 1 end
@@ -53,6 +54,7 @@ function M.record(s, failed)
                                            window = s.window, quarantine_ms = s.quarantine_ms })
     end
   end
+  s.watch = s.wfails > 0 or s.probation
 end
 
 local by_task = setmetatable({}, { __mode = "k" })
@@ -67,7 +69,9 @@ function M.request_id(s)
     s = t and by_task[t]
     if not s then return nil end
   end
-  if not s.rid then s.rid = logm.request_id() end
+  -- one id per delivery: the n-th handler call of this subscriber
+  local k = s.delivered + s.failures
+  if s.rid_k ~= k then s.rid, s.rid_k = logm.request_id(), k end
   return s.rid
 end
 
@@ -81,6 +85,7 @@ end
 --- failed(bus, sub, err): count, log (rate-limited) and record a handler error.
 function M.failed(self, s, err)
   local tp = s.tp
+  local rid = M.request_id(s) -- before the count moves on to the next delivery
   s.failures = s.failures + 1
   tp.failures = tp.failures + 1
   self.failures = self.failures + 1
@@ -88,7 +93,7 @@ function M.failed(self, s, err)
   if t - s.log_at >= 1000 then s.log_at, s.log_n = t, 0 end
   if s.log_n < LOG_PER_S then
     s.log_n = s.log_n + 1
-    log.error("bus handler failed", { request_id = M.request_id(s), subscriber = s.name, topic = s.topic,
+    log.error("bus handler failed", { request_id = rid, subscriber = s.name, topic = s.topic,
                                       error = err, not_logged = s.log_skipped > 0 and s.log_skipped or nil })
     s.log_skipped = 0
   else

@@ -1,0 +1,27 @@
+-- thorp.errors: the one shape of an operational error (DESIGN.md): a table
+-- { code = "UPPER_CASE", message = "what happened and what to do", ... }.
+--
+--   local errors = require "thorp.errors"
+--   return false, errors.new("QUEUE_FULL", "bus queue is full (max_queue_size 10000)")
+--
+-- tostring(err) gives the code, as the string reasons it replaces did (code
+-- that did tostring(reason) == "QUEUE_FULL" keeps working); err.message says
+-- what happened.
+local M = {}
+
+local mt = { __tostring = function(e) return e.code end }
+M.mt = mt
+
+--- new(code, message [, fields]) -> error table (fields are copied in)
+function M.new(code, message, fields)
+  local e = { code = code, message = message or code }
+  if fields then for k, v in pairs(fields) do if e[k] == nil then e[k] = v end end end
+  return setmetatable(e, mt)
+end
+
+--- is(v, code) -> true when v is an error value (with that code, if given)
+function M.is(v, code)
+  return type(v) == "table" and type(v.code) == "string" and (code == nil or v.code == code)
+end
+
+return M
