@@ -251,6 +251,12 @@ describe("blockhash and fees", function()
     assert.are.equal(math.ceil(info.units * 1.1) + 1000, info.limit)
     local res = S.send_and_confirm(tx, { poll_ms = 30 })
     assert.is_true(res.ok, res.status)
+    -- the same through send_and_confirm's opts.simulate, which needs the spec and the signers
+    res = S.send_and_confirm({ fee_payer = kp.pubkey, recent_blockhash = bh.blockhash,
+                               instructions = { S.memo("simulated") } }, { simulate = true, signers = { kp }, poll_ms = 30 })
+    assert.is_true(res.ok, res.status)
+    local bad = S.send_and_confirm(tx, { simulate = true })
+    assert.are.equal("BAD_TRANSACTION", bad.error.code)
   end)
 end)
 
@@ -261,7 +267,7 @@ describe("jito bundles", function()
 
   it("tips one of the published tip accounts", function()
     local kp = thorp.solana.keypair.generate()
-    local ix = sender.jito.tip(kp.pubkey, 1000)
+    local ix = thorp.solana.jito.tip(kp.pubkey, 1000)
     local to = tostring(ix.accounts[2].pubkey)
     local known = false
     for _, a in ipairs(sender.jito.tip_accounts) do known = known or a == to end
@@ -279,7 +285,7 @@ describe("jito bundles", function()
     end
     local a = tx{ S.memo("first") }
     local b = tx{ S.memo("second"), sender.jito.tip(kp.pubkey, 10000) }
-    local res = sender.send_bundle({ a, b }, { bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    local res = thorp.solana.send_bundle({ a, b }, { bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
     assert.is_true(res.ok, res.status)
     assert.are.equal(64, #res.bundle_id)
     assert.are.same({ a:signature(), b:signature() }, res.signatures)

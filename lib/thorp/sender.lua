@@ -334,7 +334,9 @@ end
 -- opts: commitment, skip_preflight, rebroadcast_ms, poll_ms, timeout_ms,
 -- trade (journaled trade id), last_valid_block_height (when the blockhash
 -- did not come from thorp.solana.blockhash()), pool, send_endpoints,
--- bundle (a list of more signed transactions: sent as one Jito bundle).
+-- bundle (a list of more signed transactions: sent as one Jito bundle),
+-- simulate = true | { margin = } with tx the spec table and signers = {kp, ...}
+-- (see prepare: the compute unit limit from a simulation, then signed).
 function M.send_and_confirm(tx, opts)
   opts = check_opts(opts)
   if not sched.current() then error("send_and_confirm: call it from a coroutine (a handler, thorp.spawn, a script)", 2) end
@@ -346,6 +348,16 @@ function M.send_and_confirm(tx, opts)
   local t0 = sched.now()
   local pool = default_pool(opts)
   if not pool then return errv("ALL_ENDPOINTS_FAILED", "send_and_confirm: no RPC endpoints configured") end
+  if opts.simulate then
+    -- the limit is part of the signed message: build from the spec, simulate, rebuild, sign
+    if type(tx) ~= "table" or tx.serialize or type(opts.signers) ~= "table" then
+      return errv("BAD_TRANSACTION", "send_and_confirm: opts.simulate needs the transaction's spec (the table for "
+        .. "thorp.solana.transaction) and opts.signers, to set the compute unit limit before signing")
+    end
+    local built, info = M.prepare(tx, opts.signers, type(opts.simulate) == "table" and opts.simulate or { pool = pool })
+    if not built then return errv(info.code, "send_and_confirm: " .. tostring(info.message), { err = info.err }) end
+    tx = built
+  end
   local bytes, signature, blockhash = wire(tx)
   if not bytes then return signature end
   local s = settings()
