@@ -72,7 +72,6 @@ local function parse(argv, first, stop_at_positional)
     elseif a == "--socket" then o.socket = value()
     elseif a == "--local" then o.flags["local"] = true
     elseif a == "--json" then o.flags.json = true
-    elseif a == "-e" and not stop_at_positional then o.evals = o.evals or {}; o.evals[#o.evals + 1] = value()
     elseif a == "-h" or a == "--help" then o.help = true
     elseif a:sub(1, 2) == "--" and a:find("=", 1, true) then
       local k, v = a:match("^%-%-([^=]+)=(.*)$")
@@ -253,7 +252,9 @@ function M.main(argv)
     local d = o.paths[i]:gsub("/+$", "")
     package.path = d .. "/?.lua;" .. d .. "/?/init.lua;" .. package.path
   end
-  if #o.code > 0 and cmd ~= "exec" then return usage_error("-e CODE is an option of thorp exec") end
+  if #o.code > 0 and cmd ~= "exec" and cmd ~= "repl" then
+    return usage_error("-e CODE is an option of thorp exec and thorp repl")
+  end
   if cmd == "test" then test_state_dir(o) end
   if cmd == "repl" or cmd == "reload" then
     local console = require "thorp.console"

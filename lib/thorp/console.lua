@@ -393,9 +393,9 @@ function M.client_main(cmd, o, cfg)
   if cmd == "reload" then
     local ok, text = call(fd, "reload()")
     if ok == nil then code = lost() else show(ok, text); code = ok and 0 or 1 end
-  elseif o.evals and #o.evals > 0 then -- thorp repl -e CHUNK [-e CHUNK ...]: 1 if any failed
+  elseif o.code and #o.code > 0 then -- thorp repl -e CHUNK [-e CHUNK ...]: 1 if any failed
     code = 0
-    for _, src in ipairs(o.evals) do
+    for _, src in ipairs(o.code) do
       local ok, text = call(fd, mark .. src)
       if ok == nil then code = lost(); break end
       show(ok or mark ~= "", text)

@@ -32,7 +32,7 @@ cfgcase() { # NAME FILE-TEXT [ENV=VALUE] -- expects exit 2 and PATTERN in stderr
   done
 }
 cfgcase "a misspelt endpoint key" 'return { rpc = { endpoints = { { name = "a", url = "http://127.0.0.1:9", wieght = 2 } } } }' \
-  "rpc.endpoints[1]: unknown key wieght (allowed: headers, name, timeout_ms, url, weight, ws_url)" X=1
+  "rpc.endpoints[1]: unknown key wieght (allowed: " X=1
 cfgcase "endpoints written as a map" 'return { rpc = { endpoints = { a = { url = "http://127.0.0.1:9" } } } }' \
   "not a map (found key a" X=1
 cfgcase "a NaN weight" 'return { rpc = { endpoints = { { name = "a", url = "http://127.0.0.1:9", weight = 0/0 } } } }' \
