@@ -39,6 +39,13 @@ M.stats = { sent = 0, sends = 0, confirmed = 0, failed = 0, expired = 0, timeout
             reconciled = { landed = 0, failed = 0, expired = 0, rebroadcast = 0, unknown = 0 } }
 
 local function sol() return require "thorp.solana" end
+-- Prometheus counters (thorp.metrics): thorp_send_*
+local HELP = {
+  send_transactions_total = "Transactions sent by send_and_confirm, by outcome.",
+  send_broadcasts_total = "sendTransaction posts made by send_and_confirm (first sends and rebroadcasts).",
+  send_reconciled_total = "Trades left open with a signature, settled at start, by outcome.",
+}
+local function count(name, labels, n) require("thorp.metrics").counter_add(name, labels, n, HELP[name]) end
 local function rpcm() return require "thorp.rpc" end
 local json = require "thorp.json"
 local function is_table(v) return type(v) == "table" and v ~= json.null end
@@ -197,6 +204,7 @@ local function rebroadcast(entry)
     end
   end
   M.stats.sends = M.stats.sends + entry.sends - (entry.counted or 0)
+  count("send_broadcasts_total", nil, entry.sends - (entry.counted or 0))
   entry.counted = entry.sends
 end
 
@@ -311,6 +319,7 @@ local function result(entry, t0)
   local ok = status == "confirmed" or status == "finalized" or status == "processed"
   local s = M.stats
   if ok then s.confirmed = s.confirmed + 1 elseif s[status] then s[status] = s[status] + 1 end
+  count("send_transactions_total", { status = status })
   return { ok = ok, signature = entry.signature, status = status, err = entry.err, slot = entry.slot,
            sends = entry.sends, latency_ms = sched.now() - t0, error = entry.error }
 end
@@ -384,6 +393,7 @@ function M.send_and_confirm(tx, opts)
                           { priority = "critical" })
   entry.sends, entry.counted = 1, 1
   M.stats.sends = M.stats.sends + 1
+  count("send_broadcasts_total", nil, 1)
   if not first.ok then
     local e = first.error or {}
     local msg = tostring(e.message or "")
@@ -629,6 +639,7 @@ function M.reconcile(opts)
     run.outcomes[i] = out
     if out.status == "rebroadcast" then
       R.rebroadcast = R.rebroadcast + 1
+      count("send_reconciled_total", { outcome = "rebroadcast" })
       local bytes = trade_field(t, "tx")
       if type(bytes) ~= "string" then
         out.status = "unknown"
@@ -646,6 +657,7 @@ function M.reconcile(opts)
       out.done = true
       local kind = (out.status == "confirmed" or out.status == "finalized") and "landed" or out.status
       R[kind] = (R[kind] or 0) + 1
+      count("send_reconciled_total", { outcome = kind })
       if out.status ~= "unknown" then
         complete_trade(t.id, { status = kind == "landed" and "confirmed" or out.status, slot = out.slot, err = out.err,
                                signature = sig })
