@@ -93,9 +93,14 @@ describe("send_and_confirm", function()
   it("rebroadcasts the same bytes when the first send is dropped", function()
     chain{ drop = 1 }
     local before = chain{}
+    local b1, b2 = sim:stats(1).send_transaction, sim:stats(2).send_transaction
     local res = thorp.solana.send_and_confirm(transfer(2), with())
     assert.is_true(res.ok, res.status)
     assert.is_true(res.sends >= 2, "sends " .. res.sends)
+    -- the rebroadcast went to every healthy endpoint, the first send to one
+    assert.is_true(sim:stats(1).send_transaction - b1 >= 1 and sim:stats(2).send_transaction - b2 >= 1)
+    local seen = sim:stats(1).send_transaction - b1 + sim:stats(2).send_transaction - b2
+    assert.is_true(seen >= 2 and seen <= res.sends, ("%d seen, %d sent"):format(seen, res.sends)) -- some may be in flight
     local after = chain{}
     assert.are.equal(1, after.transactions - before.transactions) -- one signature landed, once
     assert.are.equal(1, after.dropped - before.dropped)
