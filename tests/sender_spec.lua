@@ -300,6 +300,18 @@ describe("jito bundles", function()
     local st = pool:call("getSignatureStatuses", { res.signatures })
     assert.is_table(st.result.value[1])
     assert.is_table(st.result.value[2])
+    -- the same through send_and_confirm's opts.bundle
+    local c, d = tx{ S.memo("third") }, tx{ S.memo("fourth"), thorp.solana.jito.tip(kp.pubkey, 10000) }
+    local via = S.send_and_confirm(c, { bundle = { d }, bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    assert.is_true(via.ok, via.status)
+    assert.are.same({ c:signature(), d:signature() }, via.signatures)
+    -- a bundle with a member that already landed is dropped whole: it expires
+    local e = tx{ S.memo("fifth") }
+    thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":2}', 2000)
+    local dup = S.send_bundle({ e, a }, { bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":20}', 2000)
+    assert.are.equal("expired", dup.status)
+    assert.is_true(thorp.json.is_null(pool:call("getSignatureStatuses", { { e:signature() } }).result.value[1]))
     local six = {}
     for i = 1, 6 do six[i] = a end
     assert.are.equal("BAD_TRANSACTION", sender.send_bundle(six, {}).error.code)

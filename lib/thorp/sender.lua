@@ -689,7 +689,7 @@ end
 function M.stop()
   for pool, c in pairs(caches) do
     if c.refresher then c.refresher:cancel() end
-    caches[pool] = nil
+    caches[pool], heights[pool] = nil, nil
   end
 end
 
