@@ -237,6 +237,20 @@ describe("blockhash and fees", function()
     assert.is_true(v.result.value)
   end)
 
+  it("refreshes the blockhash in the background while it is used", function()
+    sender.stop()
+    local a = assert(thorp.solana.blockhash({ refresh_ms = 50 }))
+    local deadline = thorp.now() + 2000
+    local b = a
+    while b.blockhash == a.blockhash and thorp.now() < deadline do
+      thorp.sleep(20)
+      b = thorp.solana.blockhash() -- never a round trip: the daemon moved it on
+    end
+    assert.are_not.equal(a.blockhash, b.blockhash)
+    assert.is_true(b.last_valid_block_height > a.last_valid_block_height)
+    sender.stop()
+  end)
+
   it("estimates the priority fee as a percentile of the non-zero recent fees, capped", function()
     chain{ fees = { 0, 100, 200, 0, 300, 400 } }
     local acct = thorp.solana.keypair.generate().pubkey
