@@ -19,7 +19,8 @@
 -- block height has passed the blockhash's last valid block height and one
 -- more status check found nothing ("expired"), or at opts.timeout_ms
 -- ("timeout", 120 s). A signatureSubscribe on the pool's WebSocket side
--- (opts.subscribe = false: none) makes the poller check at once when its
+-- (where an endpoint has a ws_url or an https url; opts.subscribe = true or
+-- false decides otherwise) makes the poller check at once when its
 -- notification arrives.
 --
 -- With opts.trade = id (a registered trade) the signature, last valid block
@@ -283,9 +284,20 @@ end
 
 -- A signatureSubscribe notification makes the poller look at once (the
 -- status check decides: a notification alone is not trusted).
+-- Only where a WebSocket side is known: an endpoint with a ws_url, or an
+-- https one (providers serve wss on the same host); a plain http URL's
+-- derived ws:// is usually wrong (a local validator listens on port + 1).
+local function has_ws(pool)
+  for _, ep in ipairs(pool.eps or {}) do
+    if ep.ws_url or (type(ep.url) == "string" and ep.url:match("^https://")) then return true end
+  end
+  return false
+end
+
 local function subscribe(entry, P)
   local pool = entry.pool
   if type(pool.subscribe) ~= "function" or entry.subscribe == false then return nil end
+  if entry.subscribe ~= true and not has_ws(pool) then return nil end
   local ok, sub = pcall(pool.subscribe, pool, "signatureSubscribe", { entry.signature, { commitment = entry.commitment } },
     function()
       if entry.status then return end
