@@ -319,6 +319,15 @@ describe("jito bundles", function()
     local via = S.send_and_confirm(c, { bundle = { d }, bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
     assert.is_true(via.ok, via.status)
     assert.are.same({ c:signature(), d:signature() }, via.signatures)
+    -- with a trade: journaled under the first signature, completed with the outcome
+    local f, g = tx{ S.memo("sixth") }, tx{ S.memo("seventh") }
+    local id = "bundle-" .. math.floor(thorp.now())
+    assert(thorp.shutdown.register("TRADE", id, {}))
+    local tr = S.send_bundle({ f, g }, { trade = id, bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    assert.is_true(tr.ok, tr.status)
+    local row = thorp.journal.default:get(id)
+    assert.are.equal("confirmed", row.status)
+    assert.are.equal(f:signature(), row.signature)
     -- a bundle with a member that already landed is dropped whole: it expires
     local e = tx{ S.memo("fifth") }
     thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":2}', 2000)
