@@ -106,6 +106,14 @@ describe("send_and_confirm", function()
     assert.are.equal(1, after.dropped - before.dropped)
   end)
 
+  it("lands through the other endpoint while the first one resets every connection", function()
+    sim:fault(1, { down = true })
+    local ok, res = pcall(thorp.solana.send_and_confirm, transfer(9), with())
+    sim:fault(1, { reset = true })
+    assert.is_true(ok, res)
+    assert.is_true(res.ok, res.status)
+  end)
+
   it("rebroadcasts to the send-only endpoints too (config send.endpoints / THORP_SEND_URLS)", function()
     local only_a = thorp.rpc.new_pool{ endpoints = { { name = "a", url = sim.urls[1] } }, timeout_ms = 2000, health = false }
     chain{ drop = 1 }
