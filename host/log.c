@@ -163,6 +163,31 @@ static int url_public(const char *s, size_t i, size_t end)
     return 0;
 }
 
+/* Literal secrets at s[i]: the length matched (written as ***), else 0. Caller holds mu. */
+static size_t secret_at(const char *s, size_t i, size_t len, sink *o)
+{
+    if (!log_state.first[(unsigned char)s[i]]) return 0;
+    for (int k = 0; k < log_state.nsecrets; k++) {
+        size_t n = log_state.lens[k];
+        if (n <= len - i && !memcmp(s + i, log_state.secrets[k], n)) {
+            PUTS(o, "***");
+            return n;
+        }
+    }
+    return 0;
+}
+
+/* Copy s[a..b) with the literal secrets in it hidden (URL parts shown as they are). */
+static void put_scrubbed(sink *o, const char *s, size_t a, size_t b)
+{
+    while (a < b) {
+        size_t n = secret_at(s, a, b, o);
+        if (n) { a += n; continue; }
+        put(o, s + a, 1);
+        a++;
+    }
+}
+
 /* Write the URL at s[i] (scheme length sl) redacted; returns its length. */
 static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o)
 {
@@ -174,12 +199,12 @@ static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o
     size_t at = 0;
     for (size_t k = j; k < auth_end; k++) if (s[k] == '@') at = k + 1;
     if (at) { PUTS(o, "***@"); j = at; }
-    put(o, s + j, auth_end - j);
+    put_scrubbed(o, s, j, auth_end);
     j = auth_end;
     size_t path_end = j;
     while (path_end < end && s[path_end] != '?' && s[path_end] != '#') path_end++;
     if (url_public(s, i, path_end)) {
-        put(o, s + j, path_end - j);
+        put_scrubbed(o, s, j, path_end);
         j = path_end;
     }
     while (j < path_end) { /* each segment -> *** */
@@ -195,7 +220,7 @@ static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o
             size_t k = j;
             while (k < end && s[k] != '&' && s[k] != '=' && s[k] != '#') k++;
             if (k < end && s[k] == '=') { /* name=value: the name is shown */
-                put(o, s + j, k - j + 1);
+                put_scrubbed(o, s, j, k + 1);
                 j = k + 1;
                 while (j < end && s[j] != '&' && s[j] != '#') j++;
                 if (j > k + 1) PUTS(o, "***");
@@ -221,19 +246,8 @@ size_t thorp_log_scrub_n(const char *s, size_t len, char *out, size_t cap)
             i += url_redact(s, i, len, sl, &o);
             continue;
         }
-        if (log_state.first[(unsigned char)s[i]]) {
-            int hit = 0;
-            for (int k = 0; k < log_state.nsecrets; k++) {
-                size_t n = log_state.lens[k];
-                if (n <= len - i && !memcmp(s + i, log_state.secrets[k], n)) {
-                    PUTS(&o, "***");
-                    i += n;
-                    hit = 1;
-                    break;
-                }
-            }
-            if (hit) continue;
-        }
+        size_t n = secret_at(s, i, len, &o);
+        if (n) { i += n; continue; }
         put(&o, s + i, 1);
         i++;
     }

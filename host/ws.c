@@ -48,7 +48,7 @@ typedef struct qmsg {
     int64_t conn, sub;
     size_t off, len;
     double t_rx;
-    size_t blob_off, blob_len, res_off, res_len;
+    size_t res_off, res_len;
 } qmsg;
 
 static struct {
@@ -126,31 +126,7 @@ static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
     return -1;
 }
 
-static const unsigned char b64ok[256] = {
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
-    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
-    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
-    ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
-    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1, ['+'] = 1, ['/'] = 1, ['='] = 1,
-};
-
-/* The content of a "data":["<base64>" string of at least 128 bytes, if any. */
-static void ws_find_blob(const uint8_t *d, size_t len, size_t *off, size_t *blen) {
-    static const char needle[] = "\"data\":[\"";
-    *off = *blen = 0;
-    const uint8_t *p = memmem(d, len, needle, sizeof needle - 1);
-    if (!p) return;
-    const uint8_t *s = p + sizeof needle - 1, *e = d + len, *q = s;
-    while (q < e && b64ok[*q]) q++;
-    if (q < e && *q == '"' && q - s >= 128) {
-        *off = (size_t)(s - d);
-        *blen = (size_t)(q - s);
-    }
-}
-
-static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
+void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx) {
     if (ws.qn == ws.qcap) {
         int cap = ws.qcap ? ws.qcap * 2 : 1024;
         qmsg *q = realloc(ws.q, cap * sizeof *q);
@@ -171,9 +147,8 @@ static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
     ws.arena[ws.alen + len] = 0;
     qmsg *m = &ws.q[ws.qn++];
     size_t sub_at = 0;
-    *m = (qmsg){ c->id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, c->t_read, 0, 0, 0, 0 };
+    *m = (qmsg){ conn_id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, t_rx, 0, 0 };
     if (m->sub >= 0) {
-        ws_find_blob(data, len, &m->blob_off, &m->blob_len);
         /* {"jsonrpc":"2.0","method":"xNotification","params":{"result":R,"subscription":N}} */
         static const char pre[] = "\"params\":{\"result\":";
         size_t scan = len < 128 ? len : 128;
@@ -181,11 +156,9 @@ static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
         if (r && sub_at > 0 && data[sub_at - 1] == ',') {
             m->res_off = (size_t)(r - data) + sizeof pre - 1;
             if (sub_at - 1 > m->res_off) m->res_len = sub_at - 1 - m->res_off;
-            if (m->blob_len && (m->blob_off < m->res_off || m->blob_off + m->blob_len > sub_at)) m->blob_len = 0;
         }
     }
     ws.alen = need;
-    c->info.messages++;
     if (!ws.posted) {
         ws.posted = 1;
         loop_post(TEV_WS, 0, THORP_WS_MESSAGES, 0, NULL);
@@ -196,8 +169,7 @@ int thorp_ws_drain(thorp_ws_msg *out, int max) {
     int n = 0;
     while (n < max && ws.qrd < ws.qn) {
         qmsg *m = &ws.q[ws.qrd++];
-        out[n++] = (thorp_ws_msg){ m->conn, m->sub, ws.arena + m->off, m->len, m->t_rx, m->blob_off, m->blob_len,
-                                   m->res_off, m->res_len };
+        out[n++] = (thorp_ws_msg){ m->conn, m->sub, ws.arena + m->off, m->len, m->t_rx, m->res_off, m->res_len };
     }
     if (n == 0) { /* everything handed out earlier has been read: start over */
         ws.qn = ws.qrd = 0;
@@ -311,7 +283,10 @@ static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     conn *c = user;
     c->info.last_rx = c->t_read;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-        if (!c->too_big) ws_enqueue(c, (const uint8_t *)c->mbuf, c->mlen);
+        if (!c->too_big) {
+            ws_queue_push(c->id, (const uint8_t *)c->mbuf, c->mlen, c->t_read);
+            c->info.messages++;
+        }
         c->mlen = 0;
         if (c->mcap > (1u << 20)) { free(c->mbuf); c->mbuf = NULL; c->mcap = 0; } /* after a huge one */
     }

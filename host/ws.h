@@ -39,13 +39,9 @@ typedef struct thorp_ws_msg {
     const char *data;  /* the message, NUL-terminated */
     size_t len;
     double t_rx;       /* thorp_now() when its bytes were read */
-    /* A long base64 account "data" string, located so that Lua can decode
-     * the JSON around it and take the string as is (JSON decoding is the
-     * cost of a 1 KB notification otherwise): data[blob_off, +blob_len) is
-     * the string's content, blob_len 0 when there is none. */
-    size_t blob_off, blob_len;
     /* A notification's params.result value is data[res_off, +res_len) when it
-     * has the usual layout (result first, subscription last); res_len 0 if not. */
+     * has the usual layout (result first, subscription last), so Lua decodes
+     * only that; res_len 0 if not. */
     size_t res_off, res_len;
 } thorp_ws_msg;
 
@@ -78,5 +74,9 @@ double thorp_ws_hash(const char *data, size_t len);
 /* Test hook: drop a connection's socket without a close frame (like a reset). */
 void thorp_ws_test_reset(int64_t id);
 /* ffi:end */
+
+/* For host/http_ws.c (the front door's WebSocket side): queue a message from
+ * one of its client connections (conn_id < 0) for the same batched drain. */
+void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx);
 
 #endif
