@@ -193,7 +193,7 @@ static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o
 {
     size_t end = i + sl;
     while (end < len && !url_stop(s, end, len)) end += s[end] == '\\' ? 2 : 1;
-    put(o, s + i, sl);
+    put_scrubbed(o, s, i, i + sl); /* a "scheme" may be any word before :// */
     size_t j = i + sl, auth_end = j;
     while (auth_end < end && !slash_at(s, auth_end, end) && s[auth_end] != '?' && s[auth_end] != '#') auth_end++;
     size_t at = 0;
