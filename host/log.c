@@ -177,17 +177,6 @@ static size_t secret_at(const char *s, size_t i, size_t len, sink *o)
     return 0;
 }
 
-/* Copy s[a..b) with the literal secrets in it hidden (URL parts shown as they are). */
-static void put_scrubbed(sink *o, const char *s, size_t a, size_t b)
-{
-    while (a < b) {
-        size_t n = secret_at(s, a, b, o);
-        if (n) { a += n; continue; }
-        put(o, s + a, 1);
-        a++;
-    }
-}
-
 /* Write the URL at s[i] (scheme length sl) redacted; returns its length. */
 static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o)
 {
@@ -199,12 +188,12 @@ static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o
     size_t at = 0;
     for (size_t k = j; k < auth_end; k++) if (s[k] == '@') at = k + 1;
     if (at) { PUTS(o, "***@"); j = at; }
-    put_scrubbed(o, s, j, auth_end);
+    put(o, s + j, auth_end - j);
     j = auth_end;
     size_t path_end = j;
     while (path_end < end && s[path_end] != '?' && s[path_end] != '#') path_end++;
     if (url_public(s, i, path_end)) {
-        put_scrubbed(o, s, j, path_end);
+        put(o, s + j, path_end - j);
         j = path_end;
     }
     while (j < path_end) { /* each segment -> *** */
@@ -220,7 +209,7 @@ static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o
             size_t k = j;
             while (k < end && s[k] != '&' && s[k] != '=' && s[k] != '#') k++;
             if (k < end && s[k] == '=') { /* name=value: the name is shown */
-                put_scrubbed(o, s, j, k + 1);
+                put(o, s + j, k - j + 1);
                 j = k + 1;
                 while (j < end && s[j] != '&' && s[j] != '#') j++;
                 if (j > k + 1) PUTS(o, "***");
@@ -235,23 +224,35 @@ static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o
     return end - i;
 }
 
+/* Two passes: the literal secrets first, wherever they are (also across the
+ * edge of a URL), then the URLs in what is left. Replacing a secret (4+ bytes)
+ * by *** never lengthens the text, so the first pass fits in len bytes. */
 size_t thorp_log_scrub_n(const char *s, size_t len, char *out, size_t cap)
 {
     sink o = { out, cap ? cap - 1 : 0, 0 };
-    size_t i = 0;
+    char small[8192], *lit = len <= sizeof small ? small : malloc(len);
+    if (!lit) { /* cannot scrub: say so rather than let the text through */
+        static const char oom[] = "[text withheld: the secret scrubber is out of memory]";
+        PUTS(&o, oom);
+        if (cap) out[o.n < cap ? o.n : cap - 1] = 0;
+        return o.n;
+    }
     pthread_mutex_lock(&log_state.mu);
-    while (i < len) {
-        size_t sl = url_scheme(s, i, len);
-        if (sl) {
-            i += url_redact(s, i, len, sl, &o);
-            continue;
-        }
-        size_t n = secret_at(s, i, len, &o);
+    sink l = { lit, len, 0 };
+    for (size_t i = 0; i < len;) {
+        size_t n = secret_at(s, i, len, &l);
         if (n) { i += n; continue; }
-        put(&o, s + i, 1);
+        put(&l, s + i, 1);
+        i++;
+    }
+    for (size_t i = 0; i < l.n;) {
+        size_t sl = url_scheme(lit, i, l.n);
+        if (sl) { i += url_redact(lit, i, l.n, sl, &o); continue; }
+        put(&o, lit + i, 1);
         i++;
     }
     pthread_mutex_unlock(&log_state.mu);
+    if (lit != small) free(lit);
     if (cap) out[o.n < cap ? o.n : cap - 1] = 0;
     return o.n;
 }

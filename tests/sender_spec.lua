@@ -106,6 +106,14 @@ describe("send_and_confirm", function()
     assert.are.equal(1, after.dropped - before.dropped)
   end)
 
+  it("lands through the other endpoint while the first one resets every connection", function()
+    sim:fault(1, { down = true })
+    local ok, res = pcall(thorp.solana.send_and_confirm, transfer(9), with())
+    sim:fault(1, { reset = true })
+    assert.is_true(ok, res)
+    assert.is_true(res.ok, res.status)
+  end)
+
   it("rebroadcasts to the send-only endpoints too (config send.endpoints / THORP_SEND_URLS)", function()
     local only_a = thorp.rpc.new_pool{ endpoints = { { name = "a", url = sim.urls[1] } }, timeout_ms = 2000, health = false }
     chain{ drop = 1 }
@@ -319,6 +327,15 @@ describe("jito bundles", function()
     local via = S.send_and_confirm(c, { bundle = { d }, bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
     assert.is_true(via.ok, via.status)
     assert.are.same({ c:signature(), d:signature() }, via.signatures)
+    -- with a trade: journaled under the first signature, completed with the outcome
+    local f, g = tx{ S.memo("sixth") }, tx{ S.memo("seventh") }
+    local id = "bundle-" .. math.floor(thorp.now())
+    assert(thorp.shutdown.register("TRADE", id, {}))
+    local tr = S.send_bundle({ f, g }, { trade = id, bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    assert.is_true(tr.ok, tr.status)
+    local row = thorp.journal.default:get(id)
+    assert.are.equal("confirmed", row.status)
+    assert.are.equal(f:signature(), row.signature)
     -- a bundle with a member that already landed is dropped whole: it expires
     local e = tx{ S.memo("fifth") }
     thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":2}', 2000)

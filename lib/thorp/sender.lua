@@ -313,6 +313,7 @@ local function journal_send(trade, entry)
   if not entry.lvbh then return nil, "the blockhash's last valid block height is unknown (no block height answer)" end
   local called, ok, err = pcall(J.record_send, trade, { signature = entry.signature,
                                                         last_valid_block_height = entry.lvbh, tx = entry.bytes })
+  -- (entry.bytes nil: a bundle member, recorded so reconciliation can look it up, never resent alone)
   if not called then return nil, ok end
   if not ok then return nil, err end
   return true
@@ -521,39 +522,59 @@ function M.send_bundle(txs, opts)
   local commitment = opts.commitment or "confirmed"
   local interval, poll = opts.rebroadcast_ms or settings().rebroadcast_ms, opts.poll_ms or defaults.poll_ms
   local deadline = t0 + (opts.timeout_ms or defaults.timeout_ms)
-  local id, err = post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
-  if not id then return errv(err.code, "send_bundle: " .. err.message) end
-  local sends, next_send, expiring = 1, sched.now() + interval, false
   local pool = default_pool(opts)
-  while true do
-    sched.sleep(poll)
-    local st = post_json(ep.url, "getBundleStatuses", { { id } })
-    local v = is_table(st) and is_table(st.value) and st.value[1]
-    if is_table(v) then
-      local cs = v.confirmation_status
-      if is_table(v.err) and v.err.Ok == nil then
-        return { ok = false, bundle_id = id, status = "failed", err = v.err, slot = v.slot, signatures = sigs, sends = sends,
-                 latency_ms = sched.now() - t0 }
-      end
-      if COMMITMENT[cs] and COMMITMENT[cs] >= COMMITMENT[commitment] then
-        return { ok = true, bundle_id = id, status = cs, slot = tonumber(v.slot), signatures = sigs, sends = sends,
-                 latency_ms = sched.now() - t0 }
-      end
-    elseif expiring then
-      return { ok = false, bundle_id = id, status = "expired", signatures = sigs, sends = sends, latency_ms = sched.now() - t0 }
-    end
-    if sched.now() >= deadline then
-      return { ok = false, bundle_id = id, status = "timeout", signatures = sigs, sends = sends, latency_ms = sched.now() - t0 }
-    end
-    if lvbh and pool then
-      local h = pool:call("getBlockHeight", { { commitment = "confirmed" } }, { priority = "critical" })
-      if h.ok and tonumber(h.result) and tonumber(h.result) > lvbh then expiring = true end
-    end
-    if not expiring and sched.now() >= next_send then
-      post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
-      sends, next_send = sends + 1, sched.now() + interval
+  if not lvbh and pool then
+    local r = pool:call("getBlockHeight", { { commitment = "confirmed" } }, { priority = "critical" })
+    if r.ok and tonumber(r.result) then lvbh = tonumber(r.result) + 150 end
+  end
+  if opts.trade then
+    -- the first signature stands for the bundle; no bytes: a member must never go out alone
+    local ok, jerr = journal_send(tostring(opts.trade), { signature = sigs[1], lvbh = lvbh })
+    if not ok then
+      return errv("JOURNAL_ERROR", "send_bundle: the signature could not be journaled, nothing was sent: "
+        .. tostring(is_table(jerr) and jerr.message or jerr))
     end
   end
+  local id, err = post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
+  if not id then
+    if opts.trade then complete_trade(tostring(opts.trade), { status = "failed", err = err.message, signature = sigs[1] }) end
+    return errv(err.code, "send_bundle: " .. err.message)
+  end
+  local sends, next_send, expiring = 1, sched.now() + interval, false
+  local function outcome(status, v)
+    return { ok = status == "confirmed" or status == "finalized" or status == "processed", bundle_id = id,
+             status = status, slot = v and tonumber(v.slot), err = v and v.err, signatures = sigs, sends = sends,
+             latency_ms = sched.now() - t0 }
+  end
+  local function follow()
+    while true do
+      sched.sleep(poll)
+      local st = post_json(ep.url, "getBundleStatuses", { { id } })
+      local v = is_table(st) and is_table(st.value) and st.value[1]
+      if is_table(v) then
+        local cs = v.confirmation_status
+        if is_table(v.err) and v.err.Ok == nil then return outcome("failed", v) end
+        if COMMITMENT[cs] and COMMITMENT[cs] >= COMMITMENT[commitment] then v.err = nil; return outcome(cs, v) end
+      elseif expiring then
+        return outcome("expired")
+      end
+      if sched.now() >= deadline then return outcome("timeout") end
+      if lvbh and pool then
+        local h = pool:call("getBlockHeight", { { commitment = "confirmed" } }, { priority = "critical" })
+        if h.ok and tonumber(h.result) and tonumber(h.result) > lvbh then expiring = true end
+      end
+      if not expiring and sched.now() >= next_send then
+        post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
+        sends, next_send = sends + 1, sched.now() + interval
+      end
+    end
+  end
+  local res = follow()
+  if opts.trade then
+    complete_trade(tostring(opts.trade), { status = res.status, slot = res.slot, err = res.err, signature = sigs[1],
+                                           bundle_id = id })
+  end
+  return res
 end
 
 -- Compute units from a simulation ----------------------------------------------------------

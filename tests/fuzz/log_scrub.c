@@ -2,8 +2,8 @@
  * line of the input is split on '|' into secrets to register, the rest is
  * the text. Invariants: the scrubber stays inside its buffers, returns the
  * same length whatever the capacity it is given, cuts within the capacity,
- * and no registered secret of 4+ bytes survives in the output unless the
- * output was cut or the secret spans a "***" the scrubber wrote. */
+ * and no registered secret of 4+ bytes survives in the output (unless it
+ * holds URL syntax or a space, which can meet again around a redacted URL). */
 #include <stdlib.h>
 #include <string.h>
 #include "fuzz.h"
@@ -19,10 +19,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(secrets, data, head);
     secrets[head] = 0;
     log_free();
-    for (char *p = secrets, *q; p && *p; p = q) {
+    const char *reg[64];
+    int nreg = 0;
+    for (char *p = secrets, *q; p && *p && nreg < 64; p = q) {
         q = strchr(p, '|');
         if (q) *q++ = 0;
-        if (!strchr(p, '*')) thorp_log_secret_add(p); /* a secret made of stars would match our own output */
+        if (strchr(p, '*')) continue; /* a secret made of stars would match our own output */
+        thorp_log_secret_add(p);
+        reg[nreg++] = p;
     }
     const char *text = nl ? (const char *)data + head + 1 : (const char *)data;
     size_t len = size - (size_t)(text - (const char *)data);
@@ -37,11 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t cut = thorp_log_scrub_n(exact, len, small, sizeof small);
     if (cut != need) fuzz_fail("a small buffer changed the length (%zu, %zu)", cut, need);
     if (strlen(small) > sizeof small - 1) fuzz_fail("cut output overran its buffer");
-    for (char *p = secrets; p < secrets + head; p += strlen(p) + 1) {
-        if (strlen(p) >= 4 && !strchr(p, '*') && memmem(out, need, p, strlen(p)) && !memmem(exact, len, "***", 3)
-            && !strpbrk(p, ":/?#&=@\\")) /* pieces of URL syntax can be rebuilt around a redacted URL */
+    for (int k = 0; k < nreg; k++) {
+        const char *p = reg[k];
+        if (strlen(p) >= 4 && memmem(out, need, p, strlen(p))
+            && !strpbrk(p, ":/?#&=@\\ ")) /* pieces of URL syntax can be rebuilt around a redacted URL */
             fuzz_fail("secret %s survived the scrubber", p);
-        if (p + strlen(p) >= secrets + head) break;
     }
     free(out);
     free(exact);
