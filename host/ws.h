@@ -5,9 +5,10 @@
  * does it with the host's own pieces: a libevent bufferevent (plain, or
  * bufferevent_openssl for wss with SNI and host-name verification), evdns
  * for asynchronous name resolution, the HTTP/1.1 upgrade done here (the
- * Sec-WebSocket-Accept answer is checked), and wslay for the framing
- * (masking, pings answered, fragmented messages reassembled, a maximum
- * message size).
+ * Sec-WebSocket-Accept answer is checked), and wslay's frame layer for the
+ * framing (masking); the message layer is here (fragments reassembled,
+ * pings answered, a maximum message size), because wslay's event layer
+ * checks the UTF-8 of every text message byte by byte.
  *
  * One connection per endpoint carries all its subscriptions; which
  * subscriptions live where is lib/thorp/ws.lua's business. C never calls Lua

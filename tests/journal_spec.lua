@@ -30,6 +30,36 @@ describe("journal", function()
     j2:close()
   end)
 
+  it("keeps its WAL bounded while trades and keys are looked up between writes", function()
+    -- get() and key() used to leave their read open: SQLite could never reset the WAL,
+    -- which grew by every write for as long as the host ran (found by make soak)
+    local dir = tmpdir()
+    local j = assert(journal.open(dir, { run_id = "wal" }))
+    local meta = { token = ("X"):rep(200) }
+    local function wal_size()
+      local f = io.open(dir .. "/journal.db-wal", "rb")
+      local size = f and f:seek("end") or 0
+      if f then f:close() end
+      return size
+    end
+    for i = 1, 3000 do
+      j:begin("w" .. i, "TRADE", meta)
+      assert.is_table(j:get("w" .. i))
+      j:done("w" .. i)
+    end
+    local after_get = wal_size()
+    for i = 1, 3000 do
+      j:claim("k" .. i, 60000)
+      assert.is_table(j:key("k" .. i))
+      j:begin("v" .. i, "TRADE", meta)
+      j:done("v" .. i)
+    end
+    local after_key = wal_size()
+    j:close()
+    assert.is_true(after_get < 8 * 1024 * 1024, ("the WAL is %d bytes after 3000 get()s"):format(after_get))
+    assert.is_true(after_key < 8 * 1024 * 1024, ("the WAL is %d bytes after 3000 key()s"):format(after_key))
+  end)
+
   it("refuses a second host on the same state directory", function()
     local dir = tmpdir()
     local j = assert(journal.open(dir))

@@ -215,6 +215,7 @@ function M.run_bounded(chunk, file, timeout_ms, what)
   local exit = os.exit
   rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
+  local old_hook, old_mask, old_count = debug.gethook()
   debug.sethook(function()
     if now() > deadline then
       error(("%s: still running after %d ms (an endless loop?): stopped (THORP_LOAD_TIMEOUT_MS)"):format(
@@ -222,7 +223,7 @@ function M.run_bounded(chunk, file, timeout_ms, what)
     end
   end, "", 1000)
   local res = { xpcall(chunk, debug.traceback) }
-  debug.sethook()
+  if old_hook then debug.sethook(old_hook, old_mask, old_count) else debug.sethook() end
   if jit_was_on then jit.on() end
   rawset(os, "exit", exit)
   wd.exit_after_ms = wd_exit

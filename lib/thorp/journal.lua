@@ -157,6 +157,7 @@ function J:get(id)
   if C.thorp_journal_get(self.h, tostring(id), row) ~= 1 then return nil end
   local t = row_table(row, true)
   t.status = ffi.string(row.status)
+  C.thorp_journal_release(self.h)
   return t
 end
 
@@ -208,7 +209,9 @@ end
 function J:key(key)
   local k = ffi.new("thorp_journal_key")
   if C.thorp_journal_key_get(self.h, key, k) ~= 1 then return nil end
-  return key_table(k)
+  local t = key_table(k)
+  C.thorp_journal_release(self.h)
+  return t
 end
 
 --- j:keys() -> live (not expired) keys, oldest claim first

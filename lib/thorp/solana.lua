@@ -725,5 +725,8 @@ end
 function M.send_and_confirm(...) return require("thorp.sender").send_and_confirm(...) end
 function M.blockhash(...) return require("thorp.sender").blockhash(...) end
 function M.priority_fee(...) return require("thorp.sender").priority_fee(...) end
+function M.send_bundle(...) return require("thorp.sender").send_bundle(...) end
+function M.prepare(...) return require("thorp.sender").prepare(...) end
+M.jito = setmetatable({}, { __index = function(_, k) return require("thorp.sender").jito[k] end })
 
 return M
