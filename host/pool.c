@@ -2,8 +2,12 @@
 #include "pool.h"
 
 #include <curl/curl.h>
+#include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 #include <event2/event.h>
 #include "log.h"
 #include "loop.h"
@@ -21,6 +25,7 @@ typedef struct sock {
 } sock;
 
 #define EASY_KEEP 64
+#define HOST_LIMIT 256 /* curl connections per host; rpc.lua keeps each endpoint's in-flight below it */
 
 static struct {
     CURLM *multi;
@@ -74,8 +79,10 @@ static int pool_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void 
     short kind = (what & CURL_POLL_IN ? EV_READ : 0) | (what & CURL_POLL_OUT ? EV_WRITE : 0) | EV_PERSIST;
     if (!sk) {
         sk = calloc(1, sizeof *sk);
-        curl_multi_assign(pool.multi, s, sk);
+        if (!sk) return -1; /* curl fails this transfer */
         sk->ev = event_new(loop_base(), s, kind, pool_on_socket_event, NULL);
+        if (!sk->ev) { free(sk); return -1; }
+        curl_multi_assign(pool.multi, s, sk);
     } else { /* same socket, new interest: reuse the event rather than reallocate it */
         event_del(sk->ev);
         event_assign(sk->ev, loop_base(), s, kind, pool_on_socket_event, NULL);
@@ -99,10 +106,18 @@ static int pool_init(void) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
     pool.multi = curl_multi_init();
     pool.timer = evtimer_new(loop_base(), pool_on_timeout, NULL);
+    if (!pool.multi || !pool.timer) {
+        if (pool.timer) event_free(pool.timer);
+        if (pool.multi) curl_multi_cleanup(pool.multi);
+        pool.multi = NULL;
+        pool.timer = NULL;
+        curl_global_cleanup();
+        return -1;
+    }
     curl_multi_setopt(pool.multi, CURLMOPT_SOCKETFUNCTION, pool_socket_cb);
     curl_multi_setopt(pool.multi, CURLMOPT_TIMERFUNCTION, pool_timer_cb);
     curl_multi_setopt(pool.multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(pool.multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
+    curl_multi_setopt(pool.multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)HOST_LIMIT);
     curl_multi_setopt(pool.multi, CURLMOPT_MAXCONNECTS, 256L);
     pool.next_id = 1;
     loop_on_free(pool_on_free, NULL);
@@ -131,11 +146,43 @@ static size_t pool_on_header(char *data, size_t size, size_t n, void *userp) {
     req *r = userp;
     size_t len = size * n;
     if (len > 12 && strncasecmp(data, "retry-after:", 12) == 0) {
-        char *end;
-        double secs = strtod(data + 12, &end);
-        if (end != data + 12 && secs >= 0) r->res->retry_after_ms = secs * 1000;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r->res->retry_after_ms = thorp_pool_parse_retry_after(data + 12, len - 12, ts.tv_sec * 1e3 + ts.tv_nsec / 1e6);
     }
     return len;
+}
+
+/* Retry-After = HTTP-date / delay-seconds (RFC 9110 10.2.3); delay-seconds is
+ * 1*DIGIT, so "inf", "1e400", "-5" and "1.5" are garbage. HTTP-date takes the
+ * three forms of RFC 9110 5.6.7 (IMF-fixdate, RFC 850, asctime), always GMT. */
+double thorp_pool_parse_retry_after(const char *s, size_t len, double now_wall_ms) {
+    char buf[64];
+    while (len > 0 && (*s == ' ' || *s == '\t')) s++, len--;
+    while (len > 0 && isspace((unsigned char)s[len - 1])) len--;
+    if (len == 0 || len >= sizeof buf) return -1;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    if (isdigit((unsigned char)buf[0])) {
+        double secs = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (!isdigit((unsigned char)buf[i])) return -1;
+            if (secs < 1e9) secs = secs * 10 + (buf[i] - '0'); /* saturate: 1e9 s is "forever" already */
+        }
+        return secs * 1000 > 1e12 ? 1e12 : secs * 1000;
+    }
+    static const char *const forms[] = { "%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT",
+                                         "%a %b %e %H:%M:%S %Y" };
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+        struct tm tm;
+        memset(&tm, 0, sizeof tm);
+        const char *end = strptime(buf, forms[f], &tm);
+        if (!end || *end) continue;
+        double ms = (double)timegm(&tm) * 1e3 - now_wall_ms;
+        if (ms < 0) return 0;
+        return ms > 1e12 ? 1e12 : ms;
+    }
+    return -1;
 }
 
 static void pool_finish(req *r, int cancelled) {
@@ -150,6 +197,9 @@ static void pool_finish(req *r, int cancelled) {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &t);
         curl_easy_getinfo(r->easy, CURLINFO_CONNECT_TIME, &c);
+        long reqsize = 0;
+        curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+        res->sent = reqsize > 0 || status > 0;
         res->http_status = (int)status;
         res->total_ms = t * 1000;
         res->connect_ms = c * 1000;
@@ -199,7 +249,12 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
         return -1;
     }
     req *r = calloc(1, sizeof *r);
-    r->res = calloc(1, sizeof *r->res);
+    if (r) r->res = calloc(1, sizeof *r->res);
+    if (!r || !r->res) {
+        snprintf(err, errlen, "out of memory for a request");
+        free(r);
+        return -1;
+    }
     r->res->id = pool.next_id++;
     r->res->retry_after_ms = -1;
     r->easy = pool.nspare > 0 ? pool.spare[--pool.nspare] : curl_easy_init();
@@ -248,15 +303,18 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "thorp");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLMcode mc = curl_multi_add_handle(pool.multi, e);
+    if (mc != CURLM_OK) { /* nothing was sent: the caller gets the error now, no event follows */
+        snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+        curl_easy_cleanup(e);
+        curl_slist_free_all(r->hdrs);
+        free(r->res);
+        free(r);
+        return -1;
+    }
     r->next = pool.reqs;
     pool.reqs = r;
     pool.inflight++;
-    CURLMcode mc = curl_multi_add_handle(pool.multi, e);
-    if (mc != CURLM_OK) {
-        snprintf(r->res->error, sizeof r->res->error, "%s", curl_multi_strerror(mc));
-        r->res->curl_code = CURLE_FAILED_INIT;
-        pool_finish(r, 0);
-    }
     return r->res->id;
 }
 
@@ -276,3 +334,5 @@ void thorp_pool_result_free(thorp_http_result *r) {
 }
 
 int thorp_pool_inflight(void) { return pool.inflight; }
+
+int thorp_pool_host_limit(void) { return HOST_LIMIT; }

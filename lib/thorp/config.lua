@@ -207,10 +207,15 @@ function M.run_bounded(chunk, file, timeout_ms, what)
   local now = require("thorp.sched").now
   local deadline = now() + timeout_ms
   local jit_was_on = jit.status()
+  -- the load has its own deadline: the watchdog must not end the host first
+  local wd = require("thorp.sched").watchdog
+  local wd_exit = wd.exit_after_ms
+  if wd_exit > 0 and wd_exit < timeout_ms + 1000 then wd.exit_after_ms = timeout_ms + 1000 end
   -- while it loads, the real os.exit is out of reach by any path (_G.os, a required module)
   local exit = os.exit
   rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
+  local old_hook, old_mask, old_count = debug.gethook()
   debug.sethook(function()
     if now() > deadline then
       error(("%s: still running after %d ms (an endless loop?): stopped (THORP_LOAD_TIMEOUT_MS)"):format(
@@ -218,9 +223,10 @@ function M.run_bounded(chunk, file, timeout_ms, what)
     end
   end, "", 1000)
   local res = { xpcall(chunk, debug.traceback) }
-  debug.sethook()
+  if old_hook then debug.sethook(old_hook, old_mask, old_count) else debug.sethook() end
   if jit_was_on then jit.on() end
   rawset(os, "exit", exit)
+  wd.exit_after_ms = wd_exit
   return unpack(res, 1, 2)
 end
 

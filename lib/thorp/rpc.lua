@@ -14,11 +14,20 @@
 -- timeouts, 5xx, malformed answers and -32005 count against the endpoint;
 -- a 429 backs it off (Retry-After or exponential) without counting; an RPC
 -- error that is the caller's (invalid params, preflight -32002, ...) goes
--- back to the caller untouched. A failed call moves on to the next endpoint
--- within its deadline while the retry budget lasts. sendTransaction is
--- never sent twice on the pool's own initiative (opts.retry_send = true
--- allows it); reads may be hedged: when the first endpoint is slower than
--- its own recent p90, a second one is asked and the first answer wins.
+-- back to the caller untouched; -32601 (method not found) is the provider's
+-- limit: the next endpoint is asked and the gap remembered per (endpoint,
+-- method). A failed call moves on to the next endpoint within its deadline
+-- while the retry budget lasts; a critical call is never refused by the
+-- budget, and before it fails, endpoints out of rotation (open breaker,
+-- backed off, unhealthy) are probed. Submission methods (sendTransaction,
+-- sendBundle, any named in methods.submit) are never hedged, batched or
+-- re-sent on the pool's own initiative (opts.retry_send = true allows it)
+-- unless the request provably never left; reads may be hedged: when the
+-- first endpoint is slower than its own recent p90, a second one is asked
+-- and the first answer wins. Each endpoint has at most max_inflight
+-- transfers in curl; further attempts wait in the endpoint's queue, and the
+-- endpoint is judged only on the time it was really asked. Every pool
+-- checks its endpoints in the background unless health = false.
 local ffi = require "ffi"
 local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
@@ -52,8 +61,8 @@ sched.on_event(sched.EV.RPC, function(ev)
   local res
   if cb then
     res = { curl_code = r.curl_code, http_status = r.http_status, retry_after_ms = r.retry_after_ms,
-            total_ms = r.total_ms, body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "",
-            error = ffi.string(r.error) }
+            total_ms = r.total_ms, sent = r.sent ~= 0,
+            body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "", error = ffi.string(r.error) }
   end
   C.thorp_pool_result_free(r)
   if cb then cb(res) end
@@ -136,8 +145,9 @@ local function new_endpoint(pool, e, i)
                timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
                header_lines = header_lines(e.headers),
                hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
-               inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
-               health_fails = 0, good_checks = 0,
+               inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_at = 0, backoff_n = 0,
+               healthy = true, health_fails = 0, good_checks = 0, queue = {}, qhead = 1, qtail = 0, nqueued = 0,
+               max_inflight = e.max_inflight or pool.max_inflight, unsupported = {},
                errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
                           RATE_LIMITED = 0 } }
   for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
@@ -148,6 +158,14 @@ local function new_endpoint(pool, e, i)
     publish_system("thorp.breaker", f)
   end)
   return ep
+end
+
+local function check_inflight(v, where, level)
+  local lim = C.thorp_pool_host_limit()
+  if type(v) ~= "number" or v < 1 or v % 1 ~= 0 or v > lim then
+    error(("%s: expected an integer in [1, %d] (curl's connections per host), got %s"):format(where, lim, tostring(v)),
+      level + 1)
+  end
 end
 
 local function validate_endpoints(list)
@@ -170,11 +188,98 @@ local function validate_endpoints(list)
     if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
       error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
     end
+    if e.max_inflight ~= nil then check_inflight(e.max_inflight, w .. ".max_inflight", 3) end
     if e.ws_url ~= nil and (type(e.ws_url) ~= "string" or not e.ws_url:match("^wss?://[^/]")) then
       error(("%s.ws_url (%s): expected a ws:// or wss:// URL"):format(w, config.redact_url(tostring(e.ws_url))), 3)
     end
   end
 end
+
+-- Method routing (policy `methods` section, or new_pool{ methods = ... }) ------
+
+-- Submission methods: never hedged, batched or re-sent by the pool.
+local SUBMIT = { sendTransaction = true, sendBundle = true }
+local routes, policy_submit = {}, {} -- from the policy: method -> { endpoints set, timeout_ms, priority }
+local ROUTE_KEYS = { endpoints = true, timeout_ms = true, priority = true }
+
+--- validate_methods(m, where, endpoint_names_set|nil) -> { errors }
+function M.validate_methods(m, where, eps)
+  local errs = {}
+  local function err(fmt, ...) errs[#errs + 1] = (fmt):format(...) end
+  if type(m) ~= "table" then
+    return { where .. ": expected a table { METHOD = { endpoints =, timeout_ms =, priority = }, submit = { ... } }" }
+  end
+  for k, r in pairs(m) do
+    local w = where .. "." .. tostring(k)
+    if type(k) ~= "string" then err("%s: method names must be strings", where)
+    elseif k == "submit" then
+      if type(r) ~= "table" then err("%s: expected a list of method names", w)
+      else
+        for i, name in pairs(r) do
+          if type(i) ~= "number" or type(name) ~= "string" or name == "" then
+            err("%s: expected a list of method names, got %s = %s", w, tostring(i), tostring(name))
+          end
+        end
+      end
+    elseif type(r) ~= "table" then err("%s: expected { endpoints = { NAME, ... }, timeout_ms = n, priority = p }", w)
+    else
+      for key in pairs(r) do
+        if not ROUTE_KEYS[key] then err("%s: unknown key %s (allowed: endpoints, priority, timeout_ms)", w, tostring(key)) end
+      end
+      if r.endpoints ~= nil then
+        if type(r.endpoints) ~= "table" or #r.endpoints == 0 then
+          err("%s.endpoints: expected a non-empty list of endpoint names", w)
+        else
+          for _, name in ipairs(r.endpoints) do
+            if type(name) ~= "string" then err("%s.endpoints: expected endpoint names, got %s", w, tostring(name))
+            elseif eps and not eps[name] then
+              local have = {}
+              for n in pairs(eps) do have[#have + 1] = n end
+              table.sort(have)
+              err("%s.endpoints: no endpoint named %s (configured: %s)", w, name, table.concat(have, ", "))
+            end
+          end
+        end
+      end
+      if r.timeout_ms ~= nil and (type(r.timeout_ms) ~= "number" or not (r.timeout_ms > 0 and r.timeout_ms < 1e9)) then
+        err("%s.timeout_ms = %s: allowed a number of ms > 0", w, tostring(r.timeout_ms))
+      end
+      if r.priority ~= nil and not PRIORITIES[r.priority] then
+        err("%s.priority = %s: allowed \"critical\", \"normal\", \"low\"", w, tostring(r.priority))
+      end
+    end
+  end
+  return errs
+end
+
+-- { method = route }, { method = true } from a validated methods table
+local function compile_methods(m)
+  local r, sub = {}, {}
+  for k, v in pairs(m or {}) do
+    if k == "submit" then
+      for _, name in ipairs(v) do sub[name] = true end
+    else
+      local set
+      if v.endpoints then
+        set = {}
+        for _, name in ipairs(v.endpoints) do set[name] = true end
+      end
+      r[k] = { endpoints = set, timeout_ms = v.timeout_ms, priority = v.priority }
+    end
+  end
+  return r, sub
+end
+
+--- set_methods(m): the policy's `methods` section (validated by policy.lua).
+function M.set_methods(m)
+  local errs = M.validate_methods(m or {}, "methods")
+  if #errs > 0 then error(table.concat(errs, "; "), 2) end
+  routes, policy_submit = compile_methods(m)
+end
+
+local function route_of(pool, method) return pool.routes[method] or routes[method] end
+local function is_submit(pool, method) return SUBMIT[method] or policy_submit[method] or pool.submit[method] or false end
+M.is_submit = function(method, pool) return is_submit(pool or { submit = {} }, method) end
 
 -- Pool -------------------------------------------------------------------------
 
@@ -190,8 +295,25 @@ function M.new_pool(opts)
   if ab ~= nil and ab ~= true and ab ~= false and not (type(ab) == "number" and ab >= 2 and ab % 1 == 0) then
     error("rpc.new_pool: auto_batch must be true, false or a maximum batch size >= 2, got " .. tostring(ab), 2)
   end
+  if opts.max_inflight ~= nil then check_inflight(opts.max_inflight, "rpc.new_pool: max_inflight", 2) end
+  for _, k in ipairs{ "health_interval_ms", "max_retry_after_ms", "max_slot_lag", "max_queued" } do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or not (v >= 0 and v < 1e12)) then
+      error(("rpc.new_pool: %s: expected a number >= 0, got %s"):format(k, tostring(v)), 2)
+    end
+  end
+  if opts.health ~= nil and type(opts.health) ~= "boolean" then
+    error("rpc.new_pool: health: expected true or false, got " .. tostring(opts.health), 2)
+  end
+  local names = {}
+  for _, e in ipairs(opts.endpoints) do names[e.name] = true end
+  if opts.methods ~= nil then
+    local errs2 = M.validate_methods(opts.methods, "rpc.new_pool: methods", names)
+    if #errs2 > 0 then error(table.concat(errs2, "; "), 2) end
+  end
   local bp = opts.backpressure
   if type(bp) == "table" and not bp.admit then bp = require("thorp.backpressure").new(bp) end
+  local proutes, psubmit = compile_methods(opts.methods)
   local pool = setmetatable({
     name = opts.name or "pool", timeout_ms = opts.timeout_ms or 5000, breaker_opts = opts.breaker or {},
     bp = bp or nil, eps = {}, by_name = {}, hedge = opts.hedge ~= false,
@@ -199,6 +321,8 @@ function M.new_pool(opts)
     retry_tokens = 10, retry_max = opts.retry_budget or 10, retry_ratio = opts.retry_ratio or 0.2,
     max_slot_lag = opts.max_slot_lag or 20, priorities = opts.priorities or {},
     auto_batch = opts.auto_batch and (opts.auto_batch == true and 100 or opts.auto_batch) or nil,
+    max_retry_after_ms = opts.max_retry_after_ms or 30000, max_inflight = opts.max_inflight or 64,
+    max_queued = opts.max_queued, routes = proutes, submit = psubmit,
   }, Pool)
   for i, e in ipairs(opts.endpoints) do
     local ep = new_endpoint(pool, e, i)
@@ -208,6 +332,7 @@ function M.new_pool(opts)
   pool.order = {}
   for i, ep in ipairs(pool.eps) do pool.order[i] = ep end
   table.sort(pool.order, function(a, b) return a.weight > b.weight or (a.weight == b.weight and a.index < b.index) end)
+  if opts.health ~= false then pool:start_health(opts.health_interval_ms or 400, opts.max_slot_lag) end
   return pool
 end
 
@@ -222,34 +347,56 @@ function Pool:configure_breakers(policy)
   end
 end
 
--- the next endpoint to ask, or nil: in order, skipping tried, open, backed off, unhealthy
+local UNSUPPORTED_MS = 600000 -- a provider's -32601 for a method is remembered this long
+
+local function supports(ep, method, t)
+  local u = ep.unsupported[method]
+  if not u then return true end
+  if t - u < UNSUPPORTED_MS then return false end
+  ep.unsupported[method] = nil
+  return true
+end
+
+-- The next endpoint to ask, or nil: in order, skipping tried, open, backed
+-- off, unhealthy, not routed for the method or lacking it; one with a free
+-- transfer slot before one where the attempt would queue. A critical call
+-- (or the first attempt of any) that finds none probes the least bad one.
 local function pick(pool, call)
   local t = now()
   if call.pin then
     local ep = call.pin
     if call.tried[ep] then return nil end
     if ep.breaker:allow() then return ep end
-    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "CIRCUIT_OPEN" }
+    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "CIRCUIT_OPEN", message = ep.name .. ": circuit open" }
     return nil
   end
+  local allowed, method = call.allowed, call.method
   local any_healthy = false
   for _, ep in ipairs(pool.order) do if ep.healthy then any_healthy = true break end end
+  local queue_on
   for _, ep in ipairs(pool.order) do
-    if not call.tried[ep] and ep.backoff_until <= t and (ep.healthy or not any_healthy)
-       and ep.breaker:state() ~= "OPEN" and ep.breaker:allow() then
-      return ep
+    if not call.tried[ep] and (not allowed or allowed[ep.name]) and ep.backoff_until <= t
+       and (ep.healthy or not any_healthy) and supports(ep, method, t) and ep.breaker:state() ~= "OPEN" then
+      if ep.inflight < ep.max_inflight then
+        if ep.breaker:allow() then return ep end
+      elseif call.critical or ep.nqueued < (pool.max_queued or 4 * ep.max_inflight) then
+        queue_on = queue_on or ep
+      else
+        call.saturated = true
+      end
     end
   end
-  -- nothing usable. Before anything was tried, ask the least bad one rather than fail closed.
-  if call.attempts > 0 then return nil end
+  if queue_on and queue_on.breaker:allow() then return queue_on end
+  if call.saturated and not call.critical then return nil end
+  if call.attempts > 0 and not call.critical then return nil end
   local best, score
   for _, ep in ipairs(pool.order) do
-    if not call.tried[ep] then
+    if not call.tried[ep] and (not allowed or allowed[ep.name]) and supports(ep, method, t) then
       local s = ep.breaker:retry_in() + max(0, ep.backoff_until - t) + (ep.healthy and 0 or 1000)
       if not best or s < score then best, score = ep, s end
     end
   end
-  if best then call.least_bad = true end
+  call.probe = best
   return best
 end
 
@@ -259,83 +406,136 @@ local function fail(code, message, extra)
   return { ok = false, error = e }
 end
 
-local NOT_SENT = { [5] = true, [6] = true, [7] = true } -- proxy/host not resolved, could not connect
+-- curl codes that prove the request never left: proxy or host not resolved, could not connect
+local NOT_SENT = { [5] = true, [6] = true, [7] = true }
 local ENDPOINT_RPC_FAULTS = { [-32005] = true, [-32603] = true }
+local NULL = json.null
 
--- classify one answer: returns result table (ok) or err, retry, maybe_sent
-local function classify(_pool, ep, res, req)
+-- why d is not a sane JSON-RPC answer to request id (nil when it is), and its error object
+local function insane(d, id)
+  if type(d) ~= "table" then return "not a JSON object" end
+  if d[1] ~= nil then return "an array where one answer was expected" end
+  if d.id ~= id then return ("wrong id %s (asked %s)"):format(tostring(d.id), tostring(id)) end
+  local e = d.error
+  if e == NULL then e = nil end
+  local has_result = d.result ~= nil
+  if has_result == (e ~= nil) then return has_result and "both result and error" or "neither result nor error" end
+  if e ~= nil and (type(e) ~= "table" or type(e.code) ~= "number") then
+    return "error is not an object with a numeric code"
+  end
+  return nil, e
+end
+
+local function bad_response(ep, res, why)
+  ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
+  ep.breaker:failure()
+  return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
+                message = ("%s: malformed JSON-RPC answer: %s (%d bytes)"):format(ep.name, why, #res.body) }, true, true
+end
+
+-- a 429: back off for Retry-After (clamped to max_retry_after_ms) or exponentially
+local function back_off(pool, ep, retry_after, t)
+  local cap = pool.max_retry_after_ms
+  local ms = retry_after and retry_after >= 0 and min(retry_after, cap) or min(cap, 250 * 2 ^ min(ep.backoff_n, 16))
+  ep.backoff_n = ep.backoff_n + 1
+  ep.backoff_until, ep.backoff_at = t + ms, t
+  ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
+  ep.breaker:neutral()
+  return floor(ms)
+end
+
+-- the time an attempt must have had before its silence counts against the endpoint
+local function fair_ms(att) return min(att.call.fair_ms, att.ep.timeout_ms or math.huge) - 1 end
+
+-- classify one answer: returns result table (ok) or nil, err, retry, maybe_sent
+local function classify(pool, ep, res, req, att)
   local t = now()
   if res.curl_code ~= 0 then
     local code = res.curl_code == 28 and "TIMEOUT" or "TRANSPORT_ERROR"
     ep.errors[code] = ep.errors[code] + 1
-    ep.breaker:failure()
+    -- a local failure, or a deadline too short to judge the endpoint by, is no verdict on it
+    if res.curl_code < 0 or (code == "TIMEOUT" and att and att.timeout < fair_ms(att)) then ep.breaker:neutral()
+    else ep.breaker:failure() end
     return nil, { code = code, endpoint = ep.name, message = ("%s: %s"):format(ep.name, res.error) },
-      true, not NOT_SENT[res.curl_code]
+      true, res.sent and not NOT_SENT[res.curl_code]
   end
   local status = res.http_status
   if status == 429 then
-    local ms = res.retry_after_ms >= 0 and res.retry_after_ms or min(30000, 250 * 2 ^ ep.backoff_n)
-    ep.backoff_n = ep.backoff_n + 1
-    ep.backoff_until = t + ms
-    ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
-    ep.breaker:neutral()
-    log.warn("endpoint rate-limited, backing off", { endpoint = ep.name, backoff_ms = floor(ms), request_id = req.rid })
-    return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = floor(ms), endpoint = ep.name,
-                  message = ("%s: rate limited (429), backing off %d ms"):format(ep.name, ms) }, true, false
+    local ms = back_off(pool, ep, res.retry_after_ms, t)
+    log.warn("endpoint rate-limited, backing off", { endpoint = ep.name, backoff_ms = ms, request_id = req.rid })
+    return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = ms, endpoint = ep.name,
+                  message = ("%s: rate limited (429), backing off %d ms"):format(ep.name, ms) }, true, true
   end
   if status ~= 200 then
     ep.errors.HTTP_ERROR = ep.errors.HTTP_ERROR + 1
     ep.breaker:failure()
+    -- any 5xx (a proxy's 502/503/504 too) may come after the upstream got the request
     return nil, { code = "HTTP_ERROR", http_status = status, endpoint = ep.name,
-                  message = ("%s: HTTP %d"):format(ep.name, status) }, true, status >= 500 and status ~= 503
+                  message = ("%s: HTTP %d"):format(ep.name, status) }, true, true
   end
   ep.backoff_n = 0
   local doc = json.decode(res.body)
-  if type(doc) == "table" and doc.error == json.null then doc.error = nil end -- "error": null is no error
-  if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
-     or (not req.batch and (doc.result == nil or doc.error ~= nil) and type(doc.error) ~= "table") then
-    ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
-    ep.breaker:failure()
-    return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
-                  message = ("%s: malformed JSON-RPC answer (%d bytes)"):format(ep.name, #res.body) }, true, true
+  local e
+  if req.batch then
+    if type(doc) ~= "table" or doc[1] == nil then return bad_response(ep, res, "not an array of answers") end
+    local asked = {}
+    for _, id in ipairs(req.ids) do asked[id] = true end
+    for _, d in ipairs(doc) do
+      local why = insane(d, type(d) == "table" and asked[d.id] and d.id or {})
+      if why then return bad_response(ep, res, "batch element: " .. why) end
+    end
+  else
+    local why
+    why, e = insane(doc, req.id)
+    if why then return bad_response(ep, res, why) end
   end
-  if not req.batch and doc.error then
-    local e = doc.error
-    local code = tonumber(e.code)
+  if e then
+    local code = e.code
     if code == 429 or code == -32429 then -- rate limit reported inside a 200
-      ep.backoff_until = t + min(30000, 250 * 2 ^ ep.backoff_n)
-      ep.backoff_n = ep.backoff_n + 1
-      ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
-      ep.breaker:neutral()
-      return nil, { code = "HTTP_ERROR", http_status = 429, endpoint = ep.name,
+      local ms = back_off(pool, ep, nil, t)
+      return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = ms, endpoint = ep.name,
                     message = ep.name .. ": rate limited" }, true, false
     end
     ep.errors.RPC_ERROR = ep.errors.RPC_ERROR + 1
     local err = { code = "RPC_ERROR", rpc_code = code, data = e.data, endpoint = ep.name, raw = res.body,
                   message = ("%s: %s"):format(ep.name, tostring(e.message)) }
+    if code == -32601 then -- this provider lacks the method: remember it, ask the next one
+      ep.unsupported[req.method] = t
+      ep.breaker:neutral()
+      log.info("endpoint lacks a method: routing it elsewhere", { endpoint = ep.name, method = req.method })
+      return nil, err, true, false
+    end
     if ENDPOINT_RPC_FAULTS[code] then
       ep.breaker:failure()
-      return nil, err, true, code ~= -32005
+      return nil, err, true, code ~= -32005 -- "node is unhealthy" refuses before sending
     end
     ep.breaker:neutral() -- the caller's problem, not the endpoint's
     return nil, err, false, true
   end
-  ep.breaker:success()
+  local probe = att and att.probe
+  if probe and ep.breaker:state() ~= "CLOSED" then
+    ep.breaker:reset()
+    log.info("endpoint answered a probe: breaker closed", { endpoint = ep.name })
+  else
+    ep.breaker:success()
+  end
+  if probe then ep.backoff_until = 0 end
   ep.successes = ep.successes + 1
   lat_add(ep, res.total_ms)
   if req.batch then
     local by_id, results = {}, {}
-    for j, d in ipairs(doc) do if type(d) == "table" and d.id ~= nil then by_id[d.id] = j end end
+    for j, d in ipairs(doc) do by_id[d.id] = j end
     -- each element's own bytes, for callers that pass answers on unchanged
     local spans = req.raw_elements and require("thorp.http")._elements(res.body)
     for i, id in ipairs(req.ids) do
       local j = by_id[id]
       local d = j and doc[j]
+      local de = d and d.error ~= NULL and d.error
       if not d then results[i] = fail("BAD_RESPONSE", "no answer for this request in the batch")
-      elseif type(d.error) == "table" then
-        results[i] = fail("RPC_ERROR", tostring(d.error.message), { rpc_code = d.error.code, data = d.error.data })
+      elseif de then
+        results[i] = fail("RPC_ERROR", tostring(de.message), { rpc_code = de.code, data = de.data })
       else results[i] = { ok = true, result = d.result } end
-      if spans and spans[j] then
+      if spans and j and spans[j] then
         local raw = res.body:sub(spans[j][1], spans[j][2])
         if results[i].ok then results[i].raw = raw else results[i].error.raw = raw end
       end
@@ -355,56 +555,112 @@ local function wake_call(call)
   end
 end
 
-local function launch(_pool, call, ep, req)
+local function deliver(att, res)
+  att.res = res
+  local call = att.call
+  call.mail[#call.mail + 1] = att
+  wake_call(call)
+end
+
+-- Send an attempt now; its clock (what the endpoint is judged on) starts here.
+local function dispatch(att)
+  local call, ep = att.call, att.ep
   local t = now()
   local budget = call.deadline - t
-  local timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
+  att.timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
+  local id, err = http_send(ep.url, att.req.body, att.timeout, function(res) att.id = nil; deliver(att, res) end,
+    ep.header_lines)
+  if not id then
+    deliver(att, { curl_code = -1, http_status = 0, error = err, sent = false, body = "", total_ms = 0 })
+    return
+  end
+  att.id, att.started = id, t
+  ep.inflight = ep.inflight + 1
+end
+
+-- A transfer slot of ep is free again: start the attempt queued longest, if it still has time.
+local function pump(ep)
+  local q = ep.queue
+  while ep.inflight < ep.max_inflight and ep.qhead <= ep.qtail do
+    local att = q[ep.qhead]
+    q[ep.qhead] = nil
+    ep.qhead = ep.qhead + 1
+    if att.queued then
+      att.queued = false
+      ep.nqueued = ep.nqueued - 1
+      if att.call.deadline - now() > 1 then dispatch(att) end
+    end
+  end
+end
+
+local function launch(_pool, call, ep, req)
   call.tried[ep] = true
   call.attempts = call.attempts + 1
   ep.calls = ep.calls + 1
-  ep.inflight = ep.inflight + 1
-  local id, err
-  id, err = http_send(ep.url, req.body, timeout, function(res)
-    call.mail[#call.mail + 1] = { id = id, ep = ep, res = res }
-    wake_call(call)
-  end, ep.header_lines)
-  if not id then
-    ep.inflight = ep.inflight - 1
-    ep.errors.TRANSPORT_ERROR = ep.errors.TRANSPORT_ERROR + 1
-    ep.breaker:neutral()
-    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "TRANSPORT_ERROR", message = err }
-    return false
-  end
-  call.inflight[id] = ep
-  call.started[id] = t
+  local att = { call = call, ep = ep, req = req, probe = call.probe == ep, launched = now() }
+  call.probe = nil
+  call.inflight[att] = true
   call.n_inflight = call.n_inflight + 1
   call.first = call.first or ep
-  if logm.enabled("debug") then
-    log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts })
+  if ep.inflight < ep.max_inflight then
+    dispatch(att)
+  else -- every transfer slot of ep is taken: wait in its queue, unjudged
+    att.queued = true
+    ep.nqueued = ep.nqueued + 1
+    ep.qtail = ep.qtail + 1
+    ep.queue[ep.qtail] = att
   end
-  return true
+  if logm.enabled("debug") then
+    log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts,
+                               queued = att.queued })
+  end
+end
+
+-- an attempt is over (answered or cancelled): free its slot for the queue
+local function release(att)
+  local ep = att.ep
+  if att.started and not att.released then
+    att.released = true
+    ep.inflight = ep.inflight - 1
+    pump(ep)
+  end
 end
 
 -- Stop the attempts still in flight. verdict: "timeout" (the call's deadline
--- passed: each counts as a timeout), "lost" (another endpoint answered: an
--- attempt older than its hedge delay counts as a timeout, so an endpoint that
--- hangs opens its breaker instead of costing every call a hedge delay), or
--- nil (no verdict on the endpoint).
+-- passed: each that had a fair time counts as a timeout), "lost" (another
+-- endpoint answered: an attempt older than its hedge delay counts as a
+-- timeout, so an endpoint that hangs opens its breaker instead of costing
+-- every call a hedge delay), or nil (no verdict on the endpoint). Attempts
+-- still queued were never asked: no verdict.
 local function cancel_all(call, verdict, pool)
   local t = now()
-  for id, ep in pairs(call.inflight) do
-    http_cancel(id)
-    ep.inflight = ep.inflight - 1
-    if verdict == "timeout" or (verdict == "lost" and t - call.started[id] >= hedge_delay(ep, pool)) then
-      ep.errors.TIMEOUT = ep.errors.TIMEOUT + 1
-      ep.last_error = ep.name .. ": no answer in time"
-      ep.breaker:failure()
-    else
+  local cancelled = {}
+  for att in pairs(call.inflight) do
+    local ep = att.ep
+    if att.queued then
+      att.queued = false
+      ep.nqueued = ep.nqueued - 1
+      ep.breaker:neutral()
+    elseif att.id then
+      http_cancel(att.id)
+      att.id = nil
+      local ran = t - att.started
+      if (verdict == "timeout" and ran >= fair_ms(att)) or (verdict == "lost" and ran >= hedge_delay(ep, pool)) then
+        ep.errors.TIMEOUT = ep.errors.TIMEOUT + 1
+        ep.last_error = ep.name .. ": no answer in time"
+        ep.breaker:failure()
+      else
+        ep.breaker:neutral()
+      end
+    else -- answered, but the call is over before it read the answer
       ep.breaker:neutral()
     end
-    call.inflight[id] = nil
+    cancelled[#cancelled + 1] = att -- release() frees a transfer slot only if it took one
+    call.inflight[att] = nil
   end
   call.n_inflight = 0
+  -- the freed slots go to other calls' queued attempts, now that none of this call's can restart
+  for _, att in ipairs(cancelled) do release(att) end
 end
 
 local function wait(call, until_ms)
@@ -427,9 +683,19 @@ local function summarize(failures)
   return table.concat(parts, "; ")
 end
 
+local function all_unsupported(pool, call)
+  local t = now()
+  for _, ep in ipairs(pool.order) do
+    if (not call.allowed or call.allowed[ep.name]) and supports(ep, call.method, t) then return false end
+  end
+  return true
+end
+
 function Pool:_execute(req, opts)
-  local call = { task = sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {}, started = {},
-                 n_inflight = 0, deadline = now() + (opts.timeout_ms or self.timeout_ms) }
+  local tmo = opts.timeout_ms or self.timeout_ms
+  local call = { task = sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {},
+                 n_inflight = 0, deadline = now() + tmo, fair_ms = tmo * 0.5, method = req.method,
+                 critical = req.priority == "critical", allowed = opts._allowed }
   if opts.endpoint then
     call.pin = self.by_name[opts.endpoint]
     if not call.pin then
@@ -442,77 +708,90 @@ function Pool:_execute(req, opts)
   local resend_ok = req.idempotent or opts.retry_send
   local hedging = self.hedge and req.idempotent and opts.hedge ~= false and not call.pin and #self.eps > 1
   self.retry_tokens = min(self.retry_max, self.retry_tokens + self.retry_ratio)
-  local last_err
+  local last_err, free_retry
   while true do
     if call.n_inflight == 0 then
-      if call.attempts > 0 then
-        -- the budget stops retry storms; a critical call's first retry is always allowed
-        local free = req.priority == "critical" and call.attempts == 1
-        if self.retry_tokens < 1 and not free then
-          last_err.message = last_err.message .. " (retry budget exhausted)"
-          break
-        end
+      if call.attempts > 0 and not call.critical and not free_retry and self.retry_tokens < 1 then
+        -- the budget stops retry storms; it never refuses a critical call an endpoint it has not tried
+        last_err.message = last_err.message .. " (retry budget exhausted)"
+        break
       end
       local ep = pick(self, call)
       if not ep then break end
-      if call.attempts > 0 then self.retry_tokens = max(0, self.retry_tokens - 1); T.retries = T.retries + 1 end
+      if call.attempts > 0 then
+        if not free_retry and not call.critical then self.retry_tokens = max(0, self.retry_tokens - 1) end
+        T.retries = T.retries + 1
+      end
+      free_retry = false
       launch(self, call, ep, req)
     end
-    if call.n_inflight > 0 then
-      local hedge_at = hedging and not call.hedged and call.n_inflight == 1 and (now() + hedge_delay(call.first, self))
-      local item = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
-      if not item then
-        if now() >= call.deadline then
-          cancel_all(call, "timeout", self)
-          local msg = ("no answer within %d ms"):format(opts.timeout_ms or self.timeout_ms)
-          if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
-          return fail("TIMEOUT", msg, { failures = call.failures, attempts = call.attempts })
-        end
-        call.hedged = true
-        local ep = pick(self, call)
-        if ep then
-          T.hedges = T.hedges + 1
-          log.debug("rpc hedged", { request_id = req.rid, endpoint = ep.name, method = req.method })
-          launch(self, call, ep, req)
-        end
-      else
-        call.inflight[item.id] = nil
-        call.n_inflight = call.n_inflight - 1
-        item.ep.inflight = item.ep.inflight - 1
-        local ok_res, err, retry, maybe_sent = classify(self, item.ep, item.res, req)
-        if ok_res then
-          if call.hedged and item.ep ~= call.first then T.hedge_wins = T.hedge_wins + 1 end
-          cancel_all(call, "lost", self)
-          ok_res.attempts = call.attempts
-          return ok_res
-        end
-        item.ep.last_error = err.message
-        call.failures[#call.failures + 1] = err
-        last_err = err
-        log.warn("rpc attempt failed", { request_id = req.rid, endpoint = item.ep.name, method = req.method,
-                                         code = err.code, error = err.message })
-        if not retry or (maybe_sent and not resend_ok) or call.pin then
-          if call.n_inflight == 0 then
-            err.attempts = call.attempts
-            return { ok = false, error = err }
-          end
+    -- hedge no later than a quarter into the deadline, so the second endpoint has most of it
+    local hedge_at = hedging and not call.hedged and call.n_inflight == 1
+      and (now() + min(hedge_delay(call.first, self), tmo * 0.25))
+    local att = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
+    if not att then
+      if now() >= call.deadline then
+        cancel_all(call, "timeout", self)
+        local msg = ("no answer within %d ms"):format(tmo)
+        if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
+        return fail("TIMEOUT", msg, { failures = call.failures, attempts = call.attempts })
+      end
+      call.hedged = true
+      local ep = pick(self, call)
+      if ep then
+        T.hedges = T.hedges + 1
+        log.debug("rpc hedged", { request_id = req.rid, endpoint = ep.name, method = req.method })
+        launch(self, call, ep, req)
+      end
+    else
+      call.inflight[att] = nil
+      call.n_inflight = call.n_inflight - 1
+      release(att)
+      local ok_res, err, retry, maybe_sent = classify(self, att.ep, att.res, req, att)
+      if ok_res then
+        if call.hedged and att.ep ~= call.first then T.hedge_wins = T.hedge_wins + 1 end
+        cancel_all(call, "lost", self)
+        ok_res.attempts = call.attempts
+        return ok_res
+      end
+      att.ep.last_error = err.message
+      call.failures[#call.failures + 1] = err
+      last_err = err
+      free_retry = err.rpc_code == -32601
+      log.warn("rpc attempt failed", { request_id = req.rid, endpoint = att.ep.name, method = req.method,
+                                       code = err.code, error = err.message })
+      if not retry or (maybe_sent and not resend_ok) or call.pin then
+        if call.n_inflight == 0 then
+          err.attempts = call.attempts
+          return { ok = false, error = err }
         end
       end
     end
   end
   cancel_all(call)
+  if call.attempts == 0 then
+    if call.saturated then
+      return fail("BACKPRESSURE_REJECTED", ("%s call refused: every endpoint's transfer queue is full"):format(
+        req.priority), { reason = "TRANSPORT_SATURATED", priority = req.priority, utilization = 100 })
+    end
+    if not call.pin and all_unsupported(self, call) then
+      return fail("RPC_ERROR", ("method %s not found on any endpoint%s"):format(req.method,
+        call.allowed and " it is routed to" or ""), { rpc_code = -32601, attempts = 0 })
+    end
+  end
   if #call.failures == 0 then
     return fail("ALL_ENDPOINTS_FAILED", "no endpoint available (all circuits open, rate-limited or unhealthy)",
       { failures = {}, attempts = call.attempts })
   end
-  if #call.failures == 1 and call.attempts == 1 and last_err then
-    last_err.attempts = 1
+  local missing = true
+  for _, f in ipairs(call.failures) do if f.rpc_code ~= -32601 then missing = false break end end
+  if last_err and (missing or (#call.failures == 1 and call.attempts == 1)) then
+    last_err.attempts = call.attempts
     return { ok = false, error = last_err }
   end
   return fail("ALL_ENDPOINTS_FAILED", "all endpoints failed: " .. summarize(call.failures),
     { failures = call.failures, attempts = call.attempts })
 end
-
 local next_id = 0
 local function shutting_down()
   local s = package.loaded["thorp.shutdown"]
@@ -537,7 +816,8 @@ function Pool:_admit_and_run(req, prio, opts)
   end
   req.priority = prio
   local ok, res
-  if self.auto_batch and req.idempotent and not req.batch and not opts.endpoint and opts.batch ~= false then
+  if self.auto_batch and req.idempotent and not req.batch and not opts.endpoint and not opts._allowed
+     and opts.batch ~= false then
     ok, res = pcall(self._batched, self, req, opts)
   else
     ok, res = pcall(self._execute, self, req, opts)
@@ -593,6 +873,21 @@ function Pool:_batched(req, opts)
   return sched.suspend()
 end
 
+-- opts with a method route applied: its endpoints (those of this pool), timeout and priority
+-- as defaults under what the caller passed
+local function routed(pool, route, opts)
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.timeout_ms = o.timeout_ms or route.timeout_ms
+  o.priority = o.priority or route.priority
+  if route.endpoints and not o.endpoint then
+    for name in pairs(route.endpoints) do
+      if pool.by_name[name] then o._allowed = route.endpoints break end
+    end
+  end
+  return o
+end
+
 local function check_opts(opts, where)
   if opts == nil then return {} end
   if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
@@ -609,6 +904,8 @@ function Pool:call(method, params, opts)
   if type(method) ~= "string" or method == "" then error("rpc.call: method must be a non-empty string", 2) end
   if params ~= nil and type(params) ~= "table" then error("rpc.call: params must be a table (JSON array) or nil", 2) end
   opts = check_opts(opts, "rpc.call")
+  local route = route_of(self, method)
+  if route then opts = routed(self, route, opts) end
   local prio = opts.priority or self.priorities[method] or method_priorities[method] or "normal"
   next_id = next_id + 1
   local msg = { jsonrpc = "2.0", id = next_id, method = method }
@@ -616,7 +913,7 @@ function Pool:call(method, params, opts)
   local body, err = json.safe_encode(msg)
   if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
   local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
-                idempotent = method ~= "sendTransaction" }
+                idempotent = not is_submit(self, method) }
   local t0 = now()
   local res = self:_admit_and_run(req, prio, opts)
   metrics.observe_call(method, res, now() - t0)
@@ -637,7 +934,7 @@ function Pool:batch(calls, opts)
     local params = c[2] or c.params
     if params and next(params) ~= nil then m.params = params end
     msgs[i], ids[i] = m, next_id
-    if method == "sendTransaction" then idem = false end
+    if is_submit(self, method) then idem = false end
     if not opts.priority then
       local p = self.priorities[method] or method_priorities[method] or "normal"
       if not prio or rank[p] > rank[prio] then prio = p end
@@ -661,7 +958,14 @@ function Pool:endpoints()
     for k, v in pairs(ep.errors) do errors[k] = v end
     out[i] = { name = ep.name, url = ep.display_url, weight = ep.weight, state = b.state, healthy = ep.healthy,
                unhealthy_reason = ep.unhealthy_reason, slot = ep.slot, lag = ep.lag,
-               latency_ms = percentiles(ep), inflight = ep.inflight, calls = ep.calls, successes = ep.successes,
+               latency_ms = percentiles(ep), inflight = ep.inflight, queued = ep.nqueued,
+               max_inflight = ep.max_inflight, calls = ep.calls, successes = ep.successes,
+               unsupported_methods = (function()
+                 local m = {}
+                 for k, at in pairs(ep.unsupported) do if t - at < UNSUPPORTED_MS then m[#m + 1] = k end end
+                 table.sort(m)
+                 return m
+               end)(),
                errors = errors, failures = b.failures, consecutive_failures = b.consecutive_failures,
                rate_limited_ms = ep.backoff_until > t and floor(ep.backoff_until - t) or 0,
                retry_in_ms = b.retry_in_ms, last_error = ep.last_error, trips = b.trips,
@@ -681,36 +985,57 @@ end
 
 -- Health: slot lag and liveness, polled in the background --------------------
 
-local function health_result(pool, ep, res)
+-- The reference slot: the upper median of the endpoints' fresh slots, so one
+-- endpoint claiming a slot far ahead (or behind) cannot move it past an
+-- honest neighbour's. It needs a quorum of 3 fresh slots (all of them in a
+-- pool of 1 or 2, where the higher counts): with fewer, a liar and a laggard
+-- look alike, and nil says no endpoint is judged on lag for now.
+local function reference_slot(pool, t)
+  local s = {}
+  for _, e in ipairs(pool.eps) do
+    if e.slot and t - e.slot_at < pool.health_interval_ms * 5 + 1000 then s[#s + 1] = e.slot end
+  end
+  if #s < min(3, #pool.eps) then return nil end
+  table.sort(s, function(a, b) return a > b end)
+  return s[floor((#s - 1) / 2) + 1]
+end
+
+local function health_result(pool, ep, res, sent_at)
   ep.health_pending = false
+  if res.curl_code == 0 and res.http_status == 429 then return end -- rate-limited: alive, no verdict
   local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
-  local slot = type(doc) == "table" and tonumber(doc.result)
-  if not slot then
+  local slot = type(doc) == "table" and doc.id == 0 and doc.result
+  if type(slot) ~= "number" or not (slot >= 0 and slot < 2 ^ 53) then
     ep.health_fails = ep.health_fails + 1
     ep.good_checks = 0
     if ep.health_fails >= 2 and ep.healthy then
       ep.healthy, ep.unhealthy_reason = false, "health_check_failed"
       ep.last_error = res.curl_code ~= 0 and res.error or ("health check: HTTP " .. res.http_status)
       log.warn("endpoint out of rotation: health checks failing", { endpoint = ep.name, error = ep.last_error })
+      publish_system("thorp.health", { endpoint = ep.name, healthy = false, reason = "health_check_failed" })
     end
     return
   end
+  local t = now()
   ep.health_fails = 0
-  ep.slot, ep.slot_at = slot, now()
-  -- a successful check is the half-open probe, so recovery needs no user traffic
-  if ep.breaker:state() == "HALF_OPEN" and ep.breaker:allow() then ep.breaker:success() end
-  local best = 0
-  for _, e in ipairs(pool.eps) do
-    if e.slot and e.slot_at and now() - e.slot_at < pool.health_interval_ms * 5 + 1000 then best = max(best, e.slot) end
+  ep.slot, ep.slot_at = slot, t
+  -- a good check sent after the breaker opened closes it at once, and one sent
+  -- after a 429 ends the backoff: recovery needs no user traffic and no cooldown
+  if ep.breaker:state() ~= "CLOSED" and sent_at >= ep.breaker.s.opened_at then
+    ep.breaker:reset()
+    log.info("endpoint breaker closed by a good health check", { endpoint = ep.name })
   end
-  for _, e in ipairs(pool.eps) do if e.slot then e.lag = best - e.slot end end
+  if ep.backoff_until > t and sent_at >= ep.backoff_at then ep.backoff_until, ep.backoff_n = 0, 0 end
+  local ref = reference_slot(pool, t)
+  if not ref then return end
+  for _, e in ipairs(pool.eps) do if e.slot then e.lag = ref - e.slot end end
   if ep.lag > pool.max_slot_lag then
     ep.good_checks = 0
     if ep.healthy or ep.unhealthy_reason ~= "slot_lag" then
       ep.healthy, ep.unhealthy_reason = false, "slot_lag"
-      log.warn("endpoint out of rotation: behind the best slot", { endpoint = ep.name, lag = ep.lag,
-                                                                   max_slot_lag = pool.max_slot_lag })
-      publish_system("thorp.health", { endpoint = ep.name, healthy = false, lag = ep.lag })
+      log.warn("endpoint out of rotation: behind the reference slot", { endpoint = ep.name, lag = ep.lag,
+                                                                        max_slot_lag = pool.max_slot_lag })
+      publish_system("thorp.health", { endpoint = ep.name, healthy = false, lag = ep.lag, reason = "slot_lag" })
     end
   elseif not ep.healthy then
     -- hysteresis: back in only after two checks within half the allowed lag
@@ -733,20 +1058,30 @@ function Pool:check_health()
   for _, ep in ipairs(self.eps) do
     if not ep.health_pending then
       ep.health_pending = true
+      local sent_at = now()
       local id = http_send(ep.url, SLOT_BODY, min(self.health_interval_ms * 2, ep.timeout_ms or 2000),
-        function(res) health_result(self, ep, res) end, ep.header_lines)
+        function(res) health_result(self, ep, res, sent_at) end, ep.header_lines)
       if not id then ep.health_pending = false end
     end
   end
 end
 
---- pool:start_health(interval_ms, max_slot_lag): poll getSlot in the background.
+--- pool:start_health(interval_ms, max_slot_lag): poll getSlot in the background
+--- (new_pool does it unless health = false). The timer holds the pool weakly:
+--- a pool nobody references any more stops its checks when collected.
 function Pool:start_health(interval_ms, max_lag)
   self.health_interval_ms = interval_ms or 400
   self.max_slot_lag = max_lag or self.max_slot_lag
-  if self.health_timer then self.health_timer:cancel() end
+  self:stop_health()
+  if self.health_interval_ms <= 0 then return end
   self:check_health()
-  self.health_timer = sched.daemon_every(self.health_interval_ms, function() self:check_health() end, "rpc.health")
+  local ref = setmetatable({ self }, { __mode = "v" })
+  local timer
+  timer = sched.daemon_every(self.health_interval_ms, function()
+    local p = ref[1]
+    if p then p:check_health() else timer:cancel() end
+  end, "rpc.health")
+  self.health_timer = timer
 end
 
 function Pool:stop_health()
@@ -831,12 +1166,11 @@ function M.start(cfg, mode)
     eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, headers = e.headers,
                ws_url = e.ws_url, public_path = e.public_path }
   end
+  local interval = rc.health_interval_ms or 400
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,
-                        auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil }
-  if (mode == "run" or mode == "exec") and (rc.health_interval_ms or 400) > 0 then
-    default:start_health(rc.health_interval_ms or 400, rc.max_slot_lag)
-  end
+                        auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil,
+                        health = (mode == "run" or mode == "exec") and interval > 0, health_interval_ms = interval }
   local names = {}
   for _, ep in ipairs(default.order) do names[#names + 1] = ep.name .. "=" .. ep.display_url end
   log.info("rpc pool ready", { endpoints = names })

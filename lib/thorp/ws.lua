@@ -29,10 +29,10 @@ local busm = require "thorp.bus"
 local breaker = require "thorp.breaker"
 local config = require "thorp.config"
 local logm = require "thorp.log"
-local cjson = require("cjson.safe").new()
+local json = require "thorp.json" -- lossless u64 (rentEpoch), thorp.json.null; parses the C buffer in place
 local log = logm.for_module("ws")
 
-local ffi_string, decode, now = ffi.string, cjson.decode, sched.now
+local ffi_string, decode, now = ffi.string, json.decode_buffer, sched.now
 local type, pairs, ipairs, tostring, tonumber, next = type, pairs, ipairs, tostring, tonumber, next
 local floor, min, max, random = math.floor, math.min, math.max, math.random
 
@@ -76,7 +76,9 @@ end
 ------------------------------------------------------------------------------
 local function canon(v, out)
   local t = type(v)
-  if t == "table" then
+  if v == json.null then
+    out[#out + 1] = "null"
+  elseif t == "table" then
     local n = #v
     if n > 0 or next(v) == nil then
       out[#out + 1] = "["
@@ -92,7 +94,7 @@ local function canon(v, out)
       out[#out + 1] = "{"
       for i, k in ipairs(keys) do
         if i > 1 then out[#out + 1] = "," end
-        out[#out + 1] = cjson.encode(k)
+        out[#out + 1] = json.encode(k)
         out[#out + 1] = ":"
         local x = v[k]
         if x == nil then x = v[tonumber(k)] end
@@ -100,9 +102,9 @@ local function canon(v, out)
       end
       out[#out + 1] = "}"
     end
-  elseif t == "string" or t == "number" or t == "boolean" then
-    out[#out + 1] = cjson.encode(v)
-  elseif v == nil or v == cjson.null then
+  elseif t == "string" or t == "number" or t == "boolean" or t == "cdata" then
+    out[#out + 1] = json.encode(v)
+  elseif v == nil then
     out[#out + 1] = "null"
   else
     error("cannot encode a " .. t .. " in subscription params")
@@ -300,6 +302,7 @@ local function finish_entry(e, state)
   for _, s in ipairs(e.subs) do
     if s.state ~= "closed" then
       s.state = state
+      if s.on_state then s.on_state(s) end
       if s.held then s.held = false; sched.unhold(1) end
     end
   end
@@ -355,42 +358,20 @@ local function on_notification(ep, m)
                 { endpoint = ep.name, subscription_id = sid })
     return
   end
-  -- decode only params.result where C located it, and around a long base64
-  -- data string (taken as is): JSON decoding is most of a notification's cost
-  local result, blob
-  local ro, rl, bl = tonumber(m.res_off), tonumber(m.res_len), tonumber(m.blob_len)
-  local p = m.data
-  if rl > 0 then
-    if bl > 0 then
-      local bo = tonumber(m.blob_off)
-      result = decode(ffi_string(p + ro, bo - ro) .. ffi_string(p + bo + bl, ro + rl - bo - bl))
-      blob = ffi_string(p + bo, bl)
-    else
-      result = decode(ffi_string(p + ro, rl))
-    end
-    if result == nil then rl = 0 end
-  end
-  if rl == 0 then
-    local msg = decode(ffi_string(p, len))
+  -- decode only params.result where C located it (most of a notification's cost is decoding)
+  local result
+  local p, rl = m.data, tonumber(m.res_len)
+  if rl > 0 then result = decode(p + m.res_off, rl) end
+  if result == nil then
+    local msg = decode(p, len)
     local params = type(msg) == "table" and msg.params
-    result = type(params) == "table" and params.result
-    blob = nil
+    result = type(params) == "table" and params.result or nil
   end
   if result == nil then
     ep.malformed = ep.malformed + 1
     S.malformed = S.malformed + 1
     log_limited("malformed:" .. ep.name, "ws message is not a JSON-RPC notification", { endpoint = ep.name })
     return
-  end
-  if blob then
-    local v = type(result) == "table" and result.value
-    local d = type(v) == "table" and (v.data or (type(v.account) == "table" and v.account.data))
-    if type(d) == "table" and d[1] == "" then
-      d[1] = blob
-    else -- not where an account's data goes: decode it all
-      local msg = decode(ffi_string(p, len))
-      result = msg.params.result
-    end
   end
   local slot = slot_of(result)
   local t = now()
@@ -428,7 +409,7 @@ local function on_notification(ep, m)
 end
 
 local function on_control(ep, m)
-  local msg = decode(ffi_string(m.data, m.len))
+  local msg = decode(m.data, m.len)
   if type(msg) ~= "table" then
     ep.malformed = ep.malformed + 1
     S.malformed = S.malformed + 1
@@ -447,7 +428,7 @@ local function on_control(ep, m)
   end
   ep.pending[rid] = nil
   local e = p.entry
-  if type(msg.error) == "table" or type(msg.result) ~= "number" then
+  if (type(msg.error) == "table" and msg.error ~= json.null) or type(msg.result) ~= "number" then
     local emsg = type(msg.error) == "table" and tostring(msg.error.message) or "no subscription id in the answer"
     local code = type(msg.error) == "table" and msg.error.code
     S.subscribe_errors = S.subscribe_errors + 1
@@ -465,7 +446,12 @@ local function on_control(ep, m)
   e.placed[ep] = id
   ep.by_sub[id] = e
   if e.method == "slotSubscribe" then ep.last_slot_at = now() end
-  for _, s in ipairs(e.subs) do if s.state ~= "closed" then s.state = "active" end end
+  for _, s in ipairs(e.subs) do
+    if s.state ~= "closed" then
+      s.state = "active"
+      if s.on_state then s.on_state(s) end
+    end
+  end
   if e.lost and e.gap then e.gap.ep, e.gap.at = ep, now() end
   e.lost = false
   e.active_once = true
@@ -530,9 +516,12 @@ local function drain()
     if n == 0 then return end
     for i = 0, n - 1 do
       local m = msgs[i]
-      local ep = conns[tonumber(m.conn)]
+      local cid = tonumber(m.conn)
+      local ep = conns[cid]
       if ep then
         if m.sub >= 0 then on_notification(ep, m) else on_control(ep, m) end
+      elseif cid < 0 and M.client_hooks then -- a front-door client (lib/thorp/http_ws.lua)
+        M.client_hooks.message(cid, m.data, tonumber(m.len))
       end
     end
   end
@@ -549,6 +538,10 @@ sched.on_event(C.TEV_WS, function(ev)
     return
   end
   local id = tonumber(ev.id)
+  if id < 0 then
+    if M.client_hooks then M.client_hooks.closed(id) end
+    return
+  end
   local ep = conns[id]
   if not ep then C.thorp_ws_free(id); return end
   if a == C.THORP_WS_OPEN then on_open(ep) elseif a == C.THORP_WS_CLOSED then on_closed(ep, id) end

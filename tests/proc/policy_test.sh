@@ -49,7 +49,8 @@ printf 'local a, b = require "nearby", require "farmod"\nreturn { priorities = {
 check $(is $rc 0) "a policy requires a module beside it and one from -I DIR (rc=$rc $(head -c 300 "$work/req.err"))"
 
 printf 'return { priorities = { rpc = { getSlot = "low" } } }\n' >"$work/p.lua"
-THORP_LOAD_TIMEOUT_MS=500 "$THORP" run "$work/p.lua" >"$work/host.out" 2>"$work/host.err" &
+# the watchdog exit (300 ms) is shorter than the load deadline (500 ms): a stuck load holds it off
+THORP_WATCHDOG_MS=100 THORP_WATCHDOG_EXIT_MULTIPLE=3 THORP_LOAD_TIMEOUT_MS=500 "$THORP" run "$work/p.lua" >"$work/host.out" 2>"$work/host.err" &
 host=$!
 wait_for "console listening" "$work/host.err"
 v=$(echo '=thorp.policy.status().version' | "$THORP" repl 2>/dev/null)
