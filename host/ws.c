@@ -111,11 +111,13 @@ static conn *ws_find(int64_t id) {
 
 /* ---- the message queue ---------------------------------------------------- */
 
+/* params.subscription: searched from the end, where providers put it (any
+ * key order works, a different one only costs the scan). */
 static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
     static const char needle[] = "\"subscription\":";
-    size_t nl = sizeof needle - 1, from = len > 96 ? len - 96 : 0;
-    for (size_t i = len >= nl ? len - nl : 0; i + 1 > from && i + nl <= len; i--) {
-        if (d[i] == '"' && !memcmp(d + i, needle, nl)) {
+    size_t nl = sizeof needle - 1;
+    for (size_t i = len >= nl ? len - nl : 0; i + nl <= len; i--) {
+        if (d[i] == '"' && !memcmp(d + i, needle, nl) && !(i > 0 && d[i - 1] == '\\')) {
             const char *p = d + i + nl, *e = d + len;
             while (p < e && *p == ' ') p++;
             if (p >= e || !isdigit((unsigned char)*p)) return -1;

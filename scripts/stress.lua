@@ -16,11 +16,13 @@ local total, lag_rounds = 0, 0
 local ok, err = pcall(function()
   for r = 1, rounds do
     local t0 = thorp.now()
-    local failed, errs, lagged = simm.cascade_round(pool, calls, rate)
+    local failed, errs, lagged, gap = simm.cascade_round(pool, calls, rate)
     total = total + failed
     if lagged then lag_rounds = lag_rounds + 1 end
-    print(("round %2d: %d of %d critical calls failed (%.1f s)%s"):format(r, failed, calls,
-      (thorp.now() - t0) / 1000, lagged and ", a lagging endpoint left rotation" or ""))
+    local sim_gap = sim:stats(1).loop_gap_ms
+    print(("round %2d: %d of %d critical calls failed (%.1f s; loop ticks up to %d ms apart, simulator's %d ms)%s")
+      :format(r, failed, calls, (thorp.now() - t0) / 1000, gap, sim_gap,
+              lagged and ", a lagging endpoint left rotation" or ""))
     for _, e in ipairs(errs) do print("    " .. e) end
   end
 end)

@@ -441,10 +441,11 @@ describe("rpc pool", function()
     local per_round, lagged = {}, false
     local ok, err = pcall(function()
       for round = 1, 5 do
-        local failed, errs, lag = simm.cascade_round(p, 450, 300)
+        local failed, errs, lag, gap = simm.cascade_round(p, 450, 300)
         per_round[round] = failed
         lagged = lagged or lag
-        assert.are.equal(0, failed, ("round %d: %s"):format(round, table.concat(errs, " | ")))
+        assert.are.equal(0, failed, ("round %d (loop ticks up to %d ms apart): %s"):format(round, gap,
+          table.concat(errs, " | ")))
       end
     end)
     sim:cascade(0)

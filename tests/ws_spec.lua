@@ -230,6 +230,18 @@ describe("ws subscriptions", function()
     assert.are.equal(m0, ws.stats.malformed)
   end)
 
+  it("takes notifications in another key order (subscription before result)", function()
+    sim:ws_fault(1, { sub_first = 1, payload_bytes = 300 })
+    local m0 = ws.stats.malformed
+    local p = pool(1)
+    local got = {}
+    p:subscribe("accountSubscribe", { "Order1" }, function(v, ctx) got[#got + 1] = { v = v, slot = ctx.slot } end)
+    wait(function() return #got >= 2 end, 3000, "notifications")
+    assert.are.equal(300, #got[1].v.value.data[1])
+    assert.is_number(got[1].slot)
+    assert.are.equal(m0, ws.stats.malformed)
+  end)
+
   it("a slow handler does not stall other subscriptions or the reader", function()
     local p = pool(1)
     local release = false

@@ -37,9 +37,15 @@ local function subscribe(cid, c, msg)
   local notif = method:gsub("Subscribe$", "Notification")
   local params = msg.params
   if params == json.null then params = nil end
+  local head = '{"jsonrpc":"2.0","method":"' .. notif .. '","params":{"result":'
+  local tail = ',"subscription":' .. csid .. '}}' -- last, as Agave writes it (clients scan for it there)
   local sub = ws.subscribe(pool(), method, params, function(value)
     S.notifications = S.notifications + 1
-    send(cid, { jsonrpc = "2.0", method = notif, params = { result = value, subscription = csid } })
+    local v = json.safe_encode(value)
+    if v then
+      local s = head .. v .. tail
+      C.thorp_http_ws_send(cid, s, #s)
+    end
     if method == "signatureSubscribe" then c.subs[csid] = nil end
   end)
   if not sub.ok then

@@ -55,10 +55,12 @@ end
 
 --- One round of the cascade: `calls` critical getBalance calls at about
 --- per_second, each in its own task. Returns the failed count, their errors
---- (code: message, at most 20) and whether an endpoint was seen out of
---- rotation for slot lag meanwhile.
+--- (code: message, at most 20), whether an endpoint was seen out of
+--- rotation for slot lag meanwhile, and the longest gap between two 10 ms
+--- pacing ticks (ms): when the host itself was stalled (a loaded machine),
+--- calls in flight then time out whatever the pool does.
 function M.cascade_round(pool, calls, per_second)
-  local done, failed, errs, lagged = 0, 0, {}, false
+  local done, failed, errs, lagged, gap, last = 0, 0, {}, false, 0, nil
   local per_tick = math.max(1, math.floor(per_second / 100 + 0.5))
   local started = 0
   local function one(i)
@@ -75,12 +77,15 @@ function M.cascade_round(pool, calls, per_second)
       thorp.spawn(one, started)
     end
     for _, e in ipairs(pool.eps) do if e.unhealthy_reason == "slot_lag" then lagged = true end end
+    local t = thorp.now()
+    if last then gap = math.max(gap, t - last) end
+    last = t
     thorp.sleep(10) -- pacing: the rate, not a wait for a condition
   end
   local deadline = thorp.now() + 10000
   while done < calls and thorp.now() < deadline do thorp.sleep(10) end
   assert(done == calls, ("cascade round: %d of %d calls came back"):format(done, calls))
-  return failed, errs, lagged
+  return failed, errs, lagged, gap
 end
 
 --- The cascade pool of issue 10: 3 endpoints, failure_threshold 3, cooldown 30 s, 400 ms.

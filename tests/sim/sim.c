@@ -96,6 +96,13 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* the simulator's own stalls: the longest gap between 10 ms ticks since /admin/stats last read it */
+static double tick_last, tick_gap_max;
+static void tick(evutil_socket_t fd, short what, void *arg) {
+    double t = now_ms();
+    if (tick_last > 0 && t - tick_last > tick_gap_max) tick_gap_max = t - tick_last;
+    tick_last = t;
+}
 static long current_slot(const endpoint *ep) { return simtx_slot() - ep->f.slot_lag; }
 
 /* ---- tiny JSON scanning: enough for requests thorp sends ---------------- */
@@ -389,11 +396,13 @@ static void handle_admin(endpoint *ep, struct evhttp_request *req, const char *p
     }
     evbuffer_add_printf(out, "{\"endpoint\":%d,\"requests\":%ld,\"send_transaction\":%ld,\"batches\":%ld,"
                         "\"errors\":%ld,\"get_slot\":%ld,\"slot\":%ld,\"fault\":{\"latency_ms\":%g,\"status\":%d,"
-                        "\"error_rate\":%g,\"malformed\":%s,\"hang\":%s,\"down\":%s,\"slot_lag\":%ld,\"rpc_error\":%d}}",
+                        "\"error_rate\":%g,\"malformed\":%s,\"hang\":%s,\"down\":%s,\"slot_lag\":%ld,\"rpc_error\":%d},"
+                        "\"loop_gap_ms\":%.0f}",
                         ep->index, ep->requests, ep->send_tx, ep->batches, ep->errors, ep->by_method_get_slot,
                         current_slot(ep), ep->f.latency_ms, ep->f.status, ep->f.error_rate,
                         ep->f.malformed ? "true" : "false", ep->f.hang ? "true" : "false",
-                        ep->f.down ? "true" : "false", ep->f.slot_lag, ep->f.rpc_error);
+                        ep->f.down ? "true" : "false", ep->f.slot_lag, ep->f.rpc_error, tick_gap_max);
+    tick_gap_max = 0;
     reply(ep, req, 200, out, 0, 0);
 }
 
@@ -535,6 +544,10 @@ int main(int argc, char **argv) {
         evhttp_set_max_body_size(ep->http, 4 << 20);
         struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(ep->http, host, base_port ? base_port + i : 0);
         if (!bs) { fprintf(stderr, "thorp-sim: cannot listen on %s:%d: %s\n", host, base_port + i, strerror(errno)); return 1; }
+        /* libevent listens with a backlog of 128: a burst of new connections (every call moving to
+         * this endpoint at once when a fault switches) would overflow it, and a dropped SYN costs
+         * the client a 1 s retransmit, a fault no real provider adds. listen() again raises it. */
+        if (listen(evhttp_bound_socket_get_fd(bs), 4096) != 0) perror("thorp-sim: listen backlog");
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl);
@@ -554,7 +567,11 @@ int main(int argc, char **argv) {
     struct event *sigint = evsignal_new(base, SIGINT, on_stop, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
+    struct event *ticker = event_new(base, -1, EV_PERSIST, tick, NULL);
+    struct timeval ten_ms = { 0, 10000 };
+    event_add(ticker, &ten_ms);
     event_base_dispatch(base);
+    event_free(ticker);
     while (!LIST_EMPTY(&pendings)) pending_free(LIST_FIRST(&pendings));
     if (cascade.timer) event_free(cascade.timer);
     for (int i = 0; i < count; i++) { evhttp_free(eps[i].http); free(eps[i].f.body); }

@@ -22,6 +22,7 @@
  *                  {"oversize":N}         one N-byte notification on each connection
  *                  {"bogus_sub":1}        one notification for a subscription id nobody has
  *                  {"fragment":1|0}       notifications go out in 3 fragments
+ *                  {"sub_first":1|0}      params.subscription before params.result
  *                  {"slow_reader_bytes":N} drop a connection with more than N bytes unsent
  *                  {"upgrade_status":405} answer new upgrades with that status (0 = 101)
  *                  {"notify_ms":N,"rate":N,"payload_bytes":N}
@@ -79,7 +80,7 @@ typedef struct wep {
     wconn *conns;
     long next_sub, last_slot;
     double notify_ms, last_notify, rate, rate_start, rate_sent;
-    int fragment, upgrade_status, payload_bytes;
+    int fragment, upgrade_status, payload_bytes, sub_first;
     long slow_reader_bytes;
     long subscribes, notifications, dropped_slow, skipped;
     struct wep *next;
@@ -195,7 +196,10 @@ static void notify(wconn *c, wsub *s, long slot, long seq, int bytes) {
     }
     struct evbuffer *b = scratch;
     evbuffer_drain(b, evbuffer_get_length(b));
-    evbuffer_add_printf(b, "{\"jsonrpc\":\"2.0\",\"method\":\"%s\",\"params\":{\"result\":", NOTIF[s->kind]);
+    if (c->ep->sub_first) /* another key order: subscription before result */
+        evbuffer_add_printf(b, "{\"params\":{\"subscription\":%ld,\"result\":", s->id);
+    else
+        evbuffer_add_printf(b, "{\"jsonrpc\":\"2.0\",\"method\":\"%s\",\"params\":{\"result\":", NOTIF[s->kind]);
     switch (s->kind) {
     case K_SLOT:
         evbuffer_add_printf(b, "{\"parent\":%ld,\"root\":%ld,\"slot\":%ld}", slot - 1, slot - 32, slot);
@@ -219,7 +223,8 @@ static void notify(wconn *c, wsub *s, long slot, long seq, int bytes) {
         evbuffer_add_printf(b, "{\"context\":{\"slot\":%ld},\"value\":{\"err\":null}}", slot);
         break;
     }
-    evbuffer_add_printf(b, ",\"subscription\":%ld}}", s->id);
+    if (c->ep->sub_first) evbuffer_add_printf(b, "},\"method\":\"%s\",\"jsonrpc\":\"2.0\"}", NOTIF[s->kind]);
+    else evbuffer_add_printf(b, ",\"subscription\":%ld}}", s->id);
     size_t len = evbuffer_get_length(b);
     wconn_text(c, (const char *)evbuffer_pullup(b, len), len, c->ep->fragment);
     c->ep->notifications++;
@@ -375,7 +380,7 @@ static void admin(wconn *c, const char *body) {
     int f;
     long v;
     if ((v = json_num(body, "clear", &f)), f && v) {
-        ep->fragment = ep->upgrade_status = 0;
+        ep->fragment = ep->upgrade_status = ep->sub_first = 0;
         ep->slow_reader_bytes = 0;
         ep->rate = 0;
         ep->notify_ms = 200;
@@ -383,6 +388,7 @@ static void admin(wconn *c, const char *body) {
         for (wconn *x = ep->conns; x; x = x->next) x->silent = 0;
     }
     if ((v = json_num(body, "fragment", &f)), f) ep->fragment = v != 0;
+    if ((v = json_num(body, "sub_first", &f)), f) ep->sub_first = v != 0;
     if ((v = json_num(body, "upgrade_status", &f)), f) ep->upgrade_status = (int)v;
     if ((v = json_num(body, "slow_reader_bytes", &f)), f) ep->slow_reader_bytes = v;
     if ((v = json_num(body, "notify_ms", &f)), f) ep->notify_ms = (double)v;
