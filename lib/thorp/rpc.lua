@@ -177,6 +177,47 @@ function Pool:configure_breakers(policy)
   end
 end
 
+-- Call records are reused: when a call returns, its mail, tried and inflight
+-- tables are empty again (its last answer or cancel_all emptied them, and no
+-- attempt can reach it any more), so the next call takes them instead of
+-- allocating. failures starts as a shared empty list and becomes the call's
+-- own on the first failure (errors hand it to the caller).
+local NO_FAILURES = setmetatable({}, { __newindex = function() error("rpc: NO_FAILURES is read-only", 2) end })
+local free_calls, n_free_calls, FREE_CALLS_MAX = {}, 0, 256
+
+local function new_call(task, tmo, req, opts)
+  local call
+  if n_free_calls > 0 then
+    call = free_calls[n_free_calls]
+    free_calls[n_free_calls] = nil
+    n_free_calls = n_free_calls - 1
+  else
+    call = { mail = {}, tried = {}, inflight = {} }
+  end
+  call.task, call.failures, call.attempts, call.n_inflight = task, NO_FAILURES, 0, 0
+  call.deadline, call.fair_ms, call.method = now() + tmo, tmo * 0.5, req.method
+  call.critical, call.allowed = req.priority == "critical", opts._allowed
+  return call
+end
+
+local function free_call(call)
+  local mail, tried = call.mail, call.tried
+  for i = #mail, 1, -1 do mail[i] = nil end
+  for ep in pairs(tried) do tried[ep] = nil end
+  if next(call.inflight) ~= nil or n_free_calls >= FREE_CALLS_MAX then return end -- not reusable: let it go
+  call.task, call.failures, call.allowed, call.pin, call.first, call.probe = nil, nil, nil, nil, nil, nil
+  call.hedged, call.saturated, call.waiting, call.token = nil, nil, nil, nil
+  n_free_calls = n_free_calls + 1
+  free_calls[n_free_calls] = call
+end
+
+local function add_failure(call, f)
+  local fs = call.failures
+  if fs == NO_FAILURES then fs = {}; call.failures = fs end
+  fs[#fs + 1] = f
+end
+local function own_failures(call) return call.failures ~= NO_FAILURES and call.failures or {} end
+
 -- The next endpoint to ask, or nil: in order, skipping tried, open, backed
 -- off, unhealthy, not routed for the method or lacking it; one with a free
 -- transfer slot before one where the attempt would queue. A critical call
@@ -187,7 +228,7 @@ local function pick(pool, call)
     local ep = call.pin
     if call.tried[ep] then return nil end
     if ep.breaker:allow() then return ep end
-    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "CIRCUIT_OPEN", message = ep.name .. ": circuit open" }
+    add_failure(call, { endpoint = ep.name, code = "CIRCUIT_OPEN", message = ep.name .. ": circuit open" })
     return nil
   end
   local allowed, method = call.allowed, call.method
@@ -363,12 +404,18 @@ local function all_unsupported(pool, call)
   return true
 end
 
+local execute -- (pool, call, req, opts, tmo) -> result, below
+
 -- task: the running task when the caller has it at hand (sched.current() is not free)
 function Pool:_execute(req, opts, task)
   local tmo = opts.timeout_ms or self.timeout_ms
-  local call = { task = task or sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {},
-                 n_inflight = 0, deadline = now() + tmo, fair_ms = tmo * 0.5, method = req.method,
-                 critical = req.priority == "critical", allowed = opts._allowed }
+  local call = new_call(task or sched.current(), tmo, req, opts)
+  local res = execute(self, call, req, opts, tmo)
+  free_call(call)
+  return res
+end
+
+function execute(self, call, req, opts, tmo)
   if opts.endpoint then
     call.pin = self.by_name[opts.endpoint]
     if not call.pin then
@@ -407,7 +454,7 @@ function Pool:_execute(req, opts, task)
         cancel_all(call, "timeout", self)
         local msg = ("no answer within %d ms"):format(tmo)
         if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
-        return fail("TIMEOUT", msg, { failures = call.failures, attempts = call.attempts })
+        return fail("TIMEOUT", msg, { failures = own_failures(call), attempts = call.attempts })
       end
       call.hedged = true
       local ep = pick(self, call)
@@ -428,7 +475,7 @@ function Pool:_execute(req, opts, task)
         return ok_res
       end
       att.ep.last_error = err.message
-      call.failures[#call.failures + 1] = err
+      add_failure(call, err)
       last_err = err
       free_retry = err.rpc_code == -32601
       log.warn("rpc attempt failed", { request_id = rid_of(req), endpoint = att.ep.name, method = req.method,
@@ -514,8 +561,9 @@ local function quoted(method)
   return q
 end
 
+local NO_OPTS = {} -- opts are only read: one empty table for every call that passes none
 local function check_opts(opts, where)
-  if opts == nil then return {} end
+  if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
   if opts.priority ~= nil and not PRIORITIES[opts.priority] then
     error(("%s: priority must be \"critical\", \"normal\" or \"low\", got %s"):format(where, tostring(opts.priority)), 3)
