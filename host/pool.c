@@ -207,8 +207,8 @@ static void pool_finish(req *r, int cancelled) {
     res->cancelled = cancelled;
     curl_multi_remove_handle(pool.multi, r->easy);
     if (pool.nspare < EASY_KEEP && !pool.closing) {
-        /* no curl_easy_reset: the next request sets the same options again (only those), and a
-         * reset would free and rebuild the handle's settings on every call */
+        /* no curl_easy_reset: the shared options stay (pool_easy_new), the next request sets
+         * its own again, and a reset would free and rebuild the handle's settings every call */
         pool.spare[pool.nspare++] = r->easy;
     } else {
         curl_easy_cleanup(r->easy);
@@ -238,6 +238,25 @@ static void pool_check_done(void) {
     }
 }
 
+/* A new easy handle with the options every request shares. Handles are reused
+ * without curl_easy_reset, so these stay set; each request sets only its own
+ * (URL, headers, body, timeouts, result pointers). */
+static CURL *pool_easy_new(void) {
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pool_on_body);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pool_on_header);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "thorp");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    return e;
+}
+
 int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
                            double connect_timeout_ms, char *err, int errlen) {
     return thorp_pool_request_headers(url, body, len, timeout_ms, connect_timeout_ms, NULL, err, errlen);
@@ -258,7 +277,7 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
     }
     r->res->id = pool.next_id++;
     r->res->retry_after_ms = -1;
-    r->easy = pool.nspare > 0 ? pool.spare[--pool.nspare] : curl_easy_init();
+    r->easy = pool.nspare > 0 ? pool.spare[--pool.nspare] : pool_easy_new();
     if (!r->easy) {
         snprintf(err, errlen, "cannot create a curl handle");
         free(r->res);
@@ -288,22 +307,12 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs ? r->hdrs : pool.headers);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pool_on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pool_on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->res->error);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 1 ? timeout_ms : 1));
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout_ms > 1 ? connect_timeout_ms : 1));
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "thorp");
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     CURLMcode mc = curl_multi_add_handle(pool.multi, e);
     if (mc != CURLM_OK) { /* nothing was sent: the caller gets the error now, no event follows */
         snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
