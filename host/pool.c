@@ -22,6 +22,7 @@ typedef struct req {
 
 typedef struct sock {
     struct event *ev;
+    short kind; /* the events it waits for now: curl often repeats the same interest */
 } sock;
 
 #define EASY_KEEP 64
@@ -83,10 +84,13 @@ static int pool_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void 
         sk->ev = event_new(loop_base(), s, kind, pool_on_socket_event, NULL);
         if (!sk->ev) { free(sk); return -1; }
         curl_multi_assign(pool.multi, s, sk);
+    } else if (sk->kind == kind) { /* the same interest again: nothing to change (no epoll_ctl) */
+        return 0;
     } else { /* same socket, new interest: reuse the event rather than reallocate it */
         event_del(sk->ev);
         event_assign(sk->ev, loop_base(), s, kind, pool_on_socket_event, NULL);
     }
+    sk->kind = kind;
     event_add(sk->ev, NULL);
     return 0;
 }
