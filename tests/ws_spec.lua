@@ -284,6 +284,22 @@ describe("ws subscriptions", function()
   end)
 
 
+  it("sends the endpoint's headers on the upgrade (providers that authenticate by header)", function()
+    ws.options.backoff_min_ms = 20
+    sim:ws_fault(1, { require_header = "X-Api-Key: sekret-header-123" })
+    local bare = pool(1)
+    local sub = bare:subscribe("slotSubscribe", nil, function() end)
+    wait(function() return (wsinfo(bare, "a").last_error or ""):match("HTTP 401") end, 3000, "the 401 without it")
+    sub:unsubscribe()
+    local ep = sim:endpoints({ "a" })[1]
+    ep.headers = { ["X-Api-Key"] = "sekret-header-123", ["X-Other"] = "1" }
+    local p = thorp.rpc.new_pool{ endpoints = { ep } }
+    local n = 0
+    p:subscribe("slotSubscribe", nil, function() n = n + 1 end)
+    wait(function() return n >= 1 end, 3000, "slots with the header")
+    assert.are.equal("open", wsinfo(p, "a").state)
+  end)
+
   describe("backfill", function()
     local ADDR = "Mention111111111111111111111111111111111111"
     local function seq(sig) return tonumber(sig:match("^simsig(%d+)$")) end

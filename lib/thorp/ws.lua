@@ -42,20 +42,19 @@ M.METHODS = { slotSubscribe = true, accountSubscribe = true, programSubscribe = 
               signatureSubscribe = true, rootSubscribe = true, blockSubscribe = true,
               slotsUpdatesSubscribe = true, voteSubscribe = true }
 
--- Defaults; M.configure{...} or the config file's ws.* change them.
-M.options = {
-  heartbeat_ms = 2000,        -- no slot notification for this long (with a slotSubscribe placed): dead
-  ping_interval_ms = 5000,    -- a ping when nothing arrived for this long
-  ping_timeout_ms = 15000,    -- nothing at all (not even a pong) for this long: dead
-  connect_timeout_ms = 5000,
-  max_message_bytes = 64 * 1024 * 1024,
-  backoff_min_ms = 100, backoff_max_ms = 5000,
-  mailbox = 10000,            -- notifications waiting per subscription before drops
-  ca_file = nil,              -- trust store for wss (nil = the system's)
-}
+-- heartbeat_ms, ping_interval_ms, ping_timeout_ms, connect_timeout_ms, max_message_bytes,
+-- backoff_min_ms, backoff_max_ms, mailbox, ca_file: the defaults are the ws.* settings of
+-- lib/thorp/config.lua (one source); M.configure{...}, the config file's `ws` table and
+-- THORP_WS_* change them (applied at start).
+M.options = {}
+local OPTION = {} -- name -> its setting
+for _, s in ipairs(config.SETTINGS) do
+  local k = s[1]:match("^ws%.(.+)$")
+  if k then M.options[k], OPTION[k] = s[4], s end
+end
 
 M.stats = { notifications = 0, delivered_once = 0, duplicates = 0, malformed = 0, unknown_subscription = 0,
-            subscribe_errors = 0, gaps = 0, reconnects = 0, bytes = 0 }
+            subscribe_errors = 0, gaps = 0, reconnects = 0, bytes = 0, backfilled = 0, backfill_errors = 0 }
 local S = M.stats
 
 local DAEMON = { daemon = true, name = "ws" }
@@ -157,7 +156,8 @@ local function pool_state(pool)
   st = { pool = pool, eps = {}, entries = {} }
   for i, e in ipairs(pool.order or pool.eps or {}) do
     local url, msg = M.ws_url_of(e)
-    local ep = { name = e.name, url = url, bad = msg, display = url and config.redact_url(url) or nil, index = i,
+    local ep = { name = e.name, url = url, bad = msg, headers = e.header_lines, -- sent on the upgrade
+                 display = url and config.redact_url(url) or nil, index = i,
                  state = "idle", placements = {}, nplaced = 0, by_sub = {}, pending = {}, req = 0,
                  fails = 0, retry_at = 0, reconnects = 0, connects = 0, gaps = 0, notifications = 0, bytes = 0,
                  rate = 0, rate_n = 0, rate_at = now(), slot = nil, slot_subs = 0, last_slot_at = 0,
@@ -211,7 +211,7 @@ local function connect(ep)
   local o = M.options
   local ebuf = ffi.new("char[256]")
   local id = C.thorp_ws_open(ep.url, o.connect_timeout_ms, o.ping_interval_ms, o.ping_timeout_ms,
-                             o.max_message_bytes, o.ca_file, ebuf, 256)
+                             o.max_message_bytes, o.ca_file, ep.headers, ebuf, 256)
   ep.connects = ep.connects + 1
   if id < 0 then
     ep.last_error = ffi_string(ebuf)
@@ -975,13 +975,18 @@ end
 ---            max_message_bytes=, backoff_min_ms=, backoff_max_ms=, mailbox=, ca_file= }
 function M.configure(opts)
   for k, v in pairs(opts or {}) do
-    if M.options[k] == nil and k ~= "ca_file" then
-      error("ws.configure: unknown option " .. tostring(k), 2)
+    local s = OPTION[k]
+    if not s then
+      local names = {}
+      for n in pairs(OPTION) do names[#names + 1] = n end
+      table.sort(names)
+      error(("ws.configure: unknown option %s (allowed: %s)"):format(tostring(k), table.concat(names, ", ")), 2)
     end
-    if k == "ca_file" then
-      if v ~= nil and type(v) ~= "string" then error("ws.configure: ca_file must be a path", 2) end
-    elseif type(v) ~= "number" or v < 0 then
-      error(("ws.configure: %s must be a number >= 0, got %s"):format(k, tostring(v)), 2)
+    if s[3] == "string" then
+      if v ~= nil and type(v) ~= "string" then error(("ws.configure: %s must be a string"):format(k), 2) end
+    elseif type(v) ~= "number" or v < (s.min or 0) or v > (s.max or math.huge) then
+      error(("ws.configure: %s must be a number from %s to %s, got %s"):format(k, s.min or 0, s.max or "any",
+        tostring(v)), 2)
     end
     M.options[k] = v
   end
