@@ -207,7 +207,8 @@ static void pool_finish(req *r, int cancelled) {
     res->cancelled = cancelled;
     curl_multi_remove_handle(pool.multi, r->easy);
     if (pool.nspare < EASY_KEEP && !pool.closing) {
-        curl_easy_reset(r->easy);
+        /* no curl_easy_reset: the next request sets the same options again (only those), and a
+         * reset would free and rebuild the handle's settings on every call */
         pool.spare[pool.nspare++] = r->easy;
     } else {
         curl_easy_cleanup(r->easy);

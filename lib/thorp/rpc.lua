@@ -39,6 +39,7 @@ local log = logm.for_module("rpc")
 
 local C = require "thorp.cdef"
 local now = sched.now
+local cached_now = sched.cached_now -- the clock at the start of this loop turn: for comparisons, not for judging
 local floor, min, max = math.floor, math.min, math.max
 
 local M = {}
@@ -50,30 +51,37 @@ local T = M.stats_total
 
 -- Transport ------------------------------------------------------------------
 
-local waiting = {} -- request id -> callback(res)
+local waiting = {} -- request id -> the attempt waiting for it, or a callback(res)
 local errbuf = ffi.new("char[256]")
+local RESULT_PTR = ffi.typeof("thorp_http_result *")
+local deliver -- (att, res), below
 
 sched.on_event(sched.EV.RPC, function(ev)
-  local r = ffi.cast("thorp_http_result *", ev.ptr)
+  local r = ffi.cast(RESULT_PTR, ev.ptr)
   local id = tonumber(ev.id)
-  local cb = waiting[id]
-  waiting[id] = nil
+  local w = waiting[id]
   local res
-  if cb then
-    res = { curl_code = r.curl_code, http_status = r.http_status, retry_after_ms = r.retry_after_ms,
+  if w then
+    waiting[id] = nil
+    local code = r.curl_code
+    res = { curl_code = code, http_status = r.http_status, retry_after_ms = r.retry_after_ms,
             total_ms = r.total_ms, sent = r.sent ~= 0,
-            body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "", error = ffi.string(r.error) }
+            body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "", error = code ~= 0 and ffi.string(r.error) or "" }
   end
   C.thorp_pool_result_free(r)
-  if cb then cb(res) end
+  if w then
+    if type(w) == "function" then w(res)
+    else w.id = nil; deliver(w, res) end
+  end
 end)
 
+-- waiter: the attempt (a table, given to deliver) or a callback(res);
 -- headers: an endpoint's own "Name: value" lines (config `headers`), or nil
-local function http_send(url, body, timeout_ms, cb, headers)
+local function http_send(url, body, timeout_ms, waiter, headers)
   local id = C.thorp_pool_request_headers(url, body, #body, timeout_ms, min(timeout_ms, 3000), headers, errbuf, 256)
   if id < 0 then return nil, ffi.string(errbuf) end
   id = tonumber(id)
-  waiting[id] = cb
+  waiting[id] = waiter
   return id
 end
 
@@ -362,7 +370,7 @@ end
 -- transfer slot before one where the attempt would queue. A critical call
 -- (or the first attempt of any) that finds none probes the least bad one.
 local function pick(pool, call)
-  local t = now()
+  local t = cached_now()
   if call.pin then
     local ep = call.pin
     if call.tried[ep] then return nil end
@@ -398,6 +406,13 @@ local function pick(pool, call)
   end
   call.probe = best
   return best
+end
+
+-- a call's request id (logs only): made the first time a log line needs it
+local function rid_of(req)
+  local r = req.rid
+  if not r then r = logm.request_id(); req.rid = r end
+  return r
 end
 
 local function fail(code, message, extra)
@@ -462,7 +477,7 @@ local function classify(pool, ep, res, req, att)
   local status = res.http_status
   if status == 429 then
     local ms = back_off(pool, ep, res.retry_after_ms, t)
-    log.warn("endpoint rate-limited, backing off", { endpoint = ep.name, backoff_ms = ms, request_id = req.rid })
+    log.warn("endpoint rate-limited, backing off", { endpoint = ep.name, backoff_ms = ms, request_id = rid_of(req) })
     return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = ms, endpoint = ep.name,
                   message = ("%s: rate limited (429), backing off %d ms"):format(ep.name, ms) }, true, true
   end
@@ -555,7 +570,7 @@ local function wake_call(call)
   end
 end
 
-local function deliver(att, res)
+function deliver(att, res)
   att.res = res
   local call = att.call
   call.mail[#call.mail + 1] = att
@@ -568,8 +583,7 @@ local function dispatch(att)
   local t = now()
   local budget = call.deadline - t
   att.timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
-  local id, err = http_send(ep.url, att.req.body, att.timeout, function(res) att.id = nil; deliver(att, res) end,
-    ep.header_lines)
+  local id, err = http_send(ep.url, att.req.body, att.timeout, att, ep.header_lines)
   if not id then
     deliver(att, { curl_code = -1, http_status = 0, error = err, sent = false, body = "", total_ms = 0 })
     return
@@ -597,7 +611,7 @@ local function launch(_pool, call, ep, req)
   call.tried[ep] = true
   call.attempts = call.attempts + 1
   ep.calls = ep.calls + 1
-  local att = { call = call, ep = ep, req = req, probe = call.probe == ep, launched = now() }
+  local att = { call = call, ep = ep, req = req, probe = call.probe == ep }
   call.probe = nil
   call.inflight[att] = true
   call.n_inflight = call.n_inflight + 1
@@ -611,7 +625,7 @@ local function launch(_pool, call, ep, req)
     ep.queue[ep.qtail] = att
   end
   if logm.enabled("debug") then
-    log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts,
+    log.debug("rpc request", { request_id = rid_of(req), endpoint = ep.name, method = req.method, attempt = call.attempts,
                                queued = att.queued })
   end
 end
@@ -663,18 +677,18 @@ local function cancel_all(call, verdict, pool)
   for _, att in ipairs(cancelled) do release(att) end
 end
 
+-- the next answer, or nil once the clock reaches until_ms
 local function wait(call, until_ms)
-  while #call.mail == 0 do
-    local d = until_ms - now()
-    if d <= 0 then return nil end
-    call.token = sched.token(call.task)
+  local mail = call.mail
+  while mail[1] == nil do
+    if until_ms - now() <= 0 then return nil end
+    local tok = sched.token(call.task)
+    call.token = tok
     call.waiting = true
-    local timer = sched.daemon_after(d, function() wake_call(call) end)
-    sched.suspend()
+    sched.suspend_until(until_ms, tok)
     call.waiting = false
-    timer:cancel()
   end
-  return table.remove(call.mail, 1)
+  return table.remove(mail, 1)
 end
 
 local function summarize(failures)
@@ -691,9 +705,10 @@ local function all_unsupported(pool, call)
   return true
 end
 
-function Pool:_execute(req, opts)
+-- task: the running task when the caller has it at hand (sched.current() is not free)
+function Pool:_execute(req, opts, task)
   local tmo = opts.timeout_ms or self.timeout_ms
-  local call = { task = sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {},
+  local call = { task = task or sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {},
                  n_inflight = 0, deadline = now() + tmo, fair_ms = tmo * 0.5, method = req.method,
                  critical = req.priority == "critical", allowed = opts._allowed }
   if opts.endpoint then
@@ -740,7 +755,7 @@ function Pool:_execute(req, opts)
       local ep = pick(self, call)
       if ep then
         T.hedges = T.hedges + 1
-        log.debug("rpc hedged", { request_id = req.rid, endpoint = ep.name, method = req.method })
+        log.debug("rpc hedged", { request_id = rid_of(req), endpoint = ep.name, method = req.method })
         launch(self, call, ep, req)
       end
     else
@@ -758,7 +773,7 @@ function Pool:_execute(req, opts)
       call.failures[#call.failures + 1] = err
       last_err = err
       free_retry = err.rpc_code == -32601
-      log.warn("rpc attempt failed", { request_id = req.rid, endpoint = att.ep.name, method = req.method,
+      log.warn("rpc attempt failed", { request_id = rid_of(req), endpoint = att.ep.name, method = req.method,
                                        code = err.code, error = err.message })
       if not retry or (maybe_sent and not resend_ok) or call.pin then
         if call.n_inflight == 0 then
@@ -799,7 +814,8 @@ local function shutting_down()
 end
 
 function Pool:_admit_and_run(req, prio, opts)
-  if not sched.current() then error("rpc: call it from a coroutine (thorp.spawn, a handler, or a script)", 3) end
+  local task = sched.current()
+  if not task then error("rpc: call it from a coroutine (thorp.spawn, a handler, or a script)", 3) end
   T.calls = T.calls + 1
   if prio ~= "critical" and shutting_down() then
     T.shed_shutdown = T.shed_shutdown + 1
@@ -820,7 +836,7 @@ function Pool:_admit_and_run(req, prio, opts)
      and opts.batch ~= false then
     ok, res = pcall(self._batched, self, req, opts)
   else
-    ok, res = pcall(self._execute, self, req, opts)
+    ok, res = pcall(self._execute, self, req, opts, task)
   end
   if bp then bp:release(prio) end
   if not ok then error(res, 0) end
@@ -888,6 +904,18 @@ local function routed(pool, route, opts)
   return o
 end
 
+-- a method name as a JSON string, kept for the first few hundred names (the
+-- front door passes on whatever names its clients send)
+local method_json, n_method_json = {}, 0
+local function quoted(method)
+  local q = method_json[method]
+  if not q then
+    q = json.encode(method)
+    if n_method_json < 512 then n_method_json, method_json[method] = n_method_json + 1, q end
+  end
+  return q
+end
+
 local function check_opts(opts, where)
   if opts == nil then return {} end
   if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
@@ -908,12 +936,15 @@ function Pool:call(method, params, opts)
   if route then opts = routed(self, route, opts) end
   local prio = opts.priority or self.priorities[method] or method_priorities[method] or "normal"
   next_id = next_id + 1
-  local msg = { jsonrpc = "2.0", id = next_id, method = method }
-  if params and next(params) ~= nil then msg.params = params end
-  local body, err = json.safe_encode(msg)
-  if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
-  local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
-                idempotent = not is_submit(self, method) }
+  local pj = ""
+  if params and next(params) ~= nil then
+    local err
+    pj, err = json.safe_encode(params)
+    if not pj then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
+    pj = ',"params":' .. pj
+  end
+  local body = '{"jsonrpc":"2.0","id":' .. next_id .. ',"method":' .. quoted(method) .. pj .. "}"
+  local req = { body = body, method = method, id = next_id, idempotent = not is_submit(self, method) }
   local t0 = now()
   local res = self:_admit_and_run(req, prio, opts)
   metrics.observe_call(method, res, now() - t0)
