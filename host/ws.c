@@ -205,6 +205,22 @@ double thorp_ws_hash(const char *d, size_t len) {
     return (double)(h >> 12);
 }
 
+double thorp_ws_hash_bytes(const char *d, size_t len) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, d + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, d + i, len - i);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+    return (double)(h >> 12);
+}
+
 /* ---- connection teardown --------------------------------------------------- */
 
 static void ws_release(conn *c) {

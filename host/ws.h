@@ -74,6 +74,8 @@ int thorp_ws_drain(thorp_ws_msg *out, int max);
 /* 52-bit hash of a message with its "subscription" number left out: the same
  * notification from two endpoints hashes the same (redundant delivery). */
 double thorp_ws_hash(const char *data, size_t len);
+/* 52-bit hash of len bytes, 8 at a time (a notification's params.result span). */
+double thorp_ws_hash_bytes(const char *data, size_t len);
 /* Test hook: drop a connection's socket without a close frame (like a reset). */
 void thorp_ws_test_reset(int64_t id);
 /* ffi:end */

@@ -520,9 +520,27 @@ local function on_notification(ep, m)
                 { endpoint = ep.name, subscription_id = sid })
     return
   end
+  local p, rl = m.data, tonumber(m.res_len)
+  local t = now()
+  ep.last_rx_at = t
+  if e.method == "slotSubscribe" then ep.last_slot_at = t end
+  -- With redundancy, a duplicate is known by its bytes before any decoding (half the
+  -- messages at redundancy 2): the hash of params.result where C located it, else of
+  -- the message without its subscription number. seen[h] keeps the slot for lag.
+  local h
+  if e.redundancy > 1 then
+    h = rl > 0 and C.thorp_ws_hash_bytes(p + m.res_off, rl) or C.thorp_ws_hash(p, len)
+    local dup_slot = e.seen[h]
+    if dup_slot then
+      e.duplicates = e.duplicates + 1
+      ep.duplicates = ep.duplicates + 1
+      S.duplicates = S.duplicates + 1
+      if dup_slot ~= true and (not ep.slot or dup_slot > ep.slot) then ep.slot = dup_slot end
+      return
+    end
+  end
   -- decode only params.result where C located it (most of a notification's cost is decoding)
   local result
-  local p, rl = m.data, tonumber(m.res_len)
   if rl > 0 then result = decode(p + m.res_off, rl) end
   if result == nil then
     local msg = decode(p, len)
@@ -536,23 +554,13 @@ local function on_notification(ep, m)
     return
   end
   local slot = slot_of(result)
-  local t = now()
-  ep.last_rx_at = t
   if slot then
     if not ep.slot or slot > ep.slot then ep.slot = slot end
     if slot > best_slot then best_slot = slot end
   end
-  if e.method == "slotSubscribe" then ep.last_slot_at = t end
-  if e.redundancy > 1 then
-    local h = C.thorp_ws_hash(m.data, len)
+  if h then
     local seen = e.seen
-    if seen[h] then
-      e.duplicates = e.duplicates + 1
-      ep.duplicates = ep.duplicates + 1
-      S.duplicates = S.duplicates + 1
-      return
-    end
-    seen[h] = true
+    seen[h] = type(slot) == "number" and slot or true
     local i = e.seen_i % SEEN + 1
     local old = e.seen_ring[i]
     if old then seen[old] = nil end
