@@ -81,6 +81,9 @@ check $([ "$rc" = 1 ] && grep -q nope "$work/e" && echo 0 || echo 1) "repl -e wi
 out=$(repl --json -e '=1, "two", {a = {3}}' -e 'print("hi"); return nil'); rc=$?
 check $(is "$out" '{"ok":true,"values":[1,"two",{"a":[3]}],"output":""}
 {"ok":true,"values":[null],"output":"hi\n"}') "repl --json prints one JSON object per chunk ($out)"
+out=$(repl --json -e '=18446744073709551615ULL, thorp.json.null, thorp.solana.pubkey("11111111111111111111111111111111"), {n = thorp.json.null}, thorp.json.array()')
+check $(is "$out" '{"ok":true,"values":[18446744073709551615,null,"11111111111111111111111111111111",{"n":null},[]],"output":""}') \
+  "repl --json writes a u64 with every digit, null as null, a pubkey as base58 ($out)"
 out=$(repl --json -e 'error("bad")'); rc=$?
 echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["ok"] is False and "bad" in d["error"] else 1)'
 check $? "an error in --json mode is {ok: false, error} ($out)"
