@@ -24,7 +24,13 @@ end
 function M.level() return NAMES[C.thorp_log_get_level()] end
 function M.enabled(name) return LEVELS[name] <= C.thorp_log_get_level() end
 function M.set_json(on) C.thorp_log_set_json(on and 1 or 0) end
-function M.secret(s) if type(s) == "string" and #s >= 4 then C.thorp_log_secret_add(s) end end
+local has_secrets = false -- a literal secret is registered (else only text with a URL needs the scrubber)
+function M.secret(s)
+  if type(s) == "string" and #s >= 4 then
+    C.thorp_log_secret_add(s)
+    has_secrets = true
+  end
+end
 
 local scrub_cap = 8192
 local scrub_buf = ffi.new("char[?]", scrub_cap)
@@ -45,6 +51,46 @@ function M.scrub(s)
     scrub_buf = ffi.new("char[?]", scrub_cap)
   end
   return out
+end
+
+-- Would the scrubber change any of these write arguments? Only strings and
+-- numbers (else nil: the real write raises its own error).
+local function needs_scrub(...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    local t = type(v)
+    if t == "string" then
+      if has_secrets or v:find("://", 1, true) or v:find(":\\/\\/", 1, true) then return true end
+    elseif t ~= "number" then return nil end
+  end
+  return false
+end
+
+local guarded = false
+--- guard_output(): from now on print, io.write and writes to io.stdout and
+--- io.stderr pass the scrubber (what policies, handlers and exec scripts
+--- print, and any module they require). Text with no URL costs a find when
+--- no secret is registered.
+function M.guard_output()
+  if guarded then return end
+  guarded = true
+  local file_methods = getmetatable(io.stdout).__index
+  local raw_write = file_methods.write
+  local stdout, stderr = io.stdout, io.stderr
+  local concat, tostr, select_ = table.concat, tostring, select
+  file_methods.write = function(f, ...)
+    if (f == stdout or f == stderr) and needs_scrub(...) then
+      return raw_write(f, M.scrub(concat({ ... })))
+    end
+    return raw_write(f, ...)
+  end
+  rawset(io, "write", function(...) return io.output():write(...) end)
+  rawset(_G, "print", function(...)
+    local n = select_("#", ...)
+    local parts = { ... }
+    for i = 1, n do parts[i] = tostr(parts[i]) end
+    stdout:write(concat(parts, "\t", 1, n), "\n")
+  end)
 end
 
 --- Register the secrets of an endpoint's headers (values, and the token of
