@@ -3,7 +3,7 @@
 --   thorp repl [--socket PATH]     attach to a running host (thorp run)
 --   thorp repl -e CHUNK [--json]   run one chunk, print its answer, exit 1 if it raised
 --   thorp repl --json              answers as JSON lines (machine output)
---   thorp repl --local             start a host in this process and talk to it
+--   thorp repl --local [-e CHUNK]  start a host in this process and talk to it (-e, --json as above)
 --   thorp reload [--socket PATH]   ask the running host to reload its policies
 --
 -- Host side: start(cfg, "run") listens on cfg.console.socket (host/console.c
@@ -426,6 +426,20 @@ end
 --- thorp repl --local: a host in this process, the REPL on its loop.
 function M.local_main(o, cfg, start_host, finish)
   if not start_host(cfg, "repl", {}) then return 2 end
+  local env = M.new_env()
+  local eval = o and o.flags and o.flags.json and M.eval_json or M.eval
+  if o and o.code and #o.code > 0 then -- thorp repl --local -e CHUNK [-e CHUNK ...]: 1 if any failed
+    sched.spawn_opts({ name = "repl", daemon = true }, function()
+      local code = 0
+      for _, src in ipairs(o.code) do
+        local ok, text = eval(src, env)
+        show(ok or eval == M.eval_json, text)
+        if not ok then code = 1 end
+      end
+      sched.stop(code)
+    end)
+    return finish(sched.run())
+  end
   sched.on_event(sched.EV.CONSOLE, on_event)
   local tty = C.thorp_console_isatty(0) ~= 0
   local hist = tty and history_file()
@@ -454,10 +468,8 @@ function M.local_main(o, cfg, start_host, finish)
       stdin_waiter = nil
     end
   end
-  local env = M.new_env()
   if tty then io.stdout:write("thorp console (local host); help() lists the commands, Ctrl-D leaves\n") end
   local failed = false
-  local eval = o and o.flags and o.flags.json and M.eval_json or M.eval
   sched.spawn_opts({ name = "repl", daemon = true }, function()
     local code = repl(read, function(src)
       local ok, text = eval(src, env)

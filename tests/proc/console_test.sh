@@ -164,5 +164,14 @@ timeout 20 "$THORP" repl --local </dev/null >/dev/null 2>&1; check $? "repl --lo
 printf 'error("x")\n=1\n' | timeout 20 "$THORP" repl --local >/dev/null 2>&1; rc=$?
 check $(is "$rc" 1) "repl --local with a chunk that raised exits 1 (rc=$rc)"
 
+out=$(echo 'print("stdin was read")' | timeout 20 "$THORP" repl --local -e '=6*7' -e 'thorp.sleep(10); return "slept"' 2>&1); rc=$?
+check $(is "$out:$rc" '42
+"slept":0') "repl --local -e runs each chunk (not stdin) and exits 0 ($out:$rc)"
+timeout 20 "$THORP" repl --local -e 'error("nope")' -e '=1' </dev/null >"$work/o" 2>"$work/e"; rc=$?
+check $([ "$rc" = 1 ] && grep -q nope "$work/e" && [ "$(cat "$work/o")" = 1 ] && echo 0 || echo 1) \
+  "repl --local -e with an error prints it, runs the next chunk and exits 1 (rc=$rc)"
+out=$(timeout 20 "$THORP" repl --local --json -e '=18446744073709551615ULL' </dev/null 2>&1)
+check $(is "$out" '{"ok":true,"values":[18446744073709551615],"output":""}') "and --json works there too ($out)"
+
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]
