@@ -290,10 +290,12 @@ grep -q "cannot listen on 127.0.0.1:$port" "$work/second.log"; check $? "and say
 for u in "$u1" "$u2" "$u3"; do fault "$u" '{"latency_ms":1500}'; done
 rpc '{"jsonrpc":"2.0","id":"slow","method":"sendTransaction","params":["AQAB"]}' >"$work/slow.out" &
 slow=$!
-sleep 0.4
+for _ in $(seq 200); do [ "$(metric thorp_http_pending)" -ge 1 ] && break; sleep 0.05; done # in flight upstream
 kill -TERM $host
-sleep 0.3
-out=$(curl -s -w ' %{http_code}' "$base/health")
+for _ in $(seq 100); do
+  out=$(curl -s -w ' %{http_code}' "$base/health")
+  echo "$out" | grep -q '"status":"draining".* 503$' && break; sleep 0.02
+done
 echo "$out" | grep -q '"status":"draining".* 503$'; check $? "/health is 503 draining during shutdown ($out)"
 check $(is "$(metric thorp_shutdown_in_progress)" 1) "thorp_shutdown_in_progress is 1"
 out=$(curl -s -w ' %{http_code}' -d '{"jsonrpc":"2.0","id":1,"method":"getBalance","params":["W"]}' "$base/")
