@@ -8,6 +8,7 @@
 #   make soak     scripts/soak: SOAK_SECONDS (default 600) of the example under load
 #   make demo     run the example handler against the bundled simulator
 #   make bench    benchmarks (figures printed, never asserted)
+#   make stress   the RPC fault cascade, 20 rounds (failed critical calls per round)
 #   make deps     install missing Debian packages (no-op when all present)
 
 CC      ?= cc
@@ -34,7 +35,7 @@ CTESTBIN:= $(CTESTS:tests/c/%.c=build/ctest/%)
 # C unit tests link every host module except main.c
 LIBOBJ  := $(filter-out build/main.o,$(OBJ))
 
-.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint fuzz fuzz-build tsan soak soak-valgrind
+.PHONY: all deps test test-c test-lua test-proc asan test-asan demo bench clean install lint fuzz fuzz-build tsan soak soak-valgrind stress
 
 # Fuzzing (tests/fuzz/, see tests/fuzz/fuzz.h): each target NAME is
 # tests/fuzz/NAME.c, or lua_target.c + tests/fuzz/NAME.lua, built with clang's
@@ -140,6 +141,9 @@ demo: deps all
 
 bench: deps all
 	@scripts/bench
+
+stress: all
+	@scripts/stress
 
 lint:
 	luacheck lib policies examples tests

@@ -24,7 +24,7 @@ local M = {
   lamports_per_trade = 10000000, -- 0.01 SOL
   max_priority_fee = 200000,     -- micro-lamports per compute unit, at most
   compute_unit_limit = 30000,
-  stats = { signals = 0, skipped = 0, duplicates = 0, sent = 0, confirmed = 0, failed = 0, expired = 0 },
+  stats = { signals = 0, skipped = 0, duplicates = 0, in_doubt = 0, sent = 0, confirmed = 0, failed = 0, expired = 0 },
 }
 
 -- The wallet ------------------------------------------------------------------
@@ -147,6 +147,12 @@ function M.on_signal(sig)
     { ttl_ms = 3600000 })
   if not ok and type(res) == "table" and res.code == "DUPLICATE" then
     M.stats.duplicates = M.stats.duplicates + 1
+  elseif not ok and type(res) == "table" and res.code == "IN_DOUBT" then
+    -- claimed by a run that crashed before finishing: its trade (if any) is in the
+    -- journal and reconciled at start; never trade the same signal a second time
+    M.stats.in_doubt = M.stats.in_doubt + 1
+    thorp.log.warn("signal left in doubt by an earlier run: not traded again",
+                   { signal = sig.id, claimed_at = res.claimed_at })
   elseif not ok then
     error(res, 0) -- counted by the bus as a handler failure, logged with its traceback
   end

@@ -246,15 +246,16 @@ static void set_idle_timeout(conn *c, int on)
     bufferevent_set_timeouts(c->bev, on ? &tv : NULL, &tv);
 }
 
-/* The head and body of r are in: hand it to an upgrade hook or to Lua. */
-static void dispatch(conn *c, hreq *r)
+/* The head and body of r are in: hand it to an upgrade hook or to Lua.
+ * Returns 1 when c is gone (an upgrade hook took the connection). */
+static int dispatch(conn *c, hreq *r)
 {
     r->info.body_len = r->reserved;
     if (!r->info.body) r->info.body = "";
     if (slot_take(r) != 0) {
         send_simple(c, 503, r->route, r->info.method == HTTP_M_HEAD, 0, "too many pending requests");
         req_free(r);
-        return;
+        return 0;
     }
     if (r->upgrade && H.upgrade && r->info.method == HTTP_M_GET) {
         struct bufferevent *bev = c->bev;
@@ -262,13 +263,14 @@ static void dispatch(conn *c, hreq *r)
             c->bev = NULL;
             req_free(r);
             conn_free(c);
-            return;
+            return 1;
         }
     }
     r->c = c;
     c->cur = r;
     set_idle_timeout(c, 0);
     loop_post(TEV_HTTP, r->info.id, r->info.method, (double)r->info.body_len, NULL);
+    return 0;
 }
 
 /* Take requests from the input while none is being answered. */
@@ -292,7 +294,7 @@ static void conn_process(conn *c)
             r->body[r->reserved] = 0;
             r->info.body = r->body;
             c->wait_body = NULL;
-            dispatch(c, r);
+            if (dispatch(c, r)) return; /* c is freed */
             continue;
         }
         size_t avail = evbuffer_get_length(in);
@@ -355,7 +357,10 @@ static void conn_process(conn *c)
         }
         r->reserved = (size_t)clen;
         H.inflight += r->reserved;
-        if (clen == 0) { dispatch(c, r); continue; }
+        if (clen == 0) {
+            if (dispatch(c, r)) return; /* c is freed */
+            continue;
+        }
         if (expect) evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
         c->wait_body = r;
     }

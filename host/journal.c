@@ -382,6 +382,12 @@ int thorp_journal_key_get(thorp_journal *j, const char *key, thorp_journal_key *
     return rc;
 }
 
+void thorp_journal_release(thorp_journal *j) {
+    if (!j->db) return;
+    sqlite3_reset(j->st[S_GET]);
+    sqlite3_reset(j->st[S_KEY_GET]);
+}
+
 int thorp_journal_scan_keys(thorp_journal *j, double now) {
     if (no_db(j)) return -1;
     sqlite3_stmt *s = j->st[S_KEYS];

@@ -76,6 +76,10 @@ int thorp_journal_key_done(thorp_journal *j, const char *key, double at);
 int thorp_journal_unclaim(thorp_journal *j, const char *key);
 /* A key's record: 1 found, 0 not. Iterate live keys (not expired at now). */
 int thorp_journal_key_get(thorp_journal *j, const char *key, thorp_journal_key *out);
+/* Done with the row of get or key_get (copied out): until then its read stays
+ * open, and an open read keeps SQLite from checkpointing the WAL, which then
+ * grows by every write for as long as the host runs. */
+void thorp_journal_release(thorp_journal *j);
 int thorp_journal_scan_keys(thorp_journal *j, double now);
 int thorp_journal_next_key(thorp_journal *j, thorp_journal_key *out);
 /* Drop done trades ended before `before` and expired keys; checkpoint the WAL. Rows removed or -1. */

@@ -163,6 +163,20 @@ static int url_public(const char *s, size_t i, size_t end)
     return 0;
 }
 
+/* Literal secrets at s[i]: the length matched (written as ***), else 0. Caller holds mu. */
+static size_t secret_at(const char *s, size_t i, size_t len, sink *o)
+{
+    if (!log_state.first[(unsigned char)s[i]]) return 0;
+    for (int k = 0; k < log_state.nsecrets; k++) {
+        size_t n = log_state.lens[k];
+        if (n <= len - i && !memcmp(s + i, log_state.secrets[k], n)) {
+            PUTS(o, "***");
+            return n;
+        }
+    }
+    return 0;
+}
+
 /* Write the URL at s[i] (scheme length sl) redacted; returns its length. */
 static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o)
 {
@@ -210,34 +224,35 @@ static size_t url_redact(const char *s, size_t i, size_t len, size_t sl, sink *o
     return end - i;
 }
 
+/* Two passes: the literal secrets first, wherever they are (also across the
+ * edge of a URL), then the URLs in what is left. Replacing a secret (4+ bytes)
+ * by *** never lengthens the text, so the first pass fits in len bytes. */
 size_t thorp_log_scrub_n(const char *s, size_t len, char *out, size_t cap)
 {
     sink o = { out, cap ? cap - 1 : 0, 0 };
-    size_t i = 0;
+    char small[8192], *lit = len <= sizeof small ? small : malloc(len);
+    if (!lit) { /* cannot scrub: say so rather than let the text through */
+        static const char oom[] = "[text withheld: the secret scrubber is out of memory]";
+        PUTS(&o, oom);
+        if (cap) out[o.n < cap ? o.n : cap - 1] = 0;
+        return o.n;
+    }
     pthread_mutex_lock(&log_state.mu);
-    while (i < len) {
-        size_t sl = url_scheme(s, i, len);
-        if (sl) {
-            i += url_redact(s, i, len, sl, &o);
-            continue;
-        }
-        if (log_state.first[(unsigned char)s[i]]) {
-            int hit = 0;
-            for (int k = 0; k < log_state.nsecrets; k++) {
-                size_t n = log_state.lens[k];
-                if (n <= len - i && !memcmp(s + i, log_state.secrets[k], n)) {
-                    PUTS(&o, "***");
-                    i += n;
-                    hit = 1;
-                    break;
-                }
-            }
-            if (hit) continue;
-        }
-        put(&o, s + i, 1);
+    sink l = { lit, len, 0 };
+    for (size_t i = 0; i < len;) {
+        size_t n = secret_at(s, i, len, &l);
+        if (n) { i += n; continue; }
+        put(&l, s + i, 1);
+        i++;
+    }
+    for (size_t i = 0; i < l.n;) {
+        size_t sl = url_scheme(lit, i, l.n);
+        if (sl) { i += url_redact(lit, i, l.n, sl, &o); continue; }
+        put(&o, lit + i, 1);
         i++;
     }
     pthread_mutex_unlock(&log_state.mu);
+    if (lit != small) free(lit);
     if (cap) out[o.n < cap ? o.n : cap - 1] = 0;
     return o.n;
 }

@@ -13,6 +13,16 @@
  * thorp_pool_request() produces exactly one TEV_RPC inbox event (id = the
  * request id, ptr = the thorp_http_result), also when it is cancelled; Lua
  * reads the result and frees it with thorp_pool_result_free().
+ *
+ * What the pool needs to judge an endpoint fairly comes back with the
+ * result: `sent` says whether any request byte reached the socket (a submission that was
+ * never sent may go elsewhere), and retry_after_ms is Retry-After parsed as
+ * delta-seconds or an HTTP-date (RFC 9110), -1 when absent or garbage.
+ * Lua bounds the transfers in flight per endpoint to at most
+ * thorp_pool_host_limit(), curl's connections per host, so a request is
+ * never queued inside curl where its wait would look like the endpoint's
+ * slowness (rpc.lua queues the rest itself and starts their clocks when
+ * they really leave).
  */
 #ifndef THORP_POOL_H
 #define THORP_POOL_H
@@ -26,8 +36,10 @@ typedef struct thorp_http_result {
     int curl_code;        /* 0 = the transfer completed (any HTTP status) */
     int http_status;
     int cancelled;
-    double retry_after_ms; /* from Retry-After, -1 when absent */
-    double total_ms, connect_ms;
+    int sent;             /* 1 when request bytes were written (the upstream may have it) */
+    double retry_after_ms; /* from Retry-After (ms, >= 0), -1 when absent or unparseable */
+    double total_ms;       /* curl's total time of the transfer */
+    double connect_ms;
     char *body;
     size_t body_len;
     char error[256];      /* curl's message when curl_code != 0 */
@@ -43,6 +55,12 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
 void thorp_pool_cancel(int64_t id);
 void thorp_pool_result_free(thorp_http_result *r);
 int thorp_pool_inflight(void);
+/* Connections curl opens at most per host (bounds an endpoint's max_inflight). */
+int thorp_pool_host_limit(void);
+/* Retry-After value (text of len bytes) -> ms from now_wall_ms (wall clock, ms
+ * since the epoch); -1 when it is neither delta-seconds nor an HTTP-date.
+ * Huge values saturate at 1e12 ms; dates in the past give 0. */
+double thorp_pool_parse_retry_after(const char *s, size_t len, double now_wall_ms);
 /* ffi:end */
 
 /* For host/fetch.c (other HTTP APIs on the same multi and connection cache):

@@ -28,18 +28,22 @@
 typedef struct conn {
     int64_t id;
     struct bufferevent *bev;
-    wslay_event_context_ptr ws;
+    wslay_frame_context_ptr ws;
     SSL_CTX *own_ctx; /* a connection with its own CA file */
     struct event *tick;
     char host[256], hostport[300], path[2048];
+    char *headers; /* the endpoint's own header lines for the upgrade, "\r\n"-ended; NULL if none */
     int port, tls;
     char key[32], accept[32];
     double connect_timeout_ms, ping_interval_ms, idle_timeout_ms, last_ping;
     uint64_t max_message;
     double t_read; /* time of the read callback running now */
-    char *mbuf;    /* the data message being received (frames appended; no wslay buffering) */
+    char *mbuf;    /* the data message being received (its frames appended) */
     size_t mlen, mcap;
-    int in_ctrl, too_big;
+    int in_msg, in_frame, f_fin;
+    uint8_t f_opcode, ctrl[128];
+    size_t ctrl_len;
+    uint64_t f_left; /* payload bytes of the current frame still to come */
     thorp_ws_info info;
     struct conn *next;
 } conn;
@@ -48,7 +52,7 @@ typedef struct qmsg {
     int64_t conn, sub;
     size_t off, len;
     double t_rx;
-    size_t blob_off, blob_len, res_off, res_len;
+    size_t res_off, res_len;
 } qmsg;
 
 static struct {
@@ -108,11 +112,13 @@ static conn *ws_find(int64_t id) {
 
 /* ---- the message queue ---------------------------------------------------- */
 
+/* params.subscription: searched from the end, where providers put it (any
+ * key order works, a different one only costs the scan). */
 static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
     static const char needle[] = "\"subscription\":";
-    size_t nl = sizeof needle - 1, from = len > 96 ? len - 96 : 0;
-    for (size_t i = len >= nl ? len - nl : 0; i + 1 > from && i + nl <= len; i--) {
-        if (d[i] == '"' && !memcmp(d + i, needle, nl)) {
+    size_t nl = sizeof needle - 1;
+    for (size_t i = len >= nl ? len - nl : 0; i + nl <= len; i--) {
+        if (d[i] == '"' && !memcmp(d + i, needle, nl) && !(i > 0 && d[i - 1] == '\\')) {
             const char *p = d + i + nl, *e = d + len;
             while (p < e && *p == ' ') p++;
             if (p >= e || !isdigit((unsigned char)*p)) return -1;
@@ -126,31 +132,7 @@ static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
     return -1;
 }
 
-static const unsigned char b64ok[256] = {
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1,
-    ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1,
-    ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
-    ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1,
-    ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
-    ['8'] = 1, ['9'] = 1, ['+'] = 1, ['/'] = 1, ['='] = 1,
-};
-
-/* The content of a "data":["<base64>" string of at least 128 bytes, if any. */
-static void ws_find_blob(const uint8_t *d, size_t len, size_t *off, size_t *blen) {
-    static const char needle[] = "\"data\":[\"";
-    *off = *blen = 0;
-    const uint8_t *p = memmem(d, len, needle, sizeof needle - 1);
-    if (!p) return;
-    const uint8_t *s = p + sizeof needle - 1, *e = d + len, *q = s;
-    while (q < e && b64ok[*q]) q++;
-    if (q < e && *q == '"' && q - s >= 128) {
-        *off = (size_t)(s - d);
-        *blen = (size_t)(q - s);
-    }
-}
-
-static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
+void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx) {
     if (ws.qn == ws.qcap) {
         int cap = ws.qcap ? ws.qcap * 2 : 1024;
         qmsg *q = realloc(ws.q, cap * sizeof *q);
@@ -167,13 +149,12 @@ static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
         ws.arena = a;
         ws.acap = cap;
     }
-    memcpy(ws.arena + ws.alen, data, len);
+    if (len) memcpy(ws.arena + ws.alen, data, len); /* an empty message may come with data NULL */
     ws.arena[ws.alen + len] = 0;
     qmsg *m = &ws.q[ws.qn++];
     size_t sub_at = 0;
-    *m = (qmsg){ c->id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, c->t_read, 0, 0, 0, 0 };
+    *m = (qmsg){ conn_id, ws_sub_id((const char *)data, len, &sub_at), ws.alen, len, t_rx, 0, 0 };
     if (m->sub >= 0) {
-        ws_find_blob(data, len, &m->blob_off, &m->blob_len);
         /* {"jsonrpc":"2.0","method":"xNotification","params":{"result":R,"subscription":N}} */
         static const char pre[] = "\"params\":{\"result\":";
         size_t scan = len < 128 ? len : 128;
@@ -181,11 +162,9 @@ static void ws_enqueue(conn *c, const uint8_t *data, size_t len) {
         if (r && sub_at > 0 && data[sub_at - 1] == ',') {
             m->res_off = (size_t)(r - data) + sizeof pre - 1;
             if (sub_at - 1 > m->res_off) m->res_len = sub_at - 1 - m->res_off;
-            if (m->blob_len && (m->blob_off < m->res_off || m->blob_off + m->blob_len > sub_at)) m->blob_len = 0;
         }
     }
     ws.alen = need;
-    c->info.messages++;
     if (!ws.posted) {
         ws.posted = 1;
         loop_post(TEV_WS, 0, THORP_WS_MESSAGES, 0, NULL);
@@ -196,8 +175,7 @@ int thorp_ws_drain(thorp_ws_msg *out, int max) {
     int n = 0;
     while (n < max && ws.qrd < ws.qn) {
         qmsg *m = &ws.q[ws.qrd++];
-        out[n++] = (thorp_ws_msg){ m->conn, m->sub, ws.arena + m->off, m->len, m->t_rx, m->blob_off, m->blob_len,
-                                   m->res_off, m->res_len };
+        out[n++] = (thorp_ws_msg){ m->conn, m->sub, ws.arena + m->off, m->len, m->t_rx, m->res_off, m->res_len };
     }
     if (n == 0) { /* everything handed out earlier has been read: start over */
         ws.qn = ws.qrd = 0;
@@ -227,12 +205,28 @@ double thorp_ws_hash(const char *d, size_t len) {
     return (double)(h >> 12);
 }
 
+double thorp_ws_hash_bytes(const char *d, size_t len) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, d + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, d + i, len - i);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
+    return (double)(h >> 12);
+}
+
 /* ---- connection teardown --------------------------------------------------- */
 
 static void ws_release(conn *c) {
     if (c->tick) { event_free(c->tick); c->tick = NULL; }
     if (c->bev) { bufferevent_free(c->bev); c->bev = NULL; }
-    if (c->ws) { wslay_event_context_free(c->ws); c->ws = NULL; }
+    if (c->ws) { wslay_frame_context_free(c->ws); c->ws = NULL; }
     if (c->own_ctx) { SSL_CTX_free(c->own_ctx); c->own_ctx = NULL; }
     free(c->mbuf);
     c->mbuf = NULL;
@@ -251,97 +245,138 @@ static void ws_fail(conn *c, const char *fmt, ...) {
     loop_post(TEV_WS, c->id, THORP_WS_CLOSED, 0, NULL);
 }
 
-/* ---- wslay callbacks ------------------------------------------------------- */
+/* ---- framing: wslay's frame layer ------------------------------------------ */
+/* wslay's event layer checks the UTF-8 of every text message byte by byte
+ * (a third of a 1 KB notification's cost); this client uses wslay's frame
+ * layer and does the message layer itself: data frames are appended to mbuf
+ * until FIN, pings answered, a close answered and reported. */
 
-static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user) {
+static ssize_t ws_recv_cb(uint8_t *buf, size_t len, int flags, void *user) {
     conn *c = user;
     int n = evbuffer_remove(bufferevent_get_input(c->bev), buf, len);
-    if (n <= 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
+    if (n <= 0) return WSLAY_ERR_WOULDBLOCK;
     c->info.bytes_in += n;
     return n;
 }
 
-static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user) {
+static ssize_t ws_send_cb(const uint8_t *data, size_t len, int flags, void *user) {
     conn *c = user;
-    if (bufferevent_write(c->bev, data, len) != 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-        return -1;
-    }
+    if (bufferevent_write(c->bev, data, len) != 0) return WSLAY_ERR_INVALID_CALLBACK;
     c->info.bytes_out += len;
     return (ssize_t)len;
 }
 
-static int ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user) {
+static int ws_genmask_cb(uint8_t *buf, size_t len, void *user) {
     return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
 }
 
-/* Data frames are not buffered by wslay (it would copy each message and check
- * its UTF-8 byte by byte, half the cost of a 1 KB notification): their
- * payload is appended here and the message queued when wslay reports it done. */
-static void ws_on_frame_start(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_start_arg *arg,
-                              void *user) {
-    conn *c = user;
-    c->in_ctrl = (arg->opcode & 0x8) != 0;
-    if (c->in_ctrl) return;
-    if (arg->opcode != WSLAY_CONTINUATION_FRAME) c->mlen = 0, c->too_big = 0;
-    if (c->mlen + arg->payload_length > c->max_message) c->too_big = 1;
+static const struct wslay_frame_callbacks ws_callbacks = { ws_send_cb, ws_recv_cb, ws_genmask_cb };
+
+/* One whole, masked frame (our send callback takes everything). */
+static int ws_send_frame(conn *c, uint8_t opcode, const uint8_t *data, size_t len) {
+    struct wslay_frame_iocb io = { 1, 0, opcode, len, 1, data, len };
+    ssize_t r = wslay_frame_send(c->ws, &io);
+    return r >= 0 && (size_t)r == len ? 0 : -1;
 }
 
-static void ws_on_frame_chunk(wslay_event_context_ptr ctx, const struct wslay_event_on_frame_recv_chunk_arg *arg,
-                              void *user) {
-    conn *c = user;
-    if (c->in_ctrl || c->too_big) return;
-    size_t need = c->mlen + arg->data_length;
+static int ws_append(conn *c, const uint8_t *d, size_t n) {
+    size_t need = c->mlen + n;
     if (need > c->mcap) {
         size_t cap = c->mcap ? c->mcap * 2 : 16384;
         while (cap < need) cap *= 2;
         char *b = realloc(c->mbuf, cap);
-        if (!b) { c->too_big = 1; return; }
+        if (!b) return -1;
         c->mbuf = b;
         c->mcap = cap;
     }
-    memcpy(c->mbuf + c->mlen, arg->data, arg->data_length);
+    memcpy(c->mbuf + c->mlen, d, n);
     c->mlen = need;
+    return 0;
 }
 
-static void ws_on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *user) {
-    conn *c = user;
-    c->info.last_rx = c->t_read;
-    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) {
-        if (!c->too_big) ws_enqueue(c, (const uint8_t *)c->mbuf, c->mlen);
+/* A whole frame is in (control frames are collected in ctrl[]). 0, or -1 when the connection went. */
+static int ws_frame_done(conn *c) {
+    uint8_t op = c->f_opcode;
+    if (op == WSLAY_PING) {
+        c->info.pings++;
+        if (ws_send_frame(c, WSLAY_PONG, c->ctrl, c->ctrl_len) != 0) { ws_fail(c, "%s: write failed", c->hostport); return -1; }
+    } else if (op == WSLAY_PONG) {
+        c->info.pongs++;
+    } else if (op == WSLAY_CONNECTION_CLOSE) {
+        int code = c->ctrl_len >= 2 ? (c->ctrl[0] << 8 | c->ctrl[1]) : WSLAY_CODE_NO_STATUS_RCVD;
+        c->info.close_code = code;
+        ws_send_frame(c, WSLAY_CONNECTION_CLOSE, c->ctrl, c->ctrl_len >= 2 ? 2 : 0);
+        ws_fail(c, "%s: the server closed the WebSocket (close %d)", c->hostport, code);
+        return -1;
+    } else if (c->f_fin) { /* the last frame of a data message */
+        ws_queue_push(c->id, (const uint8_t *)c->mbuf, c->mlen, c->t_read);
+        c->info.messages++;
+        c->in_msg = 0;
         c->mlen = 0;
         if (c->mcap > (1u << 20)) { free(c->mbuf); c->mbuf = NULL; c->mcap = 0; } /* after a huge one */
     }
-    else if (arg->opcode == WSLAY_PONG) c->info.pongs++;
-    else if (arg->opcode == WSLAY_PING) c->info.pings++;
-    else if (arg->opcode == WSLAY_CONNECTION_CLOSE) c->info.close_code = arg->status_code;
+    return 0;
 }
 
-static const struct wslay_event_callbacks ws_callbacks = {
-    ws_recv_cb, ws_send_cb, ws_genmask_cb, ws_on_frame_start, ws_on_frame_chunk, NULL, ws_on_msg,
-};
+static int ws_protocol_error(conn *c, const char *what) {
+    c->info.close_code = WSLAY_CODE_PROTOCOL_ERROR;
+    uint8_t code[2] = { WSLAY_CODE_PROTOCOL_ERROR >> 8, WSLAY_CODE_PROTOCOL_ERROR & 0xff };
+    ws_send_frame(c, WSLAY_CONNECTION_CLOSE, code, 2);
+    ws_fail(c, "%s: WebSocket protocol error from the server (%s)", c->hostport, what);
+    return -1;
+}
 
-/* Hand wslay what it queued; close when the exchange is over. */
-static void ws_pump(conn *c) {
-    if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
-        ws_fail(c, "%s: write failed", c->hostport);
-        return;
-    }
-    if (!wslay_event_want_read(c->ws)) {
-        uint16_t sent = wslay_event_get_status_code_sent(c->ws);
-        uint16_t got = wslay_event_get_status_code_received(c->ws);
-        if (sent == WSLAY_CODE_MESSAGE_TOO_BIG) {
-            c->info.close_code = sent;
-            ws_fail(c, "%s: a message exceeded max_message_bytes (%llu)", c->hostport,
-                    (unsigned long long)c->max_message);
-        } else if (sent == WSLAY_CODE_PROTOCOL_ERROR || sent == WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA) {
-            c->info.close_code = sent;
-            ws_fail(c, "%s: WebSocket protocol error from the server (close %u)", c->hostport, sent);
-        } else {
-            ws_fail(c, "%s: the server closed the WebSocket (close %u)", c->hostport, got);
+/* Read every frame the input holds. 0, or -1 when the connection went. */
+static int ws_read_frames(conn *c) {
+    for (;;) {
+        struct wslay_frame_iocb io;
+        memset(&io, 0, sizeof io);
+        ssize_t r = wslay_frame_recv(c->ws, &io);
+        if (r == WSLAY_ERR_WANT_READ) return 0;
+        if (r < 0) return ws_protocol_error(c, "a malformed frame");
+        if (!c->in_frame) { /* a new frame: its header */
+            if (io.rsv || io.mask) return ws_protocol_error(c, io.mask ? "a masked frame" : "reserved bits set");
+            int ctrl = (io.opcode & 0x8) != 0;
+            if (ctrl) {
+                if (io.opcode > WSLAY_PONG || !io.fin || io.payload_length > 125)
+                    return ws_protocol_error(c, "a bad control frame");
+            } else if (io.opcode == WSLAY_CONTINUATION_FRAME) {
+                if (!c->in_msg) return ws_protocol_error(c, "a continuation without a message");
+            } else if (io.opcode == WSLAY_TEXT_FRAME || io.opcode == WSLAY_BINARY_FRAME) {
+                if (c->in_msg) return ws_protocol_error(c, "a new message inside a fragmented one");
+                c->in_msg = 1;
+                c->mlen = 0;
+            } else {
+                return ws_protocol_error(c, "an unknown opcode");
+            }
+            if (!ctrl && c->mlen + io.payload_length > c->max_message) {
+                c->info.close_code = WSLAY_CODE_MESSAGE_TOO_BIG;
+                uint8_t code[2] = { WSLAY_CODE_MESSAGE_TOO_BIG >> 8, WSLAY_CODE_MESSAGE_TOO_BIG & 0xff };
+                ws_send_frame(c, WSLAY_CONNECTION_CLOSE, code, 2);
+                ws_fail(c, "%s: a message exceeded max_message_bytes (%llu)", c->hostport,
+                        (unsigned long long)c->max_message);
+                return -1;
+            }
+            c->in_frame = 1;
+            c->f_opcode = io.opcode;
+            c->f_fin = io.fin;
+            c->f_left = io.payload_length;
+            c->ctrl_len = 0;
+        }
+        if (io.data_length) {
+            if (c->f_opcode & 0x8) {
+                memcpy(c->ctrl + c->ctrl_len, io.data, io.data_length);
+                c->ctrl_len += io.data_length;
+            } else if (ws_append(c, io.data, io.data_length) != 0) {
+                ws_fail(c, "%s: out of memory for a %llu-byte message", c->hostport, (unsigned long long)c->f_left);
+                return -1;
+            }
+            c->f_left -= io.data_length;
+        }
+        if (c->f_left == 0) {
+            c->in_frame = 0;
+            c->info.last_rx = c->t_read;
+            if (ws_frame_done(c) != 0) return -1;
         }
     }
 }
@@ -376,8 +411,8 @@ static void ws_send_upgrade(conn *c) {
     ws_b64(digest, sizeof digest, c->accept);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_add_printf(out, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: thorp\r\n\r\n",
-                        c->path, c->hostport, c->key);
+                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: thorp\r\n%s\r\n",
+                        c->path, c->hostport, c->key, c->headers ? c->headers : "");
 }
 
 /* 1 = upgraded (frames may follow in the buffer), 0 = need more, -1 = failed */
@@ -412,11 +447,10 @@ static int ws_read_upgrade(conn *c) {
     }
     free(h);
     if (!ok) return -1;
-    if (wslay_event_context_client_init(&c->ws, &ws_callbacks, c) != 0) {
+    if (wslay_frame_context_init(&c->ws, &ws_callbacks, c) != 0) {
         ws_fail(c, "%s: out of memory", c->hostport);
         return -1;
     }
-    wslay_event_config_set_no_buffering(c->ws, 1);
     c->info.state = THORP_WS_UP;
     c->info.opened_at = c->info.last_rx = thorp_now();
     loop_post(TEV_WS, c->id, THORP_WS_OPEN, 0, NULL);
@@ -430,24 +464,7 @@ static void ws_on_read(struct bufferevent *bev, void *arg) {
     c->t_read = thorp_now();
     if (!c->ws && ws_read_upgrade(c) != 1) return;
     if (evbuffer_get_length(bufferevent_get_input(bev)) == 0) return;
-    int r = wslay_event_recv(c->ws);
-    if (c->too_big) {
-        c->info.close_code = WSLAY_CODE_MESSAGE_TOO_BIG;
-        wslay_event_queue_close(c->ws, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0);
-        wslay_event_send(c->ws);
-        ws_fail(c, "%s: a message exceeded max_message_bytes (%llu)", c->hostport, (unsigned long long)c->max_message);
-        return;
-    }
-    if (r == WSLAY_ERR_PROTO || (r != 0 && wslay_event_get_status_code_sent(c->ws))) {
-        c->info.close_code = WSLAY_CODE_PROTOCOL_ERROR;
-        ws_fail(c, "%s: WebSocket protocol error from the server (a malformed frame)", c->hostport);
-        return;
-    }
-    if (r != 0) {
-        ws_fail(c, "%s: WebSocket read failed (wslay error %d)", c->hostport, r);
-        return;
-    }
-    ws_pump(c);
+    ws_read_frames(c);
 }
 
 static void ws_on_event(struct bufferevent *bev, short what, void *arg) {
@@ -496,10 +513,8 @@ static void ws_on_tick(evutil_socket_t fd, short what, void *arg) {
         return;
     }
     if (t - c->info.last_rx >= c->ping_interval_ms && t - c->last_ping >= c->ping_interval_ms) {
-        struct wslay_event_msg m = { WSLAY_PING, (const uint8_t *)"thorp", 5 };
-        wslay_event_queue_msg(c->ws, &m);
         c->last_ping = t;
-        ws_pump(c);
+        if (ws_send_frame(c, WSLAY_PING, (const uint8_t *)"thorp", 5) != 0) ws_fail(c, "%s: write failed", c->hostport);
     }
 }
 
@@ -538,11 +553,35 @@ bad:
     return -1;
 }
 
+/* "Name: value" lines separated by \n (config `headers`) as \r\n-ended header lines;
+ * CRs dropped and empty lines skipped, so a value cannot end the header block. */
+static char *ws_header_lines(const char *h) {
+    if (!h || !*h) return NULL;
+    size_t n = strlen(h);
+    char *out = malloc(2 * n + 3), *o = out;
+    if (!out) return NULL;
+    int bol = 1;
+    for (const char *p = h; *p; p++) {
+        if (*p == '\r') continue;
+        if (*p == '\n') {
+            if (!bol) { *o++ = '\r'; *o++ = '\n'; bol = 1; }
+            continue;
+        }
+        *o++ = *p;
+        bol = 0;
+    }
+    if (!bol) { *o++ = '\r'; *o++ = '\n'; }
+    *o = 0;
+    return out;
+}
+
 int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_interval_ms, double idle_timeout_ms,
-                      double max_message, const char *ca_file, char *err, int errlen) {
+                      double max_message, const char *ca_file, const char *headers, char *err, int errlen) {
     if (ws_init() != 0) { snprintf(err, errlen, "cannot start the DNS resolver"); return -1; }
     conn *c = calloc(1, sizeof *c);
+    if (!c) { snprintf(err, errlen, "out of memory"); return -1; }
     if (ws_parse_url(c, url, err, errlen) != 0) { free(c); return -1; }
+    c->headers = ws_header_lines(headers);
     c->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 5000;
     c->ping_interval_ms = ping_interval_ms > 0 ? ping_interval_ms : 5000;
     c->idle_timeout_ms = idle_timeout_ms > 0 ? idle_timeout_ms : 3 * c->ping_interval_ms;
@@ -552,7 +591,7 @@ int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_in
         SSL_CTX *ctx;
         if (ca_file && *ca_file) ctx = c->own_ctx = ws_ssl_ctx(ca_file, err, errlen);
         else ctx = ws.ssl ? ws.ssl : (ws.ssl = ws_ssl_ctx(NULL, err, errlen));
-        if (!ctx) { free(c); return -1; }
+        if (!ctx) { free(c->headers); free(c); return -1; }
         SSL *ssl = SSL_new(ctx);
         SSL_set_tlsext_host_name(ssl, c->host);
         X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
@@ -568,6 +607,7 @@ int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_in
     if (!c->bev) {
         snprintf(err, errlen, "cannot create a socket");
         if (c->own_ctx) SSL_CTX_free(c->own_ctx);
+        free(c->headers);
         free(c);
         return -1;
     }
@@ -596,18 +636,19 @@ int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_in
 int thorp_ws_send(int64_t id, const char *data, size_t len) {
     conn *c = ws_find(id);
     if (!c || c->info.state != THORP_WS_UP) return -1;
-    struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)data, len };
-    if (wslay_event_queue_msg(c->ws, &m) != 0) return -1;
-    ws_pump(c);
-    return c->info.state == THORP_WS_UP ? 0 : -1;
+    if (ws_send_frame(c, WSLAY_TEXT_FRAME, (const uint8_t *)data, len) != 0) {
+        ws_fail(c, "%s: write failed", c->hostport);
+        return -1;
+    }
+    return 0;
 }
 
 void thorp_ws_close(int64_t id, const char *reason) {
     conn *c = ws_find(id);
     if (!c || c->info.state == THORP_WS_DOWN) return;
     if (c->ws && c->bev) { /* a close frame, best effort: the socket goes right after */
-        wslay_event_queue_close(c->ws, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
-        wslay_event_send(c->ws);
+        uint8_t code[2] = { WSLAY_CODE_NORMAL_CLOSURE >> 8, WSLAY_CODE_NORMAL_CLOSURE & 0xff };
+        ws_send_frame(c, WSLAY_CONNECTION_CLOSE, code, 2);
         c->info.close_code = WSLAY_CODE_NORMAL_CLOSURE;
     }
     ws_fail(c, "%s: %s", c->hostport, reason && *reason ? reason : "closed");
@@ -620,6 +661,7 @@ void thorp_ws_free(int64_t id) {
     conn *c = *pp;
     *pp = c->next;
     ws_release(c);
+    free(c->headers);
     free(c);
 }
 

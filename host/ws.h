@@ -5,9 +5,10 @@
  * does it with the host's own pieces: a libevent bufferevent (plain, or
  * bufferevent_openssl for wss with SNI and host-name verification), evdns
  * for asynchronous name resolution, the HTTP/1.1 upgrade done here (the
- * Sec-WebSocket-Accept answer is checked), and wslay for the framing
- * (masking, pings answered, fragmented messages reassembled, a maximum
- * message size).
+ * Sec-WebSocket-Accept answer is checked), and wslay's frame layer for the
+ * framing (masking); the message layer is here (fragments reassembled,
+ * pings answered, a maximum message size), because wslay's event layer
+ * checks the UTF-8 of every text message byte by byte.
  *
  * One connection per endpoint carries all its subscriptions; which
  * subscriptions live where is lib/thorp/ws.lua's business. C never calls Lua
@@ -39,13 +40,9 @@ typedef struct thorp_ws_msg {
     const char *data;  /* the message, NUL-terminated */
     size_t len;
     double t_rx;       /* thorp_now() when its bytes were read */
-    /* A long base64 account "data" string, located so that Lua can decode
-     * the JSON around it and take the string as is (JSON decoding is the
-     * cost of a 1 KB notification otherwise): data[blob_off, +blob_len) is
-     * the string's content, blob_len 0 when there is none. */
-    size_t blob_off, blob_len;
     /* A notification's params.result value is data[res_off, +res_len) when it
-     * has the usual layout (result first, subscription last); res_len 0 if not. */
+     * has the usual layout (result first, subscription last), so Lua decodes
+     * only that; res_len 0 if not. */
     size_t res_off, res_len;
 } thorp_ws_msg;
 
@@ -60,10 +57,12 @@ typedef struct thorp_ws_info {
 
 /* Open a connection to a ws:// or wss:// URL; returns its id (> 0), or -1
  * with the reason in err. ca_file NULL or "" = the system's trust store.
- * max_message: larger messages close the connection with an error. */
+ * max_message: larger messages close the connection with an error.
+ * headers: "Name: value" lines separated by \n sent on the upgrade (an
+ * endpoint's config `headers`), or NULL. */
 int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_interval_ms,
                       double idle_timeout_ms, double max_message, const char *ca_file,
-                      char *err, int errlen);
+                      const char *headers, char *err, int errlen);
 /* Send one text message; 0, or -1 when the connection is not up. */
 int thorp_ws_send(int64_t id, const char *data, size_t len);
 /* Close now (reason kept in info.error); a THORP_WS_CLOSED event follows. */
@@ -75,8 +74,14 @@ int thorp_ws_drain(thorp_ws_msg *out, int max);
 /* 52-bit hash of a message with its "subscription" number left out: the same
  * notification from two endpoints hashes the same (redundant delivery). */
 double thorp_ws_hash(const char *data, size_t len);
+/* 52-bit hash of len bytes, 8 at a time (a notification's params.result span). */
+double thorp_ws_hash_bytes(const char *data, size_t len);
 /* Test hook: drop a connection's socket without a close frame (like a reset). */
 void thorp_ws_test_reset(int64_t id);
 /* ffi:end */
+
+/* For host/http_ws.c (the front door's WebSocket side): queue a message from
+ * one of its client connections (conn_id < 0) for the same batched drain. */
+void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx);
 
 #endif

@@ -431,7 +431,7 @@ describe("http listener", function()
     thorp.sleep(20)
     local before = metrics.render{ pool = pool }
     assert.are.same({}, check_prom(before))
-    call("getSlot"); call("getBalance", { "W" }); call("noSuchMethod")
+    call("getSlot"); call("getBalance", { "W" }); call("noSuchMethodMetrics") -- a name no endpoint is known to lack yet
     b:publish('odd"topic\\x', { n = 2 })
     thorp.sleep(20)
     local after = metrics.render{ pool = pool }

@@ -30,6 +30,36 @@ describe("journal", function()
     j2:close()
   end)
 
+  it("keeps its WAL bounded while trades and keys are looked up between writes", function()
+    -- get() and key() used to leave their read open: SQLite could never reset the WAL,
+    -- which grew by every write for as long as the host ran (found by make soak)
+    local dir = tmpdir()
+    local j = assert(journal.open(dir, { run_id = "wal" }))
+    local meta = { token = ("X"):rep(200) }
+    local function wal_size()
+      local f = io.open(dir .. "/journal.db-wal", "rb")
+      local size = f and f:seek("end") or 0
+      if f then f:close() end
+      return size
+    end
+    for i = 1, 3000 do
+      j:begin("w" .. i, "TRADE", meta)
+      assert.is_table(j:get("w" .. i))
+      j:done("w" .. i)
+    end
+    local after_get = wal_size()
+    for i = 1, 3000 do
+      j:claim("k" .. i, 60000)
+      assert.is_table(j:key("k" .. i))
+      j:begin("v" .. i, "TRADE", meta)
+      j:done("v" .. i)
+    end
+    local after_key = wal_size()
+    j:close()
+    assert.is_true(after_get < 8 * 1024 * 1024, ("the WAL is %d bytes after 3000 get()s"):format(after_get))
+    assert.is_true(after_key < 8 * 1024 * 1024, ("the WAL is %d bytes after 3000 key()s"):format(after_key))
+  end)
+
   it("refuses a second host on the same state directory", function()
     local dir = tmpdir()
     local j = assert(journal.open(dir))
@@ -129,6 +159,15 @@ describe("journal", function()
     assert.is_true(j:compact() >= 5)
     assert.are.equal(0, #j:history())
     j:close()
+  end)
+
+  it("a closed journal raises instead of reaching C", function()
+    local j = assert(journal.open(tmpdir()))
+    j:close()
+    local ok, err = pcall(j.begin, j, "x", "TRADE", {})
+    assert.is_false(ok)
+    assert.matches("begin on a closed journal", err, 1, true)
+    j:close() -- twice is fine
   end)
 
   it("uses no mmapped -shm file", function()
@@ -251,6 +290,19 @@ describe("shutdown registry", function()
     end)
     assert.has_error(function() thorp.journal.record_send("x", { signature = "abc", last_valid_block_height = -1 }) end)
     assert.has_error(function() thorp.shutdown.complete("x", { status = 5 }) end)
+  end)
+
+  it("stores any outcome: u64 slots exactly, what JSON cannot hold as text, and the trade completes", function()
+    assert.truthy(thorp.shutdown.register("TRADE", "spec-odd", {}))
+    assert.is_true(thorp.shutdown.complete("spec-odd", { status = "failed", slot = 18446744073709551615ULL,
+                                                         err = { InstructionError = { 0, thorp.json.null } } }))
+    local h = thorp.journal.history{ limit = 1 }[1]
+    assert.are.equal(18446744073709551615ULL, h.slot)
+    assert.is_true(thorp.json.is_null(h.err.InstructionError[2]))
+    assert.truthy(thorp.shutdown.register("TRADE", "spec-odd2", {}))
+    assert.is_true(thorp.shutdown.complete("spec-odd2", { status = "failed", callback = print }))
+    assert.are.equal(0, thorp.shutdown.status().active_trades)
+    assert.are.equal("failed", thorp.journal.history{ limit = 1 }[1].status)
   end)
 
   it("rejects bad arguments with what is allowed", function()

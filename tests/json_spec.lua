@@ -87,6 +87,8 @@ describe("thorp.json", function()
     local pk = sol.pubkey(("\2"):rep(32))
     assert.are.equal('["' .. tostring(pk) .. '",{"w":"keypair(' .. tostring(kp.pubkey) .. ')"}]',
       json.encode({ pk, { w = kp } }))
+    local inner = setmetatable({}, { __tojson = function() return { raw = json.encode({ 1, 2 }) } end })
+    assert.are.equal('[1,{"raw":"[1,2]"},3]', json.encode({ 1, inner, 3 }))
   end)
 
   it("decodes straight from a C buffer", function()

@@ -101,7 +101,8 @@ describe("policy", function()
   it("reload under load: every event once and in order, every call answered, breakers kept", function()
     local sim = simm.start(2)
     local pool = thorp.rpc.new_pool{ endpoints = { { name = "ep1", url = sim.urls[1] },
-                                                   { name = "ep2", url = sim.urls[2] } } }
+                                                   { name = "ep2", url = sim.urls[2] } },
+                                    health = false } -- a good health check would close the tripped breaker
     local old_pool = thorp.rpc.set_default_pool(pool)
     pool.eps[2].breaker:trip()                       -- a state the reloads must keep
     rawset(_G, "LOAD_GOT", {})
@@ -140,8 +141,8 @@ describe("policy", function()
       if ok then applied = applied + 1 else rejected = rejected + 1 end
       thorp.sleep(10)
     end
-    while not done do thorp.sleep(10) end
-    thorp.sleep(200)
+    require("thorp.testing").wait_until(function() return done and #LOAD_GOT >= published and calls == answered end,
+                                        10000, "every event delivered and every call answered")
     assert.are.equal(published, #LOAD_GOT)
     for i = 1, #LOAD_GOT do
       if LOAD_GOT[i] ~= i then error(("event %d arrived as %s"):format(i, tostring(LOAD_GOT[i]))) end
@@ -198,6 +199,21 @@ describe("policy", function()
     assert.are.equal(v, policy.status().version)
     assert.are.equal("low", thorp.rpc.priorities().getSlot)
     assert.are.equal(before_subs, bus:stats().subscriber_count)
+  end)
+
+  it("checks backpressure against the running values before anything applies", function()
+    local bp = thorp.backpressure.default
+    local saved = { warning_threshold = bp.a.warning, critical_threshold = bp.a.critical }
+    assert.is_true((policy.apply_files({ write("bp0.lua", [[return { priorities = { rpc = { getSlot = "low" } },
+      backpressure = { warning_threshold = 0.5, critical_threshold = 0.9 } }]]) })))
+    -- alone this file is fine (0.92 is below the default 0.95); with the running 0.9 it is not
+    local ok, err = policy.apply_files({ write("bp1.lua", [[return { priorities = { rpc = { getSlot = "critical" } },
+      backpressure = { warning_threshold = 0.92 } }]]) })
+    assert.is_false(ok)
+    assert.matches("backpressure (with the running values)", err, 1, true)  -- refused before applying
+    assert.is_nil(err:find("apply failed", 1, true))
+    assert.are.equal("low", thorp.rpc.priorities().getSlot)
+    bp:configure(saved)
   end)
 
   it("puts the policy's folder on package.path so it can require a module beside it", function()

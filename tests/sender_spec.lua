@@ -5,12 +5,32 @@ local cjson = require "cjson"
 local simm = require "helpers.sim"
 local sender = require "thorp.sender"
 
-describe("send_and_confirm", function()
-  local sim, pool, old, S, payer
-  local function chain(body)
-    local r = assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", cjson.encode(body), 2000))
+-- A simulator of `count` endpoints with 20 ms slots, a pool over it as the
+-- host's pool for the describe block, all put back afterwards.
+local function ledger(count)
+  local L = {}
+  function L.chain(body)
+    local r = assert(thorp.rpc.http_post(L.sim.urls[1] .. "/admin/chain", cjson.encode(body), 2000))
     return cjson.decode(r.body)
   end
+  setup(function()
+    L.sim = simm.start(count)
+    L.pool = thorp.rpc.new_pool{ endpoints = L.sim:endpoints({ "a", "b" }), timeout_ms = 2000, health = false }
+    L.old = thorp.rpc.set_default_pool(L.pool)
+    L.chain{ reset = true, slot_ms = 20 }
+  end)
+  teardown(function()
+    thorp.rpc.set_default_pool(L.old)
+    sender.stop()
+    L.sim:stop()
+  end)
+  return L
+end
+
+describe("send_and_confirm", function()
+  local L = ledger(2)
+  local sim, pool, S, payer
+  local chain = L.chain
   local function balance(pk)
     local r = pool:call("getBalance", { tostring(pk) })
     assert(r.ok, r.error and r.error.message)
@@ -35,17 +55,8 @@ describe("send_and_confirm", function()
   end
 
   setup(function()
-    S = thorp.solana
-    sim = simm.start(2)
-    pool = thorp.rpc.new_pool{ endpoints = sim:endpoints({ "a", "b" }), timeout_ms = 2000, health = false }
-    old = thorp.rpc.set_default_pool(pool)
-    chain{ reset = true, slot_ms = 20 }
+    S, sim, pool = thorp.solana, L.sim, L.pool
     payer = S.keypair.generate()
-  end)
-  teardown(function()
-    thorp.rpc.set_default_pool(old)
-    sender.stop()
-    sim:stop()
   end)
   before_each(function() chain{ drop = 0, drop_all = false } end)
 
@@ -61,6 +72,9 @@ describe("send_and_confirm", function()
     assert.is_number(res.latency_ms)
     assert.are.equal(before - 1000000 - 5000, balance(payer.pubkey))
     assert.are.equal(1500000000 + 1000000, balance(to))
+    local text = require("thorp.metrics").render()
+    assert.truthy(text:find('thorp_send_transactions_total{status="confirmed"} %d+'), "metrics")
+    assert.truthy(text:find('thorp_send_broadcasts_total %d+'), "metrics")
   end)
 
   it("checks the status as soon as the signature subscription notifies", function()
@@ -79,12 +93,25 @@ describe("send_and_confirm", function()
   it("rebroadcasts the same bytes when the first send is dropped", function()
     chain{ drop = 1 }
     local before = chain{}
+    local b1, b2 = sim:stats(1).send_transaction, sim:stats(2).send_transaction
     local res = thorp.solana.send_and_confirm(transfer(2), with())
     assert.is_true(res.ok, res.status)
     assert.is_true(res.sends >= 2, "sends " .. res.sends)
+    -- the rebroadcast went to every healthy endpoint, the first send to one
+    assert.is_true(sim:stats(1).send_transaction - b1 >= 1 and sim:stats(2).send_transaction - b2 >= 1)
+    local seen = sim:stats(1).send_transaction - b1 + sim:stats(2).send_transaction - b2
+    assert.is_true(seen >= 2 and seen <= res.sends, ("%d seen, %d sent"):format(seen, res.sends)) -- some may be in flight
     local after = chain{}
     assert.are.equal(1, after.transactions - before.transactions) -- one signature landed, once
     assert.are.equal(1, after.dropped - before.dropped)
+  end)
+
+  it("lands through the other endpoint while the first one resets every connection", function()
+    sim:fault(1, { down = true })
+    local ok, res = pcall(thorp.solana.send_and_confirm, transfer(9), with())
+    sim:fault(1, { reset = true })
+    assert.is_true(ok, res)
+    assert.is_true(res.ok, res.status)
   end)
 
   it("rebroadcasts to the send-only endpoints too (config send.endpoints / THORP_SEND_URLS)", function()
@@ -200,22 +227,10 @@ describe("send_and_confirm", function()
 end)
 
 describe("blockhash and fees", function()
-  local sim, pool, old
-  local function chain(body)
-    local r = assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", cjson.encode(body), 2000))
-    return cjson.decode(r.body)
-  end
-  setup(function()
-    sim = simm.start(1)
-    pool = thorp.rpc.new_pool{ endpoints = sim:endpoints({ "a" }), timeout_ms = 2000, health = false }
-    old = thorp.rpc.set_default_pool(pool)
-    assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":20}', 2000))
-  end)
-  teardown(function()
-    thorp.rpc.set_default_pool(old)
-    sender.stop()
-    sim:stop()
-  end)
+  local L = ledger(1)
+  local sim, pool
+  local chain = L.chain
+  setup(function() sim, pool = L.sim, L.pool end)
 
   it("keeps a blockhash at hand: the second call costs no round trip", function()
     sender.stop()
@@ -228,6 +243,20 @@ describe("blockhash and fees", function()
     assert.are.equal(a.blockhash, b.blockhash)
     local v = pool:call("isBlockhashValid", { a.blockhash })
     assert.is_true(v.result.value)
+  end)
+
+  it("refreshes the blockhash in the background while it is used", function()
+    sender.stop()
+    local a = assert(thorp.solana.blockhash({ refresh_ms = 50 }))
+    local deadline = thorp.now() + 2000
+    local b = a
+    while b.blockhash == a.blockhash and thorp.now() < deadline do
+      thorp.sleep(20)
+      b = thorp.solana.blockhash() -- never a round trip: the daemon moved it on
+    end
+    assert.are_not.equal(a.blockhash, b.blockhash)
+    assert.is_true(b.last_valid_block_height > a.last_valid_block_height)
+    sender.stop()
   end)
 
   it("estimates the priority fee as a percentile of the non-zero recent fees, capped", function()
@@ -252,26 +281,23 @@ describe("blockhash and fees", function()
     assert.are.equal(math.ceil(info.units * 1.1) + 1000, info.limit)
     local res = S.send_and_confirm(tx, { poll_ms = 30 })
     assert.is_true(res.ok, res.status)
+    -- the same through send_and_confirm's opts.simulate, which needs the spec and the signers
+    res = S.send_and_confirm({ fee_payer = kp.pubkey, recent_blockhash = bh.blockhash,
+                               instructions = { S.memo("simulated") } }, { simulate = true, signers = { kp }, poll_ms = 30 })
+    assert.is_true(res.ok, res.status)
+    local bad = S.send_and_confirm(tx, { simulate = true })
+    assert.are.equal("BAD_TRANSACTION", bad.error.code)
   end)
 end)
 
 describe("jito bundles", function()
-  local sim, pool, old
-  setup(function()
-    sim = simm.start(1)
-    pool = thorp.rpc.new_pool{ endpoints = sim:endpoints({ "a" }), timeout_ms = 2000, health = false }
-    old = thorp.rpc.set_default_pool(pool)
-    assert(thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":20}', 2000))
-  end)
-  teardown(function()
-    thorp.rpc.set_default_pool(old)
-    sender.stop()
-    sim:stop()
-  end)
+  local L = ledger(1)
+  local sim, pool
+  setup(function() sim, pool = L.sim, L.pool end)
 
   it("tips one of the published tip accounts", function()
     local kp = thorp.solana.keypair.generate()
-    local ix = sender.jito.tip(kp.pubkey, 1000)
+    local ix = thorp.solana.jito.tip(kp.pubkey, 1000)
     local to = tostring(ix.accounts[2].pubkey)
     local known = false
     for _, a in ipairs(sender.jito.tip_accounts) do known = known or a == to end
@@ -289,13 +315,34 @@ describe("jito bundles", function()
     end
     local a = tx{ S.memo("first") }
     local b = tx{ S.memo("second"), sender.jito.tip(kp.pubkey, 10000) }
-    local res = sender.send_bundle({ a, b }, { bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    local res = thorp.solana.send_bundle({ a, b }, { bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
     assert.is_true(res.ok, res.status)
     assert.are.equal(64, #res.bundle_id)
     assert.are.same({ a:signature(), b:signature() }, res.signatures)
     local st = pool:call("getSignatureStatuses", { res.signatures })
     assert.is_table(st.result.value[1])
     assert.is_table(st.result.value[2])
+    -- the same through send_and_confirm's opts.bundle
+    local c, d = tx{ S.memo("third") }, tx{ S.memo("fourth"), thorp.solana.jito.tip(kp.pubkey, 10000) }
+    local via = S.send_and_confirm(c, { bundle = { d }, bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    assert.is_true(via.ok, via.status)
+    assert.are.same({ c:signature(), d:signature() }, via.signatures)
+    -- with a trade: journaled under the first signature, completed with the outcome
+    local f, g = tx{ S.memo("sixth") }, tx{ S.memo("seventh") }
+    local id = "bundle-" .. math.floor(thorp.now())
+    assert(thorp.shutdown.register("TRADE", id, {}))
+    local tr = S.send_bundle({ f, g }, { trade = id, bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    assert.is_true(tr.ok, tr.status)
+    local row = thorp.journal.default:get(id)
+    assert.are.equal("confirmed", row.status)
+    assert.are.equal(f:signature(), row.signature)
+    -- a bundle with a member that already landed is dropped whole: it expires
+    local e = tx{ S.memo("fifth") }
+    thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":2}', 2000)
+    local dup = S.send_bundle({ e, a }, { bundle_endpoint = { name = "jito", url = sim.urls[1] }, poll_ms = 50 })
+    thorp.rpc.http_post(sim.urls[1] .. "/admin/chain", '{"slot_ms":20}', 2000)
+    assert.are.equal("expired", dup.status)
+    assert.is_true(thorp.json.is_null(pool:call("getSignatureStatuses", { { e:signature() } }).result.value[1]))
     local six = {}
     for i = 1, 6 do six[i] = a end
     assert.are.equal("BAD_TRANSACTION", sender.send_bundle(six, {}).error.code)

@@ -339,6 +339,28 @@ describe("transactions", function()
     assert.are.equal("\2\64\13\3\0", d.instructions[1].data)
   end)
 
+  it("builds the same bytes from base58 text as from pubkeys, with the GC running all the time", function()
+    local function k58(i) return sol.base58.encode(sol.sha256("gc" .. i)) end
+    local function build(conv)
+      local accs = {}
+      for i = 1, 20 do accs[i] = { pubkey = conv(k58(i)), is_writable = i % 2 == 0 } end
+      return sol.transaction{ fee_payer = payer.pubkey, recent_blockhash = bh, version = 0,
+        instructions = { { program_id = conv(k58(99)), accounts = accs, data = "x" } },
+        lookup_tables = { { key = conv(k58(98)), addresses = { conv(k58(3)), conv(k58(4)) } } } }:message()
+    end
+    local want = build(sol.pubkey)
+    collectgarbage("collect")
+    local pause = collectgarbage("setpause", 0)
+    local stepmul = collectgarbage("setstepmul", 1000)
+    local ok = true
+    for _ = 1, 200 do
+      if build(function(x) return x .. "" end) ~= want then ok = false end
+    end
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", stepmul)
+    assert.is_true(ok)
+  end)
+
   it("refuses a signer that is not in the transaction", function()
     local tx = sol.transaction{ fee_payer = payer.pubkey, recent_blockhash = bh,
       instructions = { sol.memo("x") } }

@@ -65,6 +65,21 @@ local SETTINGS = {
   { "bus.reorder_window_ms", "BUS_REORDER_WINDOW_MS", "int", 50, min = 0, max = 600000 },
   { "bus.evict_low_for_critical", "BUS_EVICT_LOW_FOR_CRITICAL", "bool", true,
     note = "a full bus drops its oldest low event to take a critical one" },
+  { "ws.heartbeat_ms", "THORP_WS_HEARTBEAT_MS", "int", 2000, min = 0, max = 600000,
+    note = "a connection with a slotSubscribe and no slot notification for this long is dead; 0 = off" },
+  { "ws.ping_interval_ms", "THORP_WS_PING_INTERVAL_MS", "int", 5000, min = 100, max = 600000,
+    note = "a WebSocket ping when nothing arrived for this long" },
+  { "ws.ping_timeout_ms", "THORP_WS_PING_TIMEOUT_MS", "int", 15000, min = 100, max = 3600000,
+    note = "nothing at all (not even a pong) for this long: the connection is dead" },
+  { "ws.connect_timeout_ms", "THORP_WS_CONNECT_TIMEOUT_MS", "int", 5000, min = 100, max = 600000 },
+  { "ws.max_message_bytes", "THORP_WS_MAX_MESSAGE_BYTES", "int", 64 * 1024 * 1024, min = 4096, max = 1073741824,
+    note = "a larger message closes the connection with an error (programSubscribe with base64 data is large)" },
+  { "ws.backoff_min_ms", "THORP_WS_BACKOFF_MIN_MS", "int", 100, min = 1, max = 600000,
+    note = "first reconnect delay (jittered, doubling up to ws.backoff_max_ms)" },
+  { "ws.backoff_max_ms", "THORP_WS_BACKOFF_MAX_MS", "int", 5000, min = 1, max = 3600000 },
+  { "ws.mailbox", "THORP_WS_MAILBOX", "int", 10000, min = 1, max = 1e9,
+    note = "notifications waiting per subscription before drops (counted)" },
+  { "ws.ca_file", "THORP_WS_CA_FILE", "string", nil, note = "trust store for wss:// (default: the system's)" },
   { "console.enabled", "THORP_CONSOLE", "bool", true },
   { "console.socket", "THORP_CONSOLE_SOCKET", "string", nil, note = "default: STATE_DIR/console.sock" },
 }
@@ -198,29 +213,53 @@ local function load_timeout()
 end
 M.load_timeout = load_timeout
 
---- run_bounded(chunk, file, timeout_ms, what) -> true, result | false, message (with a traceback)
+-- how long past its deadline a load may still run before the process ends it
+M.LOAD_GRACE_MS = 1000
+
+--- run_bounded(chunk, file, timeout_ms, what, exit_code) -> true, result | false, message (with a traceback)
 --- Runs a user file's chunk with a deadline. LuaJIT's hooks do not fire in
 --- compiled code, so the JIT is off while the chunk runs (nothing new gets
 --- compiled) and a count hook checks the clock: `while true do end` is
---- stopped and named instead of freezing the host.
-function M.run_bounded(chunk, file, timeout_ms, what)
-  local now = require("thorp.sched").now
+--- stopped and named instead of freezing the host. Past the deadline the
+--- hook fires on every instruction and raises each time, so a chunk that
+--- catches the error (a pcall in a loop) is stopped too. A chunk stuck where
+--- no hook runs (inside a C function) is ended by the watchdog thread
+--- LOAD_GRACE_MS after the deadline: the process exits exit_code (default 2;
+--- 1 for a reload in a running host, so its supervisor restarts it).
+function M.run_bounded(chunk, file, timeout_ms, what, exit_code)
+  local sched = require "thorp.sched"
+  local now = sched.now
   local deadline = now() + timeout_ms
   local jit_was_on = jit.status()
+  -- the load has its own deadline: the watchdog must not end the host first
+  local wd = sched.watchdog
+  local wd_exit = wd.exit_after_ms
+  if wd_exit > 0 and wd_exit < timeout_ms + M.LOAD_GRACE_MS then wd.exit_after_ms = timeout_ms + M.LOAD_GRACE_MS end
+  local C = require "thorp.cdef"
+  C.thorp_watchdog_guard(file, deadline + M.LOAD_GRACE_MS, exit_code or 2)
   -- while it loads, the real os.exit is out of reach by any path (_G.os, a required module)
   local exit = os.exit
   rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
-  debug.sethook(function()
-    if now() > deadline then
-      error(("%s: still running after %d ms (an endless loop?): stopped (THORP_LOAD_TIMEOUT_MS)"):format(
-        file, timeout_ms), 2)
-    end
-  end, "", 1000)
+  local old_hook, old_mask, old_count = debug.gethook()
+  local getinfo, sethook = debug.getinfo, debug.sethook
+  local message = ("%s: still running after %d ms (an endless loop?): stopped (THORP_LOAD_TIMEOUT_MS)"):format(
+    file, timeout_ms)
+  local function hook()
+    if now() <= deadline then return end
+    -- from now on, every instruction: a caught error cannot buy the chunk another 1000
+    sethook(hook, "", 1)
+    -- except this function's own, once the chunk has returned
+    if getinfo(2, "f").func == M.run_bounded then return end
+    error(message, 2)
+  end
+  sethook(hook, "", 1000)
   local res = { xpcall(chunk, debug.traceback) }
-  debug.sethook()
+  if old_hook then sethook(old_hook, old_mask, old_count) else sethook() end
+  C.thorp_watchdog_guard(nil, 0, 0)
   if jit_was_on then jit.on() end
   rawset(os, "exit", exit)
+  wd.exit_after_ms = wd_exit
   return unpack(res, 1, 2)
 end
 
@@ -526,6 +565,11 @@ function M.load(opts)
   local w, c = values["backpressure.warning_threshold"], values["backpressure.critical_threshold"]
   if w and c and w >= c then
     errs[#errs + 1] = ("BACKPRESSURE_WARNING_THRESHOLD=%s must be below BACKPRESSURE_CRITICAL_THRESHOLD=%s"):format(w, c)
+  end
+  local bmin, bmax = values["ws.backoff_min_ms"], values["ws.backoff_max_ms"]
+  if bmin and bmax and bmin > bmax then
+    errs[#errs + 1] = ("THORP_WS_BACKOFF_MIN_MS=%s (ws.backoff_min_ms) must be at most THORP_WS_BACKOFF_MAX_MS=%s "
+                       .. "(ws.backoff_max_ms)"):format(bmin, bmax)
   end
   local st, ft = values["shutdown.timeout_ms"], values["shutdown.force_timeout_ms"]
   if st and ft and ft < st then

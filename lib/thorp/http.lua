@@ -539,6 +539,7 @@ function M.listen(host, port, opts)
   pool = opts.pool
   token = opts.token
   if token then logm.secret(token) end
+  require("thorp.http_ws").enable(opts.pool, token) -- WebSocket on the same port (lib/thorp/http_ws.lua)
   return p
 end
 

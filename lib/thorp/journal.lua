@@ -26,7 +26,7 @@
 -- JOURNAL_HISTORY_RETENTION_MS (7 days) and expired idempotency keys are
 -- dropped, at start and every 10 minutes.
 local ffi = require "ffi"
-local cjson = require "cjson.safe"
+local json = require "thorp.json"
 local sched = require "thorp.sched"
 local log = require("thorp.log").for_module("journal")
 local C = require "thorp.cdef"
@@ -37,8 +37,16 @@ J.__index = J
 
 M.DEFAULT_RETENTION_MS = 7 * 86400000
 
+-- A closed journal answers every method with an error (never a NULL handle to C).
+local CLOSED = { __index = function(_, name)
+  if name == "close" then return function() end end
+  if name == "healthy" then return false end
+  return function() error("journal: " .. tostring(name) .. " on a closed journal", 2) end
+end }
+
 local function close(self)
   if self.h ~= nil then C.thorp_journal_close(ffi.gc(self.h, nil)); self.h = nil end
+  setmetatable(self, CLOSED)
 end
 J.close = close
 
@@ -74,15 +82,30 @@ end
 
 local function jsonable(what, id, v)
   if v == nil then return nil end
-  local text = cjson.encode(v)
+  local text, err = json.safe_encode(v)
   if not text then
-    error(("journal: trade %s %s cannot be stored as JSON (functions, cycles?)"):format(tostring(id), what), 3)
+    error(("journal: trade %s %s cannot be stored as JSON (%s)"):format(tostring(id), what, tostring(err)), 3)
   end
   return text
 end
 
+-- An outcome is stored whatever it holds: what JSON cannot hold is kept as text.
+local function outcome_text(o)
+  if o == nil then return nil end
+  local text = json.safe_encode(o)
+  if text then return text end
+  local safe = {}
+  for k, v in pairs(o) do
+    if type(k) == "string" then
+      safe[k] = (type(v) == "string" or type(v) == "boolean" or (type(v) == "number" and v == v
+                 and v > -math.huge and v < math.huge)) and v or tostring(v)
+    end
+  end
+  return json.safe_encode(safe)
+end
+
 local function row_table(row, with_tx)
-  local meta = cjson.decode(ffi.string(row.meta))
+  local meta = json.decode(ffi.string(row.meta))
   local t = { id = ffi.string(row.id), type = ffi.string(row.kind), meta = type(meta) == "table" and meta or {},
               started_at = row.started_at, run_id = ffi.string(row.run_id) }
   if row.signature ~= nil then t.signature = ffi.string(row.signature) end
@@ -122,7 +145,7 @@ end
 
 --- j:done(id, status, outcome_table) -> true | nil, err
 function J:done(id, status, outcome)
-  local text = jsonable("outcome", id, outcome)
+  local text = outcome_text(outcome)
   local sig = type(outcome) == "table" and type(outcome.signature) == "string" and outcome.signature or nil
   if C.thorp_journal_done(self.h, id, sched.wall(), status or "completed", text, sig) < 0 then return failed(self) end
   return true
@@ -134,6 +157,7 @@ function J:get(id)
   if C.thorp_journal_get(self.h, tostring(id), row) ~= 1 then return nil end
   local t = row_table(row, true)
   t.status = ffi.string(row.status)
+  C.thorp_journal_release(self.h)
   return t
 end
 
@@ -158,7 +182,7 @@ function J:history(opts)
     local t = row_table(row, false)
     t.ended_at, t.status = row.ended_at, ffi.string(row.status)
     if row.outcome ~= nil then
-      local o = cjson.decode(ffi.string(row.outcome))
+      local o = json.decode(ffi.string(row.outcome))
       if type(o) == "table" then t.outcome, t.slot, t.err = o, o.slot, o.err end
     end
     out[#out + 1] = t
@@ -185,7 +209,9 @@ end
 function J:key(key)
   local k = ffi.new("thorp_journal_key")
   if C.thorp_journal_key_get(self.h, key, k) ~= 1 then return nil end
-  return key_table(k)
+  local t = key_table(k)
+  C.thorp_journal_release(self.h)
+  return t
 end
 
 --- j:keys() -> live (not expired) keys, oldest claim first
@@ -299,6 +325,9 @@ end
 
 --- healthy() -> bool: false while the journal cannot write (/health answers 503)
 function M.healthy() return not M.default or M.default.healthy end
+
+--- errors() -> journal operations that failed since start (thorp_journal_errors_total)
+function M.errors() return M.default and M.default.errors or 0 end
 
 --- unjournaled() -> trades refused or completions not written because of journal failures
 function M.unjournaled() return refused + #pending end

@@ -177,14 +177,21 @@ enc = function(b, v, depth)
 end
 
 --- encode(v) -> string (raises on values JSON cannot hold: functions, NaN, cycles)
+local busy = false
 function M.encode(v)
-  obuf:reset()
-  local ok, err = pcall(enc, obuf, v, 0)
+  local b = busy and require("string.buffer").new() or obuf -- a __tojson may encode too
+  local was = busy
+  busy = true
+  b:reset()
+  local ok, err = pcall(enc, b, v, 0)
+  busy = was
   if not ok then
-    obuf:reset()
+    b:reset()
     error(err, 2)
   end
-  return obuf:tostring()
+  local s = b:tostring()
+  b:reset()
+  return s
 end
 
 --- safe_encode(v) -> string | nil, err

@@ -8,6 +8,8 @@
 --   subscribers  = { executor = { topic = "trade_signal", handler = function(ev) end,
 --                                 max_failure_rate = 0.5 } }
 --   hooks        = { frontdoor_request = function(req) end }
+--   methods      = { getPriorityFeeEstimate = { endpoints = { "helius" }, timeout_ms = 800, priority = "normal" },
+--                    submit = { "sendBundle" } }   -- rpc routing (validated by thorp.rpc)
 --   on_start     = function() end   -- runs once in its own task after the first load
 --                                      (not on reloads): start feeds, timers
 --
@@ -169,6 +171,15 @@ M.section("backpressure", {
     if type(b) ~= "table" then return { where .. ": expected a table" } end
     return require("thorp.backpressure").validate(b, where)
   end,
+  -- the values it leaves unset come from the running admission control: check the combination
+  check = function(b)
+    local bpm = require "thorp.backpressure"
+    local live = bpm.default and bpm.default.a
+    if not live then return {} end
+    return bpm.validate({ max_queue_size = b.max_queue_size, warning_threshold = b.warning_threshold or live.warning,
+                          critical_threshold = b.critical_threshold or live.critical },
+                        "backpressure (with the running values)")
+  end,
   apply = function(b) if b then require("thorp.backpressure").default:configure(b) end end,
 })
 
@@ -198,6 +209,23 @@ M.section("breakers", {
     return errs
   end,
   apply = function(b) require("thorp.rpc").configure_breakers(b or {}) end,
+})
+
+-- rpc routing: methods = { NAME = { endpoints =, timeout_ms =, priority = }, submit = { NAME, ... } }
+M.section("methods", {
+  validate = function(m, where, ctx) return require("thorp.rpc").validate_methods(m, where, ctx.endpoints) end,
+  empty = function() return {} end,
+  merge = function(dst, src) -- routes by method name, later files win; submit lists add up
+    dst = dst or {}
+    for k, v in pairs(src) do
+      if k == "submit" then
+        dst.submit = dst.submit or {}
+        for _, name in ipairs(v) do dst.submit[#dst.submit + 1] = name end
+      else dst[k] = v end
+    end
+    return dst
+  end,
+  apply = function(m) require("thorp.rpc").set_methods(m) end,
 })
 
 local subscribed = {} -- name -> { topic, sub }: the subscribers this module attached
@@ -360,7 +388,8 @@ local function load_one(file, errs)
   add_folder(file)
   local config = require "thorp.config"
   setfenv(chunk, config.sandbox("a policy", file, { thorp = require "thorp" }))
-  local ok, p = config.run_bounded(chunk, file, config.load_timeout(), "a policy")
+  -- a load stuck past its deadline ends the process: 2 at start, 1 in a running host (restart it)
+  local ok, p = config.run_bounded(chunk, file, config.load_timeout(), "a policy", state.running and 1 or 2)
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
     local shown, text = pcall(tostring, p)
@@ -496,11 +525,13 @@ function M.start(_cfg, mode, opts)
     sched.spawn_opts({ name = "policy.on_start" }, state.applied.on_start)
   end
   sched.on_signal(sched.SIGHUP, function() M.reload() end)
+  state.running = true
   return true
 end
 
 function M.stop()
   subscribed = {}
+  state.running = nil
 end
 
 return M

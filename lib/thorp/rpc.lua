@@ -14,26 +14,55 @@
 -- timeouts, 5xx, malformed answers and -32005 count against the endpoint;
 -- a 429 backs it off (Retry-After or exponential) without counting; an RPC
 -- error that is the caller's (invalid params, preflight -32002, ...) goes
--- back to the caller untouched. A failed call moves on to the next endpoint
--- within its deadline while the retry budget lasts. sendTransaction is
--- never sent twice on the pool's own initiative (opts.retry_send = true
--- allows it); reads may be hedged: when the first endpoint is slower than
--- its own recent p90, a second one is asked and the first answer wins.
+-- back to the caller untouched; -32601 (method not found) is the provider's
+-- limit: the next endpoint is asked and the gap remembered per (endpoint,
+-- method). A failed call moves on to the next endpoint within its deadline
+-- while the retry budget lasts; a critical call is never refused by the
+-- budget, and before it fails, endpoints out of rotation (open breaker,
+-- backed off, unhealthy) are probed. Submission methods (sendTransaction,
+-- sendBundle, any named in methods.submit) are never hedged, batched or
+-- re-sent on the pool's own initiative (opts.retry_send = true allows it)
+-- unless the request provably never left; reads may be hedged: when the
+-- first endpoint is slower than its own recent p90, a second one is asked
+-- and the first answer wins. Each endpoint has at most max_inflight
+-- transfers in curl; further attempts wait in the endpoint's queue, and the
+-- endpoint is judged only on the time it was really asked. Every pool
+-- checks its endpoints in the background unless health = false.
+--
+-- The pool's jobs, one file each (lib/thorp/rpc/): endpoint.lua (an
+-- endpoint's record, statistics and validation), routing.lua (the methods
+-- section, submissions), classify.lua (what an answer means), batch.lua
+-- (auto-batching), health.lua (background checks). This file is the API and
+-- the call path: transport glue, pick, attempts, retries and hedging.
 local ffi = require "ffi"
 local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
-local config = require "thorp.config"
 local logm = require "thorp.log"
 local metrics = require "thorp.metrics"
+local priority = require "thorp.priority"
+local shutdown = require "thorp.shutdown"
+local endpoint = require "thorp.rpc.endpoint"
+local routing = require "thorp.rpc.routing"
+local classify_m = require "thorp.rpc.classify"
+local batch = require "thorp.rpc.batch"
+local health = require "thorp.rpc.health"
 local log = logm.for_module("rpc")
 
 local C = require "thorp.cdef"
 local now = sched.now
+local cached_now = sched.cached_now -- the clock at the start of this loop turn: for comparisons, not for judging
 local floor, min, max = math.floor, math.min, math.max
 
 local M = {}
-local PRIORITIES = { critical = true, normal = true, low = true }
+local PRIORITIES = priority.RANK
+local classify, fail, fair_ms, rid_of = classify_m.classify, classify_m.fail, classify_m.fair_ms, classify_m.rid_of
+local hedge_delay, supports = endpoint.hedge_delay, endpoint.supports
+local route_of, is_submit = routing.route_of, routing.is_submit
+M.LATENCY_BOUNDS = endpoint.LATENCY_BOUNDS
+M.validate_methods, M.set_methods = routing.validate_methods, routing.set_methods
+M.is_submit = function(method, pool) return is_submit(pool or { submit = {} }, method) end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 local method_priorities = {} -- policy: method -> priority
 M.stats_total = { calls = 0, ok = 0, failed = 0, retries = 0, hedges = 0, hedge_wins = 0, rejected = 0,
                   shed_shutdown = 0 }
@@ -41,30 +70,37 @@ local T = M.stats_total
 
 -- Transport ------------------------------------------------------------------
 
-local waiting = {} -- request id -> callback(res)
+local waiting = {} -- request id -> the attempt waiting for it, or a callback(res)
 local errbuf = ffi.new("char[256]")
+local RESULT_PTR = ffi.typeof("thorp_http_result *")
+local deliver -- (att, res), below
 
 sched.on_event(sched.EV.RPC, function(ev)
-  local r = ffi.cast("thorp_http_result *", ev.ptr)
+  local r = ffi.cast(RESULT_PTR, ev.ptr)
   local id = tonumber(ev.id)
-  local cb = waiting[id]
-  waiting[id] = nil
+  local w = waiting[id]
   local res
-  if cb then
-    res = { curl_code = r.curl_code, http_status = r.http_status, retry_after_ms = r.retry_after_ms,
-            total_ms = r.total_ms, body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "",
-            error = ffi.string(r.error) }
+  if w then
+    waiting[id] = nil
+    local code = r.curl_code
+    res = { curl_code = code, http_status = r.http_status, retry_after_ms = r.retry_after_ms,
+            total_ms = r.total_ms, sent = r.sent ~= 0,
+            body = r.body_len > 0 and ffi.string(r.body, r.body_len) or "", error = code ~= 0 and ffi.string(r.error) or "" }
   end
   C.thorp_pool_result_free(r)
-  if cb then cb(res) end
+  if w then
+    if type(w) == "function" then w(res)
+    else w.id = nil; deliver(w, res) end
+  end
 end)
 
+-- waiter: the attempt (a table, given to deliver) or a callback(res);
 -- headers: an endpoint's own "Name: value" lines (config `headers`), or nil
-local function http_send(url, body, timeout_ms, cb, headers)
+local function http_send(url, body, timeout_ms, waiter, headers)
   local id = C.thorp_pool_request_headers(url, body, #body, timeout_ms, min(timeout_ms, 3000), headers, errbuf, 256)
   if id < 0 then return nil, ffi.string(errbuf) end
   id = tonumber(id)
-  waiting[id] = cb
+  waiting[id] = waiter
   return id
 end
 
@@ -75,107 +111,6 @@ local function http_cancel(id)
   end
 end
 
--- Endpoints ------------------------------------------------------------------
-
-local LAT_N = 128
--- histogram bounds (ms) for /metrics; the last bucket is +Inf
-local LAT_BOUNDS = { 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000 }
-M.LATENCY_BOUNDS = LAT_BOUNDS
-local function lat_add(ep, ms)
-  ep.lat_i = ep.lat_i % LAT_N + 1
-  ep.lat[ep.lat_i] = ms
-  if ep.lat_n < LAT_N then ep.lat_n = ep.lat_n + 1 end
-  local h = ep.hist
-  local b = #LAT_BOUNDS + 1
-  for i = 1, #LAT_BOUNDS do if ms <= LAT_BOUNDS[i] then b = i break end end
-  h[b] = h[b] + 1
-  ep.hist_sum, ep.hist_n = ep.hist_sum + ms, ep.hist_n + 1
-  ep.hedge_age = ep.hedge_age + 1
-end
-
-local function percentiles(ep)
-  if ep.lat_n == 0 then return nil end
-  local s = {}
-  for i = 1, ep.lat_n do s[i] = ep.lat[i] end
-  table.sort(s)
-  local function p(q) return floor(s[max(1, math.ceil(q * #s))] * 10 + 0.5) / 10 end
-  return { p50 = p(0.5), p90 = p(0.9), p99 = p(0.99), samples = #s }
-end
-
--- 1.2x the endpoint's recent p90, recomputed every 32 answers (not per call)
-local function hedge_delay(ep, pool)
-  if ep.lat_n < 10 then return pool.hedge_ms end
-  if not ep.hedge_cached or ep.hedge_age >= 32 then
-    local s = {}
-    for i = 1, ep.lat_n do s[i] = ep.lat[i] end
-    table.sort(s)
-    ep.hedge_cached = min(max(s[math.ceil(0.9 * #s)] * 1.2, pool.hedge_min_ms), pool.hedge_ms * 5)
-    ep.hedge_age = 0
-  end
-  return ep.hedge_cached
-end
-
-local function publish_system(topic, event) require("thorp.bus").system(topic, event, "low") end
-
--- An endpoint's `headers` (providers that authenticate by header) as the
--- "Name: value" lines the transport sends; the values are secrets.
-local function header_lines(h)
-  if not h or next(h) == nil then return nil end
-  local lines = {}
-  for k, v in pairs(h) do lines[#lines + 1] = k .. ": " .. v end
-  table.sort(lines)
-  return table.concat(lines, "\n")
-end
-
-local function new_endpoint(pool, e, i)
-  local display = config.redact_url(e.url, e)
-  local bopts = {}
-  for k, v in pairs(pool.breaker_opts) do bopts[k] = v end
-  bopts.name = e.name
-  local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
-               timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
-               header_lines = header_lines(e.headers),
-               hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
-               inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_n = 0, healthy = true,
-               health_fails = 0, good_checks = 0,
-               errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
-                          RATE_LIMITED = 0 } }
-  for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
-  ep.ws_url = e.ws_url -- WebSocket subscriptions (lib/thorp/ws.lua)
-  ep.breaker:on_change(function(_, from, to)
-    local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
-    if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
-    publish_system("thorp.breaker", f)
-  end)
-  return ep
-end
-
-local function validate_endpoints(list)
-  if type(list) ~= "table" or #list == 0 then
-    error("rpc.new_pool: endpoints must be a non-empty list of { name =, url =, weight = }", 3)
-  end
-  local seen = {}
-  for i, e in ipairs(list) do
-    local w = ("rpc.new_pool: endpoints[%d]"):format(i)
-    if type(e) ~= "table" then error(w .. ": expected a table { name =, url = }", 3) end
-    if type(e.name) ~= "string" or e.name == "" then error(w .. ".name: expected a non-empty string", 3) end
-    if seen[e.name] then error(w .. ".name: duplicate endpoint name " .. e.name, 3) end
-    seen[e.name] = true
-    if type(e.url) ~= "string" or not e.url:match("^https?://[^/]") then
-      error(("%s.url (%s): expected an http:// or https:// URL"):format(w, config.redact_url(tostring(e.url))), 3)
-    end
-    if e.weight ~= nil and (type(e.weight) ~= "number" or e.weight <= 0) then
-      error(w .. ".weight: expected a number > 0, got " .. tostring(e.weight), 3)
-    end
-    if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
-      error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
-    end
-    if e.ws_url ~= nil and (type(e.ws_url) ~= "string" or not e.ws_url:match("^wss?://[^/]")) then
-      error(("%s.ws_url (%s): expected a ws:// or wss:// URL"):format(w, config.redact_url(tostring(e.ws_url))), 3)
-    end
-  end
-end
-
 -- Pool -------------------------------------------------------------------------
 
 local Pool = {}
@@ -183,15 +118,32 @@ Pool.__index = Pool
 
 function M.new_pool(opts)
   if type(opts) ~= "table" then error("rpc.new_pool: expected a table of options", 2) end
-  validate_endpoints(opts.endpoints)
+  endpoint.validate(opts.endpoints)
   local errs = breaker.validate(opts.breaker or {}, "rpc.new_pool: breaker")
   if #errs > 0 then error(table.concat(errs, "; "), 2) end
   local ab = opts.auto_batch
   if ab ~= nil and ab ~= true and ab ~= false and not (type(ab) == "number" and ab >= 2 and ab % 1 == 0) then
     error("rpc.new_pool: auto_batch must be true, false or a maximum batch size >= 2, got " .. tostring(ab), 2)
   end
+  if opts.max_inflight ~= nil then endpoint.check_inflight(opts.max_inflight, "rpc.new_pool: max_inflight", 2) end
+  for _, k in ipairs{ "health_interval_ms", "max_retry_after_ms", "max_slot_lag", "max_queued" } do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or not (v >= 0 and v < 1e12)) then
+      error(("rpc.new_pool: %s: expected a number >= 0, got %s"):format(k, tostring(v)), 2)
+    end
+  end
+  if opts.health ~= nil and type(opts.health) ~= "boolean" then
+    error("rpc.new_pool: health: expected true or false, got " .. tostring(opts.health), 2)
+  end
+  local names = {}
+  for _, e in ipairs(opts.endpoints) do names[e.name] = true end
+  if opts.methods ~= nil then
+    local errs2 = M.validate_methods(opts.methods, "rpc.new_pool: methods", names)
+    if #errs2 > 0 then error(table.concat(errs2, "; "), 2) end
+  end
   local bp = opts.backpressure
   if type(bp) == "table" and not bp.admit then bp = require("thorp.backpressure").new(bp) end
+  local proutes, psubmit = routing.compile_methods(opts.methods)
   local pool = setmetatable({
     name = opts.name or "pool", timeout_ms = opts.timeout_ms or 5000, breaker_opts = opts.breaker or {},
     bp = bp or nil, eps = {}, by_name = {}, hedge = opts.hedge ~= false,
@@ -199,15 +151,18 @@ function M.new_pool(opts)
     retry_tokens = 10, retry_max = opts.retry_budget or 10, retry_ratio = opts.retry_ratio or 0.2,
     max_slot_lag = opts.max_slot_lag or 20, priorities = opts.priorities or {},
     auto_batch = opts.auto_batch and (opts.auto_batch == true and 100 or opts.auto_batch) or nil,
+    max_retry_after_ms = opts.max_retry_after_ms or 30000, max_inflight = opts.max_inflight or 64,
+    max_queued = opts.max_queued, routes = proutes, submit = psubmit,
   }, Pool)
   for i, e in ipairs(opts.endpoints) do
-    local ep = new_endpoint(pool, e, i)
+    local ep = endpoint.new(pool, e, i)
     pool.eps[i] = ep
     pool.by_name[ep.name] = ep
   end
   pool.order = {}
   for i, ep in ipairs(pool.eps) do pool.order[i] = ep end
   table.sort(pool.order, function(a, b) return a.weight > b.weight or (a.weight == b.weight and a.index < b.index) end)
+  if opts.health ~= false then pool:start_health(opts.health_interval_ms or 400, opts.max_slot_lag) end
   return pool
 end
 
@@ -222,131 +177,90 @@ function Pool:configure_breakers(policy)
   end
 end
 
--- the next endpoint to ask, or nil: in order, skipping tried, open, backed off, unhealthy
+-- Call records are reused: when a call returns, its mail, tried and inflight
+-- tables are empty again (its last answer or cancel_all emptied them, and no
+-- attempt can reach it any more), so the next call takes them instead of
+-- allocating. failures starts as a shared empty list and becomes the call's
+-- own on the first failure (errors hand it to the caller).
+local NO_FAILURES = setmetatable({}, { __newindex = function() error("rpc: NO_FAILURES is read-only", 2) end })
+local free_calls, n_free_calls, FREE_CALLS_MAX = {}, 0, 256
+
+local function new_call(task, tmo, req, opts)
+  local call
+  if n_free_calls > 0 then
+    call = free_calls[n_free_calls]
+    free_calls[n_free_calls] = nil
+    n_free_calls = n_free_calls - 1
+  else
+    call = { mail = {}, tried = {}, inflight = {} }
+  end
+  call.task, call.failures, call.attempts, call.n_inflight = task, NO_FAILURES, 0, 0
+  call.deadline, call.fair_ms, call.method = now() + tmo, tmo * 0.5, req.method
+  call.critical, call.allowed = req.priority == "critical", opts._allowed
+  return call
+end
+
+local function free_call(call)
+  local mail, tried = call.mail, call.tried
+  for i = #mail, 1, -1 do mail[i] = nil end
+  for ep in pairs(tried) do tried[ep] = nil end
+  if next(call.inflight) ~= nil or n_free_calls >= FREE_CALLS_MAX then return end -- not reusable: let it go
+  call.task, call.failures, call.allowed, call.pin, call.first, call.probe = nil, nil, nil, nil, nil, nil
+  call.hedged, call.saturated, call.waiting, call.token = nil, nil, nil, nil
+  n_free_calls = n_free_calls + 1
+  free_calls[n_free_calls] = call
+end
+
+local function add_failure(call, f)
+  local fs = call.failures
+  if fs == NO_FAILURES then fs = {}; call.failures = fs end
+  fs[#fs + 1] = f
+end
+local function own_failures(call) return call.failures ~= NO_FAILURES and call.failures or {} end
+
+-- The next endpoint to ask, or nil: in order, skipping tried, open, backed
+-- off, unhealthy, not routed for the method or lacking it; one with a free
+-- transfer slot before one where the attempt would queue. A critical call
+-- (or the first attempt of any) that finds none probes the least bad one.
 local function pick(pool, call)
-  local t = now()
+  local t = cached_now()
   if call.pin then
     local ep = call.pin
     if call.tried[ep] then return nil end
     if ep.breaker:allow() then return ep end
-    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "CIRCUIT_OPEN" }
+    add_failure(call, { endpoint = ep.name, code = "CIRCUIT_OPEN", message = ep.name .. ": circuit open" })
     return nil
   end
+  local allowed, method = call.allowed, call.method
   local any_healthy = false
   for _, ep in ipairs(pool.order) do if ep.healthy then any_healthy = true break end end
+  local queue_on
   for _, ep in ipairs(pool.order) do
-    if not call.tried[ep] and ep.backoff_until <= t and (ep.healthy or not any_healthy)
-       and ep.breaker:state() ~= "OPEN" and ep.breaker:allow() then
-      return ep
+    if not call.tried[ep] and (not allowed or allowed[ep.name]) and ep.backoff_until <= t
+       and (ep.healthy or not any_healthy) and supports(ep, method, t) and ep.breaker:state() ~= "OPEN" then
+      if ep.inflight < ep.max_inflight then
+        if ep.breaker:allow() then return ep end
+      elseif call.critical or ep.nqueued < (pool.max_queued or 4 * ep.max_inflight) then
+        queue_on = queue_on or ep
+      else
+        call.saturated = true
+      end
     end
   end
-  -- nothing usable. Before anything was tried, ask the least bad one rather than fail closed.
-  if call.attempts > 0 then return nil end
+  if queue_on and queue_on.breaker:allow() then return queue_on end
+  if call.saturated and not call.critical then return nil end
+  if call.attempts > 0 and not call.critical then return nil end
   local best, score
   for _, ep in ipairs(pool.order) do
-    if not call.tried[ep] then
+    if not call.tried[ep] and (not allowed or allowed[ep.name]) and supports(ep, method, t) then
       local s = ep.breaker:retry_in() + max(0, ep.backoff_until - t) + (ep.healthy and 0 or 1000)
       if not best or s < score then best, score = ep, s end
     end
   end
-  if best then call.least_bad = true end
+  call.probe = best
   return best
 end
 
-local function fail(code, message, extra)
-  local e = extra or {}
-  e.code, e.message = code, message
-  return { ok = false, error = e }
-end
-
-local NOT_SENT = { [5] = true, [6] = true, [7] = true } -- proxy/host not resolved, could not connect
-local ENDPOINT_RPC_FAULTS = { [-32005] = true, [-32603] = true }
-
--- classify one answer: returns result table (ok) or err, retry, maybe_sent
-local function classify(_pool, ep, res, req)
-  local t = now()
-  if res.curl_code ~= 0 then
-    local code = res.curl_code == 28 and "TIMEOUT" or "TRANSPORT_ERROR"
-    ep.errors[code] = ep.errors[code] + 1
-    ep.breaker:failure()
-    return nil, { code = code, endpoint = ep.name, message = ("%s: %s"):format(ep.name, res.error) },
-      true, not NOT_SENT[res.curl_code]
-  end
-  local status = res.http_status
-  if status == 429 then
-    local ms = res.retry_after_ms >= 0 and res.retry_after_ms or min(30000, 250 * 2 ^ ep.backoff_n)
-    ep.backoff_n = ep.backoff_n + 1
-    ep.backoff_until = t + ms
-    ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
-    ep.breaker:neutral()
-    log.warn("endpoint rate-limited, backing off", { endpoint = ep.name, backoff_ms = floor(ms), request_id = req.rid })
-    return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = floor(ms), endpoint = ep.name,
-                  message = ("%s: rate limited (429), backing off %d ms"):format(ep.name, ms) }, true, false
-  end
-  if status ~= 200 then
-    ep.errors.HTTP_ERROR = ep.errors.HTTP_ERROR + 1
-    ep.breaker:failure()
-    return nil, { code = "HTTP_ERROR", http_status = status, endpoint = ep.name,
-                  message = ("%s: HTTP %d"):format(ep.name, status) }, true, status >= 500 and status ~= 503
-  end
-  ep.backoff_n = 0
-  local doc = json.decode(res.body)
-  if type(doc) == "table" and doc.error == json.null then doc.error = nil end -- "error": null is no error
-  if type(doc) ~= "table" or (req.batch and doc[1] == nil and next(doc) ~= nil)
-     or (not req.batch and (doc.result == nil or doc.error ~= nil) and type(doc.error) ~= "table") then
-    ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
-    ep.breaker:failure()
-    return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
-                  message = ("%s: malformed JSON-RPC answer (%d bytes)"):format(ep.name, #res.body) }, true, true
-  end
-  if not req.batch and doc.error then
-    local e = doc.error
-    local code = tonumber(e.code)
-    if code == 429 or code == -32429 then -- rate limit reported inside a 200
-      ep.backoff_until = t + min(30000, 250 * 2 ^ ep.backoff_n)
-      ep.backoff_n = ep.backoff_n + 1
-      ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
-      ep.breaker:neutral()
-      return nil, { code = "HTTP_ERROR", http_status = 429, endpoint = ep.name,
-                    message = ep.name .. ": rate limited" }, true, false
-    end
-    ep.errors.RPC_ERROR = ep.errors.RPC_ERROR + 1
-    local err = { code = "RPC_ERROR", rpc_code = code, data = e.data, endpoint = ep.name, raw = res.body,
-                  message = ("%s: %s"):format(ep.name, tostring(e.message)) }
-    if ENDPOINT_RPC_FAULTS[code] then
-      ep.breaker:failure()
-      return nil, err, true, code ~= -32005
-    end
-    ep.breaker:neutral() -- the caller's problem, not the endpoint's
-    return nil, err, false, true
-  end
-  ep.breaker:success()
-  ep.successes = ep.successes + 1
-  lat_add(ep, res.total_ms)
-  if req.batch then
-    local by_id, results = {}, {}
-    for j, d in ipairs(doc) do if type(d) == "table" and d.id ~= nil then by_id[d.id] = j end end
-    -- each element's own bytes, for callers that pass answers on unchanged
-    local spans = req.raw_elements and require("thorp.http")._elements(res.body)
-    for i, id in ipairs(req.ids) do
-      local j = by_id[id]
-      local d = j and doc[j]
-      if not d then results[i] = fail("BAD_RESPONSE", "no answer for this request in the batch")
-      elseif type(d.error) == "table" then
-        results[i] = fail("RPC_ERROR", tostring(d.error.message), { rpc_code = d.error.code, data = d.error.data })
-      else results[i] = { ok = true, result = d.result } end
-      if spans and spans[j] then
-        local raw = res.body:sub(spans[j][1], spans[j][2])
-        if results[i].ok then results[i].raw = raw else results[i].error.raw = raw end
-      end
-    end
-    return { ok = true, results = results, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body,
-             ids = req.ids }
-  end
-  -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
-  return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
-end
-M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
@@ -355,70 +269,125 @@ local function wake_call(call)
   end
 end
 
-local function launch(_pool, call, ep, req)
+function deliver(att, res)
+  att.res = res
+  local call = att.call
+  call.mail[#call.mail + 1] = att
+  wake_call(call)
+end
+
+-- Send an attempt now; its clock (what the endpoint is judged on) starts here.
+local function dispatch(att)
+  local call, ep = att.call, att.ep
   local t = now()
   local budget = call.deadline - t
-  local timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
+  att.timeout = ep.timeout_ms and min(ep.timeout_ms, budget) or budget
+  local id, err = http_send(ep.url, att.req.body, att.timeout, att, ep.header_lines)
+  if not id then
+    deliver(att, { curl_code = -1, http_status = 0, error = err, sent = false, body = "", total_ms = 0 })
+    return
+  end
+  att.id, att.started = id, t
+  ep.inflight = ep.inflight + 1
+end
+
+-- A transfer slot of ep is free again: start the attempt queued longest, if it still has time.
+local function pump(ep)
+  local q = ep.queue
+  while ep.inflight < ep.max_inflight and ep.qhead <= ep.qtail do
+    local att = q[ep.qhead]
+    q[ep.qhead] = nil
+    ep.qhead = ep.qhead + 1
+    if att.queued then
+      att.queued = false
+      ep.nqueued = ep.nqueued - 1
+      if att.call.deadline - now() > 1 then dispatch(att) end
+    end
+  end
+end
+
+local function launch(_pool, call, ep, req)
   call.tried[ep] = true
   call.attempts = call.attempts + 1
   ep.calls = ep.calls + 1
-  ep.inflight = ep.inflight + 1
-  local id, err
-  id, err = http_send(ep.url, req.body, timeout, function(res)
-    call.mail[#call.mail + 1] = { id = id, ep = ep, res = res }
-    wake_call(call)
-  end, ep.header_lines)
-  if not id then
-    ep.inflight = ep.inflight - 1
-    ep.errors.TRANSPORT_ERROR = ep.errors.TRANSPORT_ERROR + 1
-    ep.breaker:neutral()
-    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "TRANSPORT_ERROR", message = err }
-    return false
-  end
-  call.inflight[id] = ep
-  call.started[id] = t
+  local att = { call = call, ep = ep, req = req, probe = call.probe == ep }
+  call.probe = nil
+  call.inflight[att] = true
   call.n_inflight = call.n_inflight + 1
   call.first = call.first or ep
-  if logm.enabled("debug") then
-    log.debug("rpc request", { request_id = req.rid, endpoint = ep.name, method = req.method, attempt = call.attempts })
+  if ep.inflight < ep.max_inflight then
+    dispatch(att)
+  else -- every transfer slot of ep is taken: wait in its queue, unjudged
+    att.queued = true
+    ep.nqueued = ep.nqueued + 1
+    ep.qtail = ep.qtail + 1
+    ep.queue[ep.qtail] = att
   end
-  return true
+  if logm.enabled("debug") then
+    log.debug("rpc request", { request_id = rid_of(req), endpoint = ep.name, method = req.method, attempt = call.attempts,
+                               queued = att.queued })
+  end
+end
+
+-- an attempt is over (answered or cancelled): free its slot for the queue
+local function release(att)
+  local ep = att.ep
+  if att.started and not att.released then
+    att.released = true
+    ep.inflight = ep.inflight - 1
+    pump(ep)
+  end
 end
 
 -- Stop the attempts still in flight. verdict: "timeout" (the call's deadline
--- passed: each counts as a timeout), "lost" (another endpoint answered: an
--- attempt older than its hedge delay counts as a timeout, so an endpoint that
--- hangs opens its breaker instead of costing every call a hedge delay), or
--- nil (no verdict on the endpoint).
+-- passed: each that had a fair time counts as a timeout), "lost" (another
+-- endpoint answered: an attempt older than its hedge delay counts as a
+-- timeout, so an endpoint that hangs opens its breaker instead of costing
+-- every call a hedge delay), or nil (no verdict on the endpoint). Attempts
+-- still queued were never asked: no verdict.
 local function cancel_all(call, verdict, pool)
   local t = now()
-  for id, ep in pairs(call.inflight) do
-    http_cancel(id)
-    ep.inflight = ep.inflight - 1
-    if verdict == "timeout" or (verdict == "lost" and t - call.started[id] >= hedge_delay(ep, pool)) then
-      ep.errors.TIMEOUT = ep.errors.TIMEOUT + 1
-      ep.last_error = ep.name .. ": no answer in time"
-      ep.breaker:failure()
-    else
+  local cancelled = {}
+  for att in pairs(call.inflight) do
+    local ep = att.ep
+    if att.queued then
+      att.queued = false
+      ep.nqueued = ep.nqueued - 1
+      ep.breaker:neutral()
+    elseif att.id then
+      http_cancel(att.id)
+      att.id = nil
+      local ran = t - att.started
+      if (verdict == "timeout" and ran >= fair_ms(att)) or (verdict == "lost" and ran >= hedge_delay(ep, pool)) then
+        ep.errors.TIMEOUT = ep.errors.TIMEOUT + 1
+        ep.last_error = ep.name .. ": no answer in time"
+        ep.breaker:failure()
+      else
+        ep.breaker:neutral()
+      end
+    else -- answered, but the call is over before it read the answer
       ep.breaker:neutral()
     end
-    call.inflight[id] = nil
+    cancelled[#cancelled + 1] = att -- release() frees a transfer slot only if it took one
+    call.inflight[att] = nil
   end
   call.n_inflight = 0
+  -- the freed slots go to other calls' queued attempts, now that none of this call's can restart
+  for _, att in ipairs(cancelled) do release(att) end
 end
 
+-- the next answer, or nil once the clock reaches until_ms
 local function wait(call, until_ms)
-  while #call.mail == 0 do
-    local d = until_ms - now()
-    if d <= 0 then return nil end
-    call.token = sched.token(call.task)
+  local mail = call.mail
+  while mail[1] == nil do
+    if until_ms - now() <= 0 then return nil end
+    local tok = sched.token(call.task)
+    call.token = tok
     call.waiting = true
-    local timer = sched.daemon_after(d, function() wake_call(call) end)
-    sched.suspend()
+    sched.suspend_until(until_ms, tok)
     call.waiting = false
-    timer:cancel()
   end
-  return table.remove(call.mail, 1)
+  return table.remove(mail, 1)
 end
 
 local function summarize(failures)
@@ -427,9 +396,26 @@ local function summarize(failures)
   return table.concat(parts, "; ")
 end
 
-function Pool:_execute(req, opts)
-  local call = { task = sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {}, started = {},
-                 n_inflight = 0, deadline = now() + (opts.timeout_ms or self.timeout_ms) }
+local function all_unsupported(pool, call)
+  local t = now()
+  for _, ep in ipairs(pool.order) do
+    if (not call.allowed or call.allowed[ep.name]) and supports(ep, call.method, t) then return false end
+  end
+  return true
+end
+
+local execute -- (pool, call, req, opts, tmo) -> result, below
+
+-- task: the running task when the caller has it at hand (sched.current() is not free)
+function Pool:_execute(req, opts, task)
+  local tmo = opts.timeout_ms or self.timeout_ms
+  local call = new_call(task or sched.current(), tmo, req, opts)
+  local res = execute(self, call, req, opts, tmo)
+  free_call(call)
+  return res
+end
+
+function execute(self, call, req, opts, tmo)
   if opts.endpoint then
     call.pin = self.by_name[opts.endpoint]
     if not call.pin then
@@ -442,85 +428,96 @@ function Pool:_execute(req, opts)
   local resend_ok = req.idempotent or opts.retry_send
   local hedging = self.hedge and req.idempotent and opts.hedge ~= false and not call.pin and #self.eps > 1
   self.retry_tokens = min(self.retry_max, self.retry_tokens + self.retry_ratio)
-  local last_err
+  local last_err, free_retry
   while true do
     if call.n_inflight == 0 then
-      if call.attempts > 0 then
-        -- the budget stops retry storms; a critical call's first retry is always allowed
-        local free = req.priority == "critical" and call.attempts == 1
-        if self.retry_tokens < 1 and not free then
-          last_err.message = last_err.message .. " (retry budget exhausted)"
-          break
-        end
+      if call.attempts > 0 and not call.critical and not free_retry and self.retry_tokens < 1 then
+        -- the budget stops retry storms; it never refuses a critical call an endpoint it has not tried
+        last_err.message = last_err.message .. " (retry budget exhausted)"
+        break
       end
       local ep = pick(self, call)
       if not ep then break end
-      if call.attempts > 0 then self.retry_tokens = max(0, self.retry_tokens - 1); T.retries = T.retries + 1 end
+      if call.attempts > 0 then
+        if not free_retry and not call.critical then self.retry_tokens = max(0, self.retry_tokens - 1) end
+        T.retries = T.retries + 1
+      end
+      free_retry = false
       launch(self, call, ep, req)
     end
-    if call.n_inflight > 0 then
-      local hedge_at = hedging and not call.hedged and call.n_inflight == 1 and (now() + hedge_delay(call.first, self))
-      local item = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
-      if not item then
-        if now() >= call.deadline then
-          cancel_all(call, "timeout", self)
-          local msg = ("no answer within %d ms"):format(opts.timeout_ms or self.timeout_ms)
-          if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
-          return fail("TIMEOUT", msg, { failures = call.failures, attempts = call.attempts })
-        end
-        call.hedged = true
-        local ep = pick(self, call)
-        if ep then
-          T.hedges = T.hedges + 1
-          log.debug("rpc hedged", { request_id = req.rid, endpoint = ep.name, method = req.method })
-          launch(self, call, ep, req)
-        end
-      else
-        call.inflight[item.id] = nil
-        call.n_inflight = call.n_inflight - 1
-        item.ep.inflight = item.ep.inflight - 1
-        local ok_res, err, retry, maybe_sent = classify(self, item.ep, item.res, req)
-        if ok_res then
-          if call.hedged and item.ep ~= call.first then T.hedge_wins = T.hedge_wins + 1 end
-          cancel_all(call, "lost", self)
-          ok_res.attempts = call.attempts
-          return ok_res
-        end
-        item.ep.last_error = err.message
-        call.failures[#call.failures + 1] = err
-        last_err = err
-        log.warn("rpc attempt failed", { request_id = req.rid, endpoint = item.ep.name, method = req.method,
-                                         code = err.code, error = err.message })
-        if not retry or (maybe_sent and not resend_ok) or call.pin then
-          if call.n_inflight == 0 then
-            err.attempts = call.attempts
-            return { ok = false, error = err }
-          end
+    -- hedge no later than a quarter into the deadline, so the second endpoint has most of it
+    local hedge_at = hedging and not call.hedged and call.n_inflight == 1
+      and (now() + min(hedge_delay(call.first, self), tmo * 0.25))
+    local att = wait(call, hedge_at and min(hedge_at, call.deadline) or call.deadline)
+    if not att then
+      if now() >= call.deadline then
+        cancel_all(call, "timeout", self)
+        local msg = ("no answer within %d ms"):format(tmo)
+        if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
+        return fail("TIMEOUT", msg, { failures = own_failures(call), attempts = call.attempts })
+      end
+      call.hedged = true
+      local ep = pick(self, call)
+      if ep then
+        T.hedges = T.hedges + 1
+        log.debug("rpc hedged", { request_id = rid_of(req), endpoint = ep.name, method = req.method })
+        launch(self, call, ep, req)
+      end
+    else
+      call.inflight[att] = nil
+      call.n_inflight = call.n_inflight - 1
+      release(att)
+      local ok_res, err, retry, maybe_sent = classify(self, att.ep, att.res, req, att)
+      if ok_res then
+        if call.hedged and att.ep ~= call.first then T.hedge_wins = T.hedge_wins + 1 end
+        cancel_all(call, "lost", self)
+        ok_res.attempts = call.attempts
+        return ok_res
+      end
+      att.ep.last_error = err.message
+      add_failure(call, err)
+      last_err = err
+      free_retry = err.rpc_code == -32601
+      log.warn("rpc attempt failed", { request_id = rid_of(req), endpoint = att.ep.name, method = req.method,
+                                       code = err.code, error = err.message })
+      if not retry or (maybe_sent and not resend_ok) or call.pin then
+        if call.n_inflight == 0 then
+          err.attempts = call.attempts
+          return { ok = false, error = err }
         end
       end
     end
   end
   cancel_all(call)
+  if call.attempts == 0 then
+    if call.saturated then
+      return fail("BACKPRESSURE_REJECTED", ("%s call refused: every endpoint's transfer queue is full"):format(
+        req.priority), { reason = "TRANSPORT_SATURATED", priority = req.priority, utilization = 100 })
+    end
+    if not call.pin and all_unsupported(self, call) then
+      return fail("RPC_ERROR", ("method %s not found on any endpoint%s"):format(req.method,
+        call.allowed and " it is routed to" or ""), { rpc_code = -32601, attempts = 0 })
+    end
+  end
   if #call.failures == 0 then
     return fail("ALL_ENDPOINTS_FAILED", "no endpoint available (all circuits open, rate-limited or unhealthy)",
       { failures = {}, attempts = call.attempts })
   end
-  if #call.failures == 1 and call.attempts == 1 and last_err then
-    last_err.attempts = 1
+  local missing = true
+  for _, f in ipairs(call.failures) do if f.rpc_code ~= -32601 then missing = false break end end
+  if last_err and (missing or (#call.failures == 1 and call.attempts == 1)) then
+    last_err.attempts = call.attempts
     return { ok = false, error = last_err }
   end
   return fail("ALL_ENDPOINTS_FAILED", "all endpoints failed: " .. summarize(call.failures),
     { failures = call.failures, attempts = call.attempts })
 end
-
 local next_id = 0
-local function shutting_down()
-  local s = package.loaded["thorp.shutdown"]
-  return s and s.is_shutting_down()
-end
+local function shutting_down() return shutdown.is_shutting_down() end
 
 function Pool:_admit_and_run(req, prio, opts)
-  if not sched.current() then error("rpc: call it from a coroutine (thorp.spawn, a handler, or a script)", 3) end
+  local task = sched.current()
+  if not task then error("rpc: call it from a coroutine (thorp.spawn, a handler, or a script)", 3) end
   T.calls = T.calls + 1
   if prio ~= "critical" and shutting_down() then
     T.shed_shutdown = T.shed_shutdown + 1
@@ -537,10 +534,11 @@ function Pool:_admit_and_run(req, prio, opts)
   end
   req.priority = prio
   local ok, res
-  if self.auto_batch and req.idempotent and not req.batch and not opts.endpoint and opts.batch ~= false then
+  if self.auto_batch and req.idempotent and not req.batch and not opts.endpoint and not opts._allowed
+     and opts.batch ~= false then
     ok, res = pcall(self._batched, self, req, opts)
   else
-    ok, res = pcall(self._execute, self, req, opts)
+    ok, res = pcall(self._execute, self, req, opts, task)
   end
   if bp then bp:release(prio) end
   if not ok then error(res, 0) end
@@ -548,53 +546,24 @@ function Pool:_admit_and_run(req, prio, opts)
   return res
 end
 
--- Auto-batching: reads made in the same loop turn go upstream as one JSON-RPC
--- batch (fewer HTTP requests, less per-call overhead). Each call keeps its own
--- admission and gets its own answer; the batch fails over as a unit.
-local function flush_batch(pool, q)
-  if pool.bq == q then pool.bq = nil end
-  if #q == 1 then
-    local e = q[1]
-    local ok, res = pcall(pool._execute, pool, e.req, e.opts)
-    sched.wake(e.task, ok and res or fail("BAD_RESPONSE", tostring(res)), e.tok)
-    return
+-- Auto-batching (reads of one loop turn as one upstream batch): lib/thorp/rpc/batch.lua
+batch.install(Pool, T)
+
+-- a method name as a JSON string, kept for the first few hundred names (the
+-- front door passes on whatever names its clients send)
+local method_json, n_method_json = {}, 0
+local function quoted(method)
+  local q = method_json[method]
+  if not q then
+    q = json.encode(method)
+    if n_method_json < 512 then n_method_json, method_json[method] = n_method_json + 1, q end
   end
-  local rank = { low = 1, normal = 2, critical = 3 }
-  local bodies, ids, deadline, prio = {}, {}, math.huge, "low"
-  for i, e in ipairs(q) do
-    bodies[i], ids[i] = e.req.body, e.req.id
-    deadline = min(deadline, e.opts.timeout_ms or pool.timeout_ms)
-    if rank[e.req.priority] > rank[prio] then prio = e.req.priority end
-  end
-  T.auto_batches = (T.auto_batches or 0) + 1
-  local breq = { body = "[" .. table.concat(bodies, ",") .. "]", batch = true, ids = ids, idempotent = true,
-                 raw_elements = true, method = "auto-batch(" .. #q .. ")", rid = logm.request_id(), priority = prio }
-  local ok, res = pcall(pool._execute, pool, breq, { timeout_ms = deadline })
-  if not ok then res = fail("BAD_RESPONSE", tostring(res)) end
-  for i, e in ipairs(q) do
-    local r = res
-    if res.ok then
-      r = res.results[i]
-      r.endpoint, r.latency_ms, r.attempts, r.batched = res.endpoint, res.latency_ms, res.attempts, #q
-    end
-    sched.wake(e.task, r, e.tok)
-  end
+  return q
 end
 
-function Pool:_batched(req, opts)
-  local q = self.bq
-  if not q or #q >= self.auto_batch then
-    q = {}
-    self.bq = q
-    sched.spawn_opts({ daemon = true, name = "rpc.batch" }, flush_batch, self, q)
-  end
-  local task = sched.current()
-  q[#q + 1] = { req = req, opts = opts, task = task, tok = sched.token(task) }
-  return sched.suspend()
-end
-
+local NO_OPTS = {} -- opts are only read: one empty table for every call that passes none
 local function check_opts(opts, where)
-  if opts == nil then return {} end
+  if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
   if opts.priority ~= nil and not PRIORITIES[opts.priority] then
     error(("%s: priority must be \"critical\", \"normal\" or \"low\", got %s"):format(where, tostring(opts.priority)), 3)
@@ -609,14 +578,19 @@ function Pool:call(method, params, opts)
   if type(method) ~= "string" or method == "" then error("rpc.call: method must be a non-empty string", 2) end
   if params ~= nil and type(params) ~= "table" then error("rpc.call: params must be a table (JSON array) or nil", 2) end
   opts = check_opts(opts, "rpc.call")
+  local route = route_of(self, method)
+  if route then opts = routing.routed(self, route, opts) end
   local prio = opts.priority or self.priorities[method] or method_priorities[method] or "normal"
   next_id = next_id + 1
-  local msg = { jsonrpc = "2.0", id = next_id, method = method }
-  if params and next(params) ~= nil then msg.params = params end
-  local body, err = json.safe_encode(msg)
-  if not body then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
-  local req = { body = body, method = method, rid = logm.request_id(), id = next_id,
-                idempotent = method ~= "sendTransaction" }
+  local pj = ""
+  if params and next(params) ~= nil then
+    local err
+    pj, err = json.safe_encode(params)
+    if not pj then error("rpc.call: params cannot be encoded as JSON: " .. tostring(err), 2) end
+    pj = ',"params":' .. pj
+  end
+  local body = '{"jsonrpc":"2.0","id":' .. next_id .. ',"method":' .. quoted(method) .. pj .. "}"
+  local req = { body = body, method = method, id = next_id, idempotent = not is_submit(self, method) }
   local t0 = now()
   local res = self:_admit_and_run(req, prio, opts)
   metrics.observe_call(method, res, now() - t0)
@@ -628,7 +602,6 @@ function Pool:batch(calls, opts)
   if type(calls) ~= "table" or #calls == 0 then error("rpc.batch: expected a non-empty list of { method, params }", 2) end
   opts = check_opts(opts, "rpc.batch")
   local msgs, ids, prio, idem = {}, {}, opts.priority, true
-  local rank = { low = 1, normal = 2, critical = 3 }
   for i, c in ipairs(calls) do
     local method = c[1] or c.method
     if type(method) ~= "string" then error(("rpc.batch: calls[%d] needs a method name"):format(i), 2) end
@@ -637,10 +610,10 @@ function Pool:batch(calls, opts)
     local params = c[2] or c.params
     if params and next(params) ~= nil then m.params = params end
     msgs[i], ids[i] = m, next_id
-    if method == "sendTransaction" then idem = false end
+    if is_submit(self, method) then idem = false end
     if not opts.priority then
       local p = self.priorities[method] or method_priorities[method] or "normal"
-      if not prio or rank[p] > rank[prio] then prio = p end
+      prio = prio and priority.max(prio, p) or p
     end
   end
   local body = json.safe_encode(msgs)
@@ -661,15 +634,16 @@ function Pool:endpoints()
     for k, v in pairs(ep.errors) do errors[k] = v end
     out[i] = { name = ep.name, url = ep.display_url, weight = ep.weight, state = b.state, healthy = ep.healthy,
                unhealthy_reason = ep.unhealthy_reason, slot = ep.slot, lag = ep.lag,
-               latency_ms = percentiles(ep), inflight = ep.inflight, calls = ep.calls, successes = ep.successes,
+               latency_ms = endpoint.percentiles(ep), inflight = ep.inflight, queued = ep.nqueued,
+               max_inflight = ep.max_inflight, calls = ep.calls, successes = ep.successes,
+               unsupported_methods = endpoint.unsupported_methods(ep, t),
                errors = errors, failures = b.failures, consecutive_failures = b.consecutive_failures,
                rate_limited_ms = ep.backoff_until > t and floor(ep.backoff_until - t) or 0,
                retry_in_ms = b.retry_in_ms, last_error = ep.last_error, trips = b.trips,
                state_changes = b.state_changes,
-               latency_histogram = { bounds = LAT_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
+               latency_histogram = { bounds = endpoint.LATENCY_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
                                      count = ep.hist_n } }
-    local ws = package.loaded["thorp.ws"]
-    out[i].ws = ws and ws.endpoint_status(self, ep.name) or nil
+    out[i].ws = require("thorp.ws").endpoint_status(self, ep.name)
   end
   return out
 end
@@ -679,79 +653,8 @@ function Pool:subscribe(method, params, handler, opts)
   return require("thorp.ws").subscribe(self, method, params, handler, opts)
 end
 
--- Health: slot lag and liveness, polled in the background --------------------
-
-local function health_result(pool, ep, res)
-  ep.health_pending = false
-  local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
-  local slot = type(doc) == "table" and tonumber(doc.result)
-  if not slot then
-    ep.health_fails = ep.health_fails + 1
-    ep.good_checks = 0
-    if ep.health_fails >= 2 and ep.healthy then
-      ep.healthy, ep.unhealthy_reason = false, "health_check_failed"
-      ep.last_error = res.curl_code ~= 0 and res.error or ("health check: HTTP " .. res.http_status)
-      log.warn("endpoint out of rotation: health checks failing", { endpoint = ep.name, error = ep.last_error })
-    end
-    return
-  end
-  ep.health_fails = 0
-  ep.slot, ep.slot_at = slot, now()
-  -- a successful check is the half-open probe, so recovery needs no user traffic
-  if ep.breaker:state() == "HALF_OPEN" and ep.breaker:allow() then ep.breaker:success() end
-  local best = 0
-  for _, e in ipairs(pool.eps) do
-    if e.slot and e.slot_at and now() - e.slot_at < pool.health_interval_ms * 5 + 1000 then best = max(best, e.slot) end
-  end
-  for _, e in ipairs(pool.eps) do if e.slot then e.lag = best - e.slot end end
-  if ep.lag > pool.max_slot_lag then
-    ep.good_checks = 0
-    if ep.healthy or ep.unhealthy_reason ~= "slot_lag" then
-      ep.healthy, ep.unhealthy_reason = false, "slot_lag"
-      log.warn("endpoint out of rotation: behind the best slot", { endpoint = ep.name, lag = ep.lag,
-                                                                   max_slot_lag = pool.max_slot_lag })
-      publish_system("thorp.health", { endpoint = ep.name, healthy = false, lag = ep.lag })
-    end
-  elseif not ep.healthy then
-    -- hysteresis: back in only after two checks within half the allowed lag
-    if ep.unhealthy_reason == "health_check_failed" or ep.lag <= pool.max_slot_lag / 2 then
-      ep.good_checks = ep.good_checks + 1
-      if ep.good_checks >= 2 then
-        ep.healthy, ep.unhealthy_reason = true, nil
-        log.info("endpoint back in rotation", { endpoint = ep.name, lag = ep.lag })
-        publish_system("thorp.health", { endpoint = ep.name, healthy = true, lag = ep.lag })
-      end
-    else
-      ep.good_checks = 0
-    end
-  end
-end
-
-local SLOT_BODY = '{"jsonrpc":"2.0","id":0,"method":"getSlot","params":[{"commitment":"processed"}]}'
-
-function Pool:check_health()
-  for _, ep in ipairs(self.eps) do
-    if not ep.health_pending then
-      ep.health_pending = true
-      local id = http_send(ep.url, SLOT_BODY, min(self.health_interval_ms * 2, ep.timeout_ms or 2000),
-        function(res) health_result(self, ep, res) end, ep.header_lines)
-      if not id then ep.health_pending = false end
-    end
-  end
-end
-
---- pool:start_health(interval_ms, max_slot_lag): poll getSlot in the background.
-function Pool:start_health(interval_ms, max_lag)
-  self.health_interval_ms = interval_ms or 400
-  self.max_slot_lag = max_lag or self.max_slot_lag
-  if self.health_timer then self.health_timer:cancel() end
-  self:check_health()
-  self.health_timer = sched.daemon_every(self.health_interval_ms, function() self:check_health() end, "rpc.health")
-end
-
-function Pool:stop_health()
-  if self.health_timer then self.health_timer:cancel(); self.health_timer = nil end
-end
+-- Health: slot lag and liveness, polled in the background: lib/thorp/rpc/health.lua
+health.install(Pool, http_send)
 
 -- The host's pool ------------------------------------------------------------
 
@@ -831,12 +734,11 @@ function M.start(cfg, mode)
     eps[i] = { name = e.name, url = e.url, weight = e.weight, timeout_ms = e.timeout_ms, headers = e.headers,
                ws_url = e.ws_url, public_path = e.public_path }
   end
+  local interval = rc.health_interval_ms or 400
   default = M.new_pool{ name = "default", endpoints = eps, timeout_ms = rc.timeout_ms,
                         backpressure = require("thorp.backpressure").default, max_slot_lag = rc.max_slot_lag,
-                        auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil }
-  if (mode == "run" or mode == "exec") and (rc.health_interval_ms or 400) > 0 then
-    default:start_health(rc.health_interval_ms or 400, rc.max_slot_lag)
-  end
+                        auto_batch = (rc.auto_batch or 0) >= 2 and rc.auto_batch or nil,
+                        health = (mode == "run" or mode == "exec") and interval > 0, health_interval_ms = interval }
   local names = {}
   for _, ep in ipairs(default.order) do names[#names + 1] = ep.name .. "=" .. ep.display_url end
   log.info("rpc pool ready", { endpoints = names })

@@ -326,6 +326,29 @@ function M.sleep(ms)
   co_yield(SUSPEND)
 end
 
+--- suspend_until(at_ms, tok) -> value: park the running task (whose token
+--- is tok, from sched.token) until sched.wake(task, value, tok), or until the
+--- clock reaches at_ms (then nil). A deadline without a timer object or a
+--- closure: hot waits (an RPC call's answer) cost one heap entry, dropped
+--- unfired when the wake comes first.
+function M.suspend_until(at, tok)
+  local t = current
+  if not t or co_running() ~= t.co then
+    error("this call waits, so it must run inside a thorp task (thorp.spawn, a handler, or thorp exec)", 3)
+  end
+  tseq = tseq + 1
+  local e = { at = at, seq = tseq, task = t, tok = tok, daemon = true, in_heap = true, cancelled = false }
+  heap_push(e)
+  t.waiting = true
+  local v = co_yield(SUSPEND)
+  if e.in_heap then
+    e.cancelled = true
+    dead = dead + 1
+    if dead > COMPACT_MIN and dead * 2 > hn then heap_compact() end
+  end
+  return v
+end
+
 local timer_opts = { name = "timer", quiet = false }
 -- The callback's task starts with this check: a cancel() between the spawn
 -- and the start (a busy task ahead of it in the same turn) wins.
@@ -336,6 +359,7 @@ local function run_timer(e)
 end
 local function fire(e)
   if e.task then
+    e.in_heap = false
     M.wake(e.task, nil, e.tok)
     return
   end

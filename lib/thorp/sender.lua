@@ -19,7 +19,8 @@
 -- block height has passed the blockhash's last valid block height and one
 -- more status check found nothing ("expired"), or at opts.timeout_ms
 -- ("timeout", 120 s). A signatureSubscribe on the pool's WebSocket side
--- (opts.subscribe = false: none) makes the poller check at once when its
+-- (where an endpoint has a ws_url or an https url; opts.subscribe = true or
+-- false decides otherwise) makes the poller check at once when its
 -- notification arrives.
 --
 -- With opts.trade = id (a registered trade) the signature, last valid block
@@ -39,6 +40,13 @@ M.stats = { sent = 0, sends = 0, confirmed = 0, failed = 0, expired = 0, timeout
             reconciled = { landed = 0, failed = 0, expired = 0, rebroadcast = 0, unknown = 0 } }
 
 local function sol() return require "thorp.solana" end
+-- Prometheus counters (thorp.metrics): thorp_send_*
+local HELP = {
+  send_transactions_total = "Transactions sent by send_and_confirm, by outcome.",
+  send_broadcasts_total = "sendTransaction posts made by send_and_confirm (first sends and rebroadcasts).",
+  send_reconciled_total = "Trades left open with a signature, settled at start, by outcome.",
+}
+local function count(name, labels, n) require("thorp.metrics").counter_add(name, labels, n, HELP[name]) end
 local function rpcm() return require "thorp.rpc" end
 local json = require "thorp.json"
 local function is_table(v) return type(v) == "table" and v ~= json.null end
@@ -197,6 +205,7 @@ local function rebroadcast(entry)
     end
   end
   M.stats.sends = M.stats.sends + entry.sends - (entry.counted or 0)
+  count("send_broadcasts_total", nil, entry.sends - (entry.counted or 0))
   entry.counted = entry.sends
 end
 
@@ -275,9 +284,20 @@ end
 
 -- A signatureSubscribe notification makes the poller look at once (the
 -- status check decides: a notification alone is not trusted).
+-- Only where a WebSocket side is known: an endpoint with a ws_url, or an
+-- https one (providers serve wss on the same host); a plain http URL's
+-- derived ws:// is usually wrong (a local validator listens on port + 1).
+local function has_ws(pool)
+  for _, ep in ipairs(pool.eps or {}) do
+    if ep.ws_url or (type(ep.url) == "string" and ep.url:match("^https://")) then return true end
+  end
+  return false
+end
+
 local function subscribe(entry, P)
   local pool = entry.pool
   if type(pool.subscribe) ~= "function" or entry.subscribe == false then return nil end
+  if entry.subscribe ~= true and not has_ws(pool) then return nil end
   local ok, sub = pcall(pool.subscribe, pool, "signatureSubscribe", { entry.signature, { commitment = entry.commitment } },
     function()
       if entry.status then return end
@@ -293,6 +313,7 @@ local function journal_send(trade, entry)
   if not entry.lvbh then return nil, "the blockhash's last valid block height is unknown (no block height answer)" end
   local called, ok, err = pcall(J.record_send, trade, { signature = entry.signature,
                                                         last_valid_block_height = entry.lvbh, tx = entry.bytes })
+  -- (entry.bytes nil: a bundle member, recorded so reconciliation can look it up, never resent alone)
   if not called then return nil, ok end
   if not ok then return nil, err end
   return true
@@ -311,6 +332,7 @@ local function result(entry, t0)
   local ok = status == "confirmed" or status == "finalized" or status == "processed"
   local s = M.stats
   if ok then s.confirmed = s.confirmed + 1 elseif s[status] then s[status] = s[status] + 1 end
+  count("send_transactions_total", { status = status })
   return { ok = ok, signature = entry.signature, status = status, err = entry.err, slot = entry.slot,
            sends = entry.sends, latency_ms = sched.now() - t0, error = entry.error }
 end
@@ -334,7 +356,9 @@ end
 -- opts: commitment, skip_preflight, rebroadcast_ms, poll_ms, timeout_ms,
 -- trade (journaled trade id), last_valid_block_height (when the blockhash
 -- did not come from thorp.solana.blockhash()), pool, send_endpoints,
--- bundle (a list of more signed transactions: sent as one Jito bundle).
+-- bundle (a list of more signed transactions: sent as one Jito bundle),
+-- simulate = true | { margin = } with tx the spec table and signers = {kp, ...}
+-- (see prepare: the compute unit limit from a simulation, then signed).
 function M.send_and_confirm(tx, opts)
   opts = check_opts(opts)
   if not sched.current() then error("send_and_confirm: call it from a coroutine (a handler, thorp.spawn, a script)", 2) end
@@ -346,6 +370,16 @@ function M.send_and_confirm(tx, opts)
   local t0 = sched.now()
   local pool = default_pool(opts)
   if not pool then return errv("ALL_ENDPOINTS_FAILED", "send_and_confirm: no RPC endpoints configured") end
+  if opts.simulate then
+    -- the limit is part of the signed message: build from the spec, simulate, rebuild, sign
+    if type(tx) ~= "table" or tx.serialize or type(opts.signers) ~= "table" then
+      return errv("BAD_TRANSACTION", "send_and_confirm: opts.simulate needs the transaction's spec (the table for "
+        .. "thorp.solana.transaction) and opts.signers, to set the compute unit limit before signing")
+    end
+    local built, info = M.prepare(tx, opts.signers, type(opts.simulate) == "table" and opts.simulate or { pool = pool })
+    if not built then return errv(info.code, "send_and_confirm: " .. tostring(info.message), { err = info.err }) end
+    tx = built
+  end
   local bytes, signature, blockhash = wire(tx)
   if not bytes then return signature end
   local s = settings()
@@ -372,6 +406,7 @@ function M.send_and_confirm(tx, opts)
                           { priority = "critical" })
   entry.sends, entry.counted = 1, 1
   M.stats.sends = M.stats.sends + 1
+  count("send_broadcasts_total", nil, 1)
   if not first.ok then
     local e = first.error or {}
     local msg = tostring(e.message or "")
@@ -487,39 +522,59 @@ function M.send_bundle(txs, opts)
   local commitment = opts.commitment or "confirmed"
   local interval, poll = opts.rebroadcast_ms or settings().rebroadcast_ms, opts.poll_ms or defaults.poll_ms
   local deadline = t0 + (opts.timeout_ms or defaults.timeout_ms)
-  local id, err = post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
-  if not id then return errv(err.code, "send_bundle: " .. err.message) end
-  local sends, next_send, expiring = 1, sched.now() + interval, false
   local pool = default_pool(opts)
-  while true do
-    sched.sleep(poll)
-    local st = post_json(ep.url, "getBundleStatuses", { { id } })
-    local v = is_table(st) and is_table(st.value) and st.value[1]
-    if is_table(v) then
-      local cs = v.confirmation_status
-      if is_table(v.err) and v.err.Ok == nil then
-        return { ok = false, bundle_id = id, status = "failed", err = v.err, slot = v.slot, signatures = sigs, sends = sends,
-                 latency_ms = sched.now() - t0 }
-      end
-      if COMMITMENT[cs] and COMMITMENT[cs] >= COMMITMENT[commitment] then
-        return { ok = true, bundle_id = id, status = cs, slot = tonumber(v.slot), signatures = sigs, sends = sends,
-                 latency_ms = sched.now() - t0 }
-      end
-    elseif expiring then
-      return { ok = false, bundle_id = id, status = "expired", signatures = sigs, sends = sends, latency_ms = sched.now() - t0 }
-    end
-    if sched.now() >= deadline then
-      return { ok = false, bundle_id = id, status = "timeout", signatures = sigs, sends = sends, latency_ms = sched.now() - t0 }
-    end
-    if lvbh and pool then
-      local h = pool:call("getBlockHeight", { { commitment = "confirmed" } }, { priority = "critical" })
-      if h.ok and tonumber(h.result) and tonumber(h.result) > lvbh then expiring = true end
-    end
-    if not expiring and sched.now() >= next_send then
-      post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
-      sends, next_send = sends + 1, sched.now() + interval
+  if not lvbh and pool then
+    local r = pool:call("getBlockHeight", { { commitment = "confirmed" } }, { priority = "critical" })
+    if r.ok and tonumber(r.result) then lvbh = tonumber(r.result) + 150 end
+  end
+  if opts.trade then
+    -- the first signature stands for the bundle; no bytes: a member must never go out alone
+    local ok, jerr = journal_send(tostring(opts.trade), { signature = sigs[1], lvbh = lvbh })
+    if not ok then
+      return errv("JOURNAL_ERROR", "send_bundle: the signature could not be journaled, nothing was sent: "
+        .. tostring(is_table(jerr) and jerr.message or jerr))
     end
   end
+  local id, err = post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
+  if not id then
+    if opts.trade then complete_trade(tostring(opts.trade), { status = "failed", err = err.message, signature = sigs[1] }) end
+    return errv(err.code, "send_bundle: " .. err.message)
+  end
+  local sends, next_send, expiring = 1, sched.now() + interval, false
+  local function outcome(status, v)
+    return { ok = status == "confirmed" or status == "finalized" or status == "processed", bundle_id = id,
+             status = status, slot = v and tonumber(v.slot), err = v and v.err, signatures = sigs, sends = sends,
+             latency_ms = sched.now() - t0 }
+  end
+  local function follow()
+    while true do
+      sched.sleep(poll)
+      local st = post_json(ep.url, "getBundleStatuses", { { id } })
+      local v = is_table(st) and is_table(st.value) and st.value[1]
+      if is_table(v) then
+        local cs = v.confirmation_status
+        if is_table(v.err) and v.err.Ok == nil then return outcome("failed", v) end
+        if COMMITMENT[cs] and COMMITMENT[cs] >= COMMITMENT[commitment] then v.err = nil; return outcome(cs, v) end
+      elseif expiring then
+        return outcome("expired")
+      end
+      if sched.now() >= deadline then return outcome("timeout") end
+      if lvbh and pool then
+        local h = pool:call("getBlockHeight", { { commitment = "confirmed" } }, { priority = "critical" })
+        if h.ok and tonumber(h.result) and tonumber(h.result) > lvbh then expiring = true end
+      end
+      if not expiring and sched.now() >= next_send then
+        post_json(ep.url, "sendBundle", { list, { encoding = "base64" } })
+        sends, next_send = sends + 1, sched.now() + interval
+      end
+    end
+  end
+  local res = follow()
+  if opts.trade then
+    complete_trade(tostring(opts.trade), { status = res.status, slot = res.slot, err = res.err, signature = sigs[1],
+                                           bundle_id = id })
+  end
+  return res
 end
 
 -- Compute units from a simulation ----------------------------------------------------------
@@ -617,6 +672,7 @@ function M.reconcile(opts)
     run.outcomes[i] = out
     if out.status == "rebroadcast" then
       R.rebroadcast = R.rebroadcast + 1
+      count("send_reconciled_total", { outcome = "rebroadcast" })
       local bytes = trade_field(t, "tx")
       if type(bytes) ~= "string" then
         out.status = "unknown"
@@ -634,6 +690,7 @@ function M.reconcile(opts)
       out.done = true
       local kind = (out.status == "confirmed" or out.status == "finalized") and "landed" or out.status
       R[kind] = (R[kind] or 0) + 1
+      count("send_reconciled_total", { outcome = kind })
       if out.status ~= "unknown" then
         complete_trade(t.id, { status = kind == "landed" and "confirmed" or out.status, slot = out.slot, err = out.err,
                                signature = sig })
@@ -665,7 +722,7 @@ end
 function M.stop()
   for pool, c in pairs(caches) do
     if c.refresher then c.refresher:cancel() end
-    caches[pool] = nil
+    caches[pool], heights[pool] = nil, nil
   end
 end
 

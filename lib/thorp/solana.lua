@@ -470,12 +470,16 @@ local function compile(t)
 
   local nix = #ixs
   if nix > cix_n then cix_n = nix; cix = cix_t(nix) end
+  local anchor = {} -- keys converted from text: the C arrays only point at their bytes
   local k = 0
   for i = 1, nix do
     local ix = ixs[i]
     if type(ix) ~= "table" then error(("transaction: instructions[%d] is a %s, not an instruction"):format(i, type(ix)), 3) end
     local pid = ix.program_id
-    pid = getmetatable(pid) == PK and pid or need_pk(pid, IXW:format(i) .. "program_id", 4)
+    if getmetatable(pid) ~= PK then -- converted here: anchor it while C holds its bytes
+      pid = need_pk(pid, IXW:format(i) .. "program_id", 4)
+      anchor[#anchor + 1] = pid
+    end
     local accs = ix.accounts
     if type(accs) ~= "table" then
       error(IXW:format(i) .. "accounts is missing (a list of { pubkey, is_signer, is_writable })", 3)
@@ -495,7 +499,10 @@ local function compile(t)
         error(("%saccounts[%d] is a %s, not { pubkey, is_signer, is_writable }"):format(IXW:format(i), j, type(a)), 3)
       end
       local pk = a.pubkey
-      pk = getmetatable(pk) == PK and pk or need_pk(pk, ("%saccounts[%d].pubkey"):format(IXW:format(i), j), 4)
+      if getmetatable(pk) ~= PK then
+        pk = need_pk(pk, ("%saccounts[%d].pubkey"):format(IXW:format(i), j), 4)
+        anchor[#anchor + 1] = pk
+      end
       local e = cacc[k]
       e.key = pk._b
       e.flags = (a.is_signer and 1 or 0) + (a.is_writable and 2 or 0)
@@ -506,12 +513,11 @@ local function compile(t)
     elseif type(d) ~= "string" then error(IXW:format(i) .. "data must be bytes (a string), got " .. type(d), 3) end
     c.data, c.data_len = d, #d
   end
-  local nt, keep = 0, nil
+  local nt, keep = 0, anchor
   if tables then
     if type(tables) ~= "table" then error("transaction: lookup_tables must be a list of { key, addresses }", 3) end
     nt = #tables
     if nt > ctab_n then ctab_n = nt; ctab = ctab_t(nt) end
-    keep = {}
     for ti = 1, nt do
       local lt = tables[ti]
       local w = "transaction: lookup_tables[" .. ti .. "]"
@@ -519,7 +525,8 @@ local function compile(t)
       local e = ctab[ti - 1]
       local key = need_pk(lt.key, w .. ".key", 4)
       local addrs = pack_table(lt, w)
-      keep[ti] = addrs
+      keep[#keep + 1] = addrs
+      keep[#keep + 1] = key
       e.key, e.addresses, e.naddresses = key._b, addrs, #addrs / 32
     end
   end
@@ -718,5 +725,8 @@ end
 function M.send_and_confirm(...) return require("thorp.sender").send_and_confirm(...) end
 function M.blockhash(...) return require("thorp.sender").blockhash(...) end
 function M.priority_fee(...) return require("thorp.sender").priority_fee(...) end
+function M.send_bundle(...) return require("thorp.sender").send_bundle(...) end
+function M.prepare(...) return require("thorp.sender").prepare(...) end
+M.jito = setmetatable({}, { __index = function(_, k) return require("thorp.sender").jito[k] end })
 
 return M

@@ -31,3 +31,13 @@ while left > 0 do thorp.sleep(1) end
 ms = thorp.now() - t0
 print(("10,000 coroutines sleeping 0-100 ms: all done after %.1f ms; Lua heap %.0f KiB -> %.0f KiB"):format(
   ms, gc0, collectgarbage("count")))
+
+-- cancelled timers are compacted out of the heap: create+cancel costs no memory
+collectgarbage()
+gc0 = collectgarbage("count")
+t0 = thorp.now()
+for _ = 1, N do thorp.timer.after(60000, function() end):cancel() end
+ms = thorp.now() - t0
+collectgarbage()
+print(("timer.after+cancel: %d in %.1f ms (%.2f us each); heap entries left %d; Lua heap %.0f KiB -> %.0f KiB"):format(
+  N, ms, ms * 1000 / N, require("thorp.sched").pending().timers, gc0, collectgarbage("count")))

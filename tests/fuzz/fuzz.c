@@ -1,9 +1,15 @@
 /* fuzz: shared harness support. See fuzz.h. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <lauxlib.h>
 #include "fuzz.h"
 #include "log.h"
@@ -21,9 +27,23 @@ static int harness_ref = LUA_NOREF;
 __attribute__((section("__libfuzzer_extra_counters"))) static uint8_t lua_edges[1 << 16];
 static uint32_t lua_prev;
 
+/* Only thorp's own modules count: the lines of a config or policy file the
+ * fuzzer wrote are new "coverage" for every new input, which would flood the
+ * corpus with inputs that reach nothing new in the loader. */
+static int counted(const char *source)
+{
+    static const char *last;
+    static int last_counted;
+    if (source != last) {
+        last = source;
+        last_counted = strstr(source, "thorp/") != NULL;
+    }
+    return last_counted;
+}
+
 static void lua_cov_hook(lua_State *L, lua_Debug *ar)
 {
-    if (!lua_getinfo(L, "S", ar)) return;
+    if (!lua_getinfo(L, "S", ar) || !counted(ar->source)) return;
     uint32_t h = (uint32_t)((uintptr_t)ar->source * 2654435761u) ^ (uint32_t)ar->currentline * 40503u;
     uint32_t i = (h ^ (lua_prev >> 1)) & (sizeof lua_edges - 1);
     if (lua_edges[i] != 255) lua_edges[i]++;
@@ -48,6 +68,21 @@ void fuzz_fail(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     abort();
+}
+
+int fuzz_connect(int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd, rc;
+    do { /* a signal (libFuzzer's timers) may interrupt connect: start again */
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sa, sizeof sa);
+        if (rc != 0 && fd >= 0 && errno == EINTR) close(fd);
+    } while (rc != 0 && fd >= 0 && errno == EINTR);
+    if (fd < 0 || rc != 0) fuzz_fail("connect: %s", strerror(errno));
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
 }
 
 static int traceback(lua_State *L)

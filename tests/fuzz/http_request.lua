@@ -23,4 +23,11 @@ return {
     return assert(http.listen("127.0.0.1", 0, { pool = fake, max_body = 65536 }))
   end,
   step = function() return sched.step() end,
+  -- answers of status 500 so far (a Lua error in the handler): counted by
+  -- thorp.http itself, so an echoed id that reads "HTTP/1.1 500" is no finding
+  errors = function()
+    local n = 0
+    for k, v in pairs(http.counters.requests) do if k:match(" 500$") then n = n + v end end
+    return n
+  end,
 }

@@ -19,7 +19,8 @@ write("legacy_signed", tx:serialize())
 write("legacy_unsigned", sol.transaction{ fee_payer = payer.pubkey, recent_blockhash = bh,
   instructions = { sol.memo("gm") } }:serialize{ partial = true })
 local v0 = sol.transaction{ fee_payer = payer.pubkey, recent_blockhash = bh, version = 0,
-  instructions = { { program_id = k(200), data = "", accounts = { { pubkey = k(50), is_writable = true }, { pubkey = k(40) } } } },
+  instructions = { { program_id = k(200), data = "",
+                     accounts = { { pubkey = k(50), is_writable = true }, { pubkey = k(40) } } } },
   lookup_tables = { { key = k(90), addresses = { k(40), k(50) } } } }
 v0:sign(payer)
 write("v0_lookups", v0:serialize())

@@ -108,15 +108,18 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out))); self.end_headers(); self.wfile.write(out)
     def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)  # a free port, written once listening
+with open(sys.argv[1] + ".tmp", "w") as f: f.write(str(srv.server_address[1]))
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+srv.serve_forever()
 PY
-uport=$((20000 + RANDOM % 20000))
-python3 "$work/upstream.py" $uport "$work/seen" &
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$uport/" -d '{}' && break; sleep 0.05; done
+python3 "$work/upstream.py" "$work/uport" "$work/seen" &
+for _ in $(seq 200); do [ -s "$work/uport" ] && break; sleep 0.05; done
+uport=$(cat "$work/uport")
 cat >"$work/hdr.lua" <<LUA
 return { rpc = { endpoints = { { name = "keyed", url = "http://127.0.0.1:$uport/", headers = { ["x-api-key"] = "HDRSECRET77" } } } } }
 LUA
-out=$(LOG_LEVEL=debug "$THORP" exec -c "$work/hdr.lua" -e 'local r = thorp.rpc.call("getSlot"); thorp.log.warn("oops " .. thorp.config.current.rpc.endpoints[1].headers["x-api-key"]); print(r.ok and r.result)' 2>"$work/e")
+out=$(LOG_LEVEL=debug "$THORP" exec -c "$work/hdr.lua" -e 'local r = thorp.rpc.call("getSlot"); thorp.log.warn("oops " .. thorp.config.current.rpc.endpoints[1].headers["x-api-key"]); print(r.ok and r.result or r.error.message)' 2>"$work/e")
 check $(is "$out" 1234) "a call to a header-authenticated endpoint succeeds ($out)"
 grep -q "KEY=HDRSECRET77" "$work/seen"; check $? "the endpoint's header was sent"
 ! grep -q HDRSECRET77 "$work/e"; check $? "and its value never appears in a log line"

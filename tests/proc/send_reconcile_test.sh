@@ -67,6 +67,10 @@ for _, o in ipairs(outcomes) do print(o.id .. " " .. o.status .. " " .. tostring
 local r = require("thorp.sender").stats.reconciled
 print(("counted landed=%d failed=%d expired=%d rebroadcast=%d"):format(r.landed, r.failed, r.expired, r.rebroadcast))
 print("open " .. #thorp.journal.open_trades())
+local m = require("thorp.metrics").render()
+for _, k in ipairs{ "landed", "failed", "expired", "rebroadcast" } do
+  print("metric " .. k .. " " .. tostring(m:match('thorp_send_reconciled_total{outcome="' .. k .. '"} (%d+)')))
+end
 for _, t in ipairs(thorp.journal.history{}) do print("history " .. t.id .. " " .. t.status) end
 LUA
 timeout 30 "$THORP" exec "$work/run2.lua" >"$work/run2.out" 2>"$work/run2.err"; rc=$?
@@ -77,6 +81,7 @@ grep -q "^t-expired expired" "$work/run2.out"; check $? "the expired trade is co
 grep -q "^t-valid confirmed [0-9]" "$work/run2.out"; check $? "the trade killed mid-send is rebroadcast from the journal and lands"
 grep -q "^counted landed=1 failed=1 expired=1 rebroadcast=1" "$work/run2.out"; check $? "each outcome is counted"
 grep -q "^open 0" "$work/run2.out"; check $? "no trade is left open"
+[ "$(grep -c '^metric [a-z]* 1$' "$work/run2.out")" = 4 ]; check $? "and in Prometheus (thorp_send_reconciled_total)"
 for s in "t-landed confirmed" "t-failed failed" "t-expired expired" "t-valid confirmed"; do
   grep -q "^history $s" "$work/run2.out"; check $? "journal history: $s"
 done

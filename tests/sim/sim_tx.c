@@ -5,8 +5,9 @@
  *   THORP_SIM_SLOT_MS), block height = slot - 20,000,000;
  * - base58 blockhashes, one per block height, valid for 150 blocks
  *   (getLatestBlockhash gives lastValidBlockHeight = height + 150);
- * - signed transactions (legacy and v0 wire format, base64 or base58): ed25519
- *   signatures are verified (libsodium), the blockhash must be recent, the
+ * - signed transactions (legacy and v0 wire format, base64 or base58), decoded
+ *   and ed25519-verified by host/solana.c (the host's own codec, linked in),
+ *   the blockhash must be recent (and one of this chain's), the
  *   fee payer pays 5,000 lamports a signature plus the priority fee;
  *   programs: system transfer, memo (v1 and v2), compute budget (unit limit,
  *   unit price). An instruction error lands the transaction with its error
@@ -38,6 +39,7 @@
 #include <time.h>
 #include <sodium.h>
 #include "sim.h"
+#include "solana.h"
 
 #define DEFAULT_LAMPORTS 1500000000LL
 #define MAX_AGE 150
@@ -62,7 +64,7 @@ static void simtx_free(void);
 static void init(void) {
     if (inited) return;
     inited = 1;
-    if (sodium_init() < 0) { fprintf(stderr, "thorp-sim: libsodium failed to start\n"); exit(1); }
+    if (thorp_sol_init() != 0) { fprintf(stderr, "thorp-sim: libsodium failed to start\n"); exit(1); }
     randombytes_buf(seed, sizeof seed);
     ref_ms = mono_ms();
     const char *s = getenv("THORP_SIM_SLOT_MS");
@@ -77,42 +79,14 @@ long simtx_slot(void) {
 
 static long height_of(long slot) { return slot - 20000000L; }
 
-/* ---- base58 ---------------------------------------------------------------- */
+/* ---- base58 and the wire format: host/solana.c ------------------------------ */
 
-static const char B58[] = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-
-static void b58_encode(const uint8_t *in, size_t n, char *out) {
-    uint8_t buf[128];
-    size_t zeros = 0, len = 0;
-    while (zeros < n && in[zeros] == 0) zeros++;
-    for (size_t i = zeros; i < n; i++) {
-        int carry = in[i];
-        for (size_t j = 0; j < len; j++) { carry += buf[j] << 8; buf[j] = carry % 58; carry /= 58; }
-        while (carry) { buf[len++] = carry % 58; carry /= 58; }
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < zeros; i++) out[o++] = '1';
-    while (len) out[o++] = B58[buf[--len]];
-    out[o] = 0;
-}
+static void b58_encode(const uint8_t *in, size_t n, char *out) { thorp_sol_b58_encode(in, n, out, 100); }
 
 /* decode exactly `want` bytes; 0 on anything else */
 static int b58_decode(const char *s, size_t sl, uint8_t *out, size_t want) {
-    uint8_t buf[128];
-    size_t len = 0, zeros = 0;
-    if (sl == 0 || sl > 120) return 0;
-    while (zeros < sl && s[zeros] == '1') zeros++;
-    for (size_t i = zeros; i < sl; i++) {
-        const char *q = memchr(B58, s[i], 58);
-        if (!q || !s[i]) return 0;
-        int carry = (int)(q - B58);
-        for (size_t j = 0; j < len; j++) { carry += buf[j] * 58; buf[j] = carry & 0xff; carry >>= 8; }
-        while (carry) { if (len >= sizeof buf) return 0; buf[len++] = carry & 0xff; carry >>= 8; }
-    }
-    if (zeros + len != want) return 0;
-    memset(out, 0, zeros);
-    for (size_t i = 0; i < len; i++) out[zeros + i] = buf[len - 1 - i];
-    return 1;
+    size_t bad;
+    return sl > 0 && thorp_sol_b58_decode(s, sl, out, want, &bad) == (int)want;
 }
 
 /* ---- tables: fixed-size keys, open addressing ------------------------------ */
@@ -199,76 +173,30 @@ typedef struct ix { int prog, nacc; const uint8_t *acc; size_t dlen; const uint8
 
 typedef struct stx {
     int nsig, nreq, ro_signed, ro_unsigned, nkeys, nix, version, nlookups;
-    const uint8_t *sigs, *msg, *keys, *blockhash;
-    size_t msglen;
+    const uint8_t *sigs, *keys, *blockhash;
     ix ixs[MAX_IX];
+    sol_tx tx; /* decoded and checked by host/solana.c */
 } stx;
 
-static int cu16(const uint8_t **p, const uint8_t *e, int *out) {
-    int v = 0;
-    for (int i = 0; i < 3; i++) {
-        if (*p >= e) return 0;
-        uint8_t b = *(*p)++;
-        v |= (b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) { *out = v; return 1; }
-    }
-    return 0;
-}
-
-#define NEED(n) do { if ((size_t)(e - p) < (size_t)(n)) return 0; } while (0)
-
 static int parse_tx(const uint8_t *buf, size_t len, stx *t) {
-    const uint8_t *p = buf, *e = buf + len;
-    memset(t, 0, sizeof *t);
-    if (!cu16(&p, e, &t->nsig) || t->nsig < 1) return 0;
-    NEED(64 * t->nsig);
-    t->sigs = p;
-    p += 64 * t->nsig;
-    t->msg = p;
-    t->msglen = e - p;
-    NEED(1);
-    if (*p & 0x80) {
-        t->version = *p & 0x7f;
-        if (t->version != 0) return 0;
-        p++;
-    } else t->version = -1;
-    NEED(3);
-    t->nreq = p[0]; t->ro_signed = p[1]; t->ro_unsigned = p[2];
-    p += 3;
-    if (!cu16(&p, e, &t->nkeys) || t->nkeys < 1 || t->nreq != t->nsig || t->nreq > t->nkeys) return 0;
-    NEED(32 * t->nkeys + 32);
-    t->keys = p;
-    p += 32 * t->nkeys;
-    t->blockhash = p;
-    p += 32;
-    if (!cu16(&p, e, &t->nix) || t->nix > MAX_IX) return 0;
-    for (int i = 0; i < t->nix; i++) {
-        ix *x = &t->ixs[i];
-        NEED(1);
-        x->prog = *p++;
-        int dl;
-        if (!cu16(&p, e, &x->nacc)) return 0;
-        NEED(x->nacc);
-        x->acc = p;
-        p += x->nacc;
-        if (!cu16(&p, e, &dl)) return 0;
-        NEED(dl);
-        x->dlen = dl;
-        x->data = p;
-        p += dl;
-        if (x->prog >= t->nkeys) return 0;
-        for (int a = 0; a < x->nacc; a++) if (x->acc[a] >= t->nkeys) return 0;
-    }
-    if (t->version == 0) {
-        if (!cu16(&p, e, &t->nlookups)) return 0;
-        for (int i = 0; i < t->nlookups; i++) {
-            int n;
-            NEED(32);
-            p += 32;
-            for (int k = 0; k < 2; k++) { if (!cu16(&p, e, &n)) return 0; NEED(n); p += n; }
-        }
-    }
-    return p == e;
+    char err[128];
+    if (thorp_sol_tx_decode(buf, len, &t->tx, err, sizeof err) != 0) return 0;
+    const sol_msg *m = &t->tx.msg;
+    if (m->nix > MAX_IX) return 0;
+    t->nsig = t->tx.nsigs;
+    t->sigs = t->tx.sigs;
+    t->version = m->version;
+    t->nreq = m->num_required_signatures;
+    t->ro_signed = m->num_readonly_signed;
+    t->ro_unsigned = m->num_readonly_unsigned;
+    t->nkeys = m->nkeys;
+    t->keys = m->keys;
+    t->blockhash = m->blockhash;
+    t->nix = m->nix;
+    t->nlookups = m->nlookups;
+    for (int i = 0; i < t->nix; i++)
+        t->ixs[i] = (ix){ m->ix[i].program, m->ix[i].naccounts, m->ix[i].accounts, m->ix[i].data_len, m->ix[i].data };
+    return 1;
 }
 
 static const uint8_t *key_at(const stx *t, int i) { return t->keys + 32 * i; }
@@ -289,11 +217,7 @@ static void programs_init(void) {
     b58_decode("ComputeBudget111111111111111111111111111111", 43, COMPUTE_BUDGET, 32);
 }
 
-static int verify_sigs(const stx *t) {
-    for (int i = 0; i < t->nsig; i++)
-        if (crypto_sign_verify_detached(t->sigs + 64 * i, t->msg, t->msglen, key_at(t, i)) != 0) return 0;
-    return 1;
-}
+static int verify_sigs(const stx *t) { return thorp_sol_tx_verify(&t->tx) == -1; }
 
 /* the height a blockhash was made at, or -1 when it is not one of ours */
 static long blockhash_height(const uint8_t *bh) {
@@ -326,6 +250,7 @@ typedef struct outcome { char err[96]; long units; int64_t fee; } outcome;
 static int execute(const stx *t, int commit, outcome *o, const char **why) {
     programs_init();
     memset(o, 0, sizeof *o);
+    if (t->nlookups) { *why = "Transaction loads an address table account that doesn't exist"; return 0; }
     int64_t bal[256];
     int nk = t->nkeys < 256 ? t->nkeys : 256;
     for (int i = 0; i < nk; i++) bal[i] = balance(key_at(t, i));
@@ -340,7 +265,6 @@ static int execute(const stx *t, int commit, outcome *o, const char **why) {
     }
     if (cu_limit < 0) cu_limit = n_other * 200000 > 1400000 ? 1400000 : n_other * 200000;
     o->fee = (int64_t)FEE_PER_SIG * t->nsig + (int64_t)((cu_price * (double)cu_limit + 999999) / 1000000);
-    if (t->nlookups) { *why = "Transaction loads an address table account that doesn't exist"; return 0; }
     if (bal[0] < o->fee) { *why = "Attempt to debit an account but found no record of a prior credit."; return 0; }
     bal[0] -= o->fee;
     int64_t after_fee = bal[0];
@@ -439,24 +363,10 @@ static int decode_wire(span v, span opts, uint8_t *buf, size_t *len) {
         if (raw[i] == '\\' && i + 1 < rl) i++;
         s[sl++] = raw[i];
     }
-    if (opt_is(opts, "encoding", "base64")) {
-        return sodium_base642bin(buf, 2048, s, sl, NULL, len, NULL, sodium_base64_VARIANT_ORIGINAL) == 0;
-    }
-    /* base58: the default encoding of sendTransaction */
-    uint8_t tmp[2048];
-    size_t zeros = 0, n = 0;
-    while (zeros < sl && s[zeros] == '1') zeros++;
-    for (size_t i = zeros; i < sl; i++) {
-        const char *q = memchr(B58, s[i], 58);
-        if (!q) return 0;
-        int carry = (int)(q - B58);
-        for (size_t j = 0; j < n; j++) { carry += tmp[j] * 58; tmp[j] = carry & 0xff; carry >>= 8; }
-        while (carry) { if (n >= sizeof tmp) return 0; tmp[n++] = carry & 0xff; carry >>= 8; }
-    }
-    if (zeros + n > 2048) return 0;
-    memset(buf, 0, zeros);
-    for (size_t i = 0; i < n; i++) buf[zeros + i] = tmp[n - 1 - i];
-    *len = zeros + n;
+    int n = opt_is(opts, "encoding", "base64") ? thorp_sol_b64_decode(s, sl, buf, 2048)
+                                                : thorp_sol_b58_decode(s, sl, buf, 2048, &rl); /* base58: the default */
+    if (n < 0) return 0;
+    *len = (size_t)n;
     return 1;
 }
 
@@ -682,7 +592,7 @@ int simtx_rpc(const char *method, const char *id, int idlen, const char *ps, con
     if (np < 0) np = 0;
     long slot = simtx_slot() - lag, height = height_of(slot);
     if (!strcmp(method, "getLatestBlockhash")) {
-        char bh[64];
+        char bh[100];
         blockhash_at(height, bh);
         evbuffer_add_printf(out, PRE "{\"context\":{\"slot\":%ld},\"value\":{\"blockhash\":\"%s\","
                             "\"lastValidBlockHeight\":%ld}}}", idlen, id, slot, bh, height + MAX_AGE);
