@@ -15,6 +15,10 @@ static int wd_on;   /* loop thread only */
 static int wd_quit; /* under wd_mu */
 static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wd_cv = PTHREAD_COND_INITIALIZER;
+/* the load guard (watchdog_guard), under wd_mu */
+static char guard_file[512];
+static double guard_at, guard_since;
+static int guard_code;
 
 /* The loop thread writes thorp_wd with plain stores (LuaJIT FFI stores, on
  * the scheduler's hot path); this thread reads it with relaxed atomic loads
@@ -57,6 +61,16 @@ static void *wd_main(void *arg) {
         if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
         pthread_cond_timedwait(&wd_cv, &wd_mu, &until);
         if (wd_quit) break;
+        if (guard_at > 0 && thorp_now() >= guard_at) {
+            log_emit(LOG_ERROR, "watchdog", NULL,
+                     "%s: still running %.0f ms after it began loading, past its deadline (THORP_LOAD_TIMEOUT_MS) "
+                     "and grace; stuck where the deadline cannot stop it: %s",
+                     guard_file, thorp_now() - guard_since,
+                     guard_code == 1 ? "exiting 1 so the supervisor restarts the host; open trades stay in the journal"
+                                     : "exiting 2");
+            fflush(stderr);
+            _exit(guard_code);
+        }
         pthread_mutex_unlock(&wd_mu);
         double now = thorp_now(), limit = load_double(&thorp_wd.limit_ms);
         uint64_t seq = LOAD(seq);
@@ -92,13 +106,33 @@ static void *wd_main(void *arg) {
     return NULL;
 }
 
-int thorp_watchdog_start(double limit_ms) {
-    store_double(&thorp_wd.limit_ms, limit_ms);
-    if (wd_on || limit_ms <= 0) return 0;
+static int start_thread(void) {
     wd_quit = 0; /* the thread is not running: no lock needed */
     if (pthread_create(&wd_thread, NULL, wd_main, NULL) != 0) return -1;
     wd_on = 1;
     loop_on_free(wd_free, NULL);
+    return 0;
+}
+
+int thorp_watchdog_start(double limit_ms) {
+    store_double(&thorp_wd.limit_ms, limit_ms);
+    if (wd_on || limit_ms <= 0) return 0;
+    return start_thread();
+}
+
+int thorp_watchdog_guard(const char *file, double at_ms, int code) {
+    if (file && !wd_on && start_thread() != 0) return -1;
+    if (!wd_on) return 0;
+    pthread_mutex_lock(&wd_mu);
+    if (file) {
+        snprintf(guard_file, sizeof guard_file, "%s", file);
+        guard_at = at_ms;
+        guard_since = thorp_now();
+        guard_code = code;
+    } else {
+        guard_at = 0;
+    }
+    pthread_mutex_unlock(&wd_mu);
     return 0;
 }
 

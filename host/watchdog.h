@@ -17,6 +17,16 @@
  * journal (every trade committed before register returned) carries the
  * open trades to the next run.
  *
+ * Loads: a config or policy file runs with a deadline (thorp.config's
+ * run_bounded, a count hook). Code stuck in C (a pattern match that never
+ * ends, a blocking read) never reaches the hook, and a load at start runs
+ * before the loop takes signals, so the load also arms a guard here:
+ * watchdog_guard(file, at_ms, code) makes the thread log the file and end
+ * the process with `code` once thorp_now() passes at_ms (2 at start or in
+ * `thorp check`; 1 on a reload: the supervisor restarts the host and the
+ * journal keeps the trades). watchdog_guard(NULL, 0, 0) disarms it. The
+ * thread starts if it is not running yet.
+ *
  * Threads: the scheduler's stores stay plain (FFI field stores, no call on
  * every resume); the thread reads with relaxed atomic loads and writes only
  * stalls and longest_ms, with relaxed atomic stores (watchdog.c says why
@@ -44,6 +54,8 @@ extern thorp_watchdog thorp_wd;
 
 /* Start the thread (idempotent). */
 int thorp_watchdog_start(double limit_ms);
+/* Arm (file != NULL) or disarm the load guard; 0, or -1 if the thread cannot start. */
+int thorp_watchdog_guard(const char *file, double at_ms, int code);
 /* ffi:end */
 void watchdog_stop(void);
 

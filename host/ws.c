@@ -149,7 +149,7 @@ void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx
         ws.arena = a;
         ws.acap = cap;
     }
-    memcpy(ws.arena + ws.alen, data, len);
+    if (len) memcpy(ws.arena + ws.alen, data, len); /* an empty message may come with data NULL */
     ws.arena[ws.alen + len] = 0;
     qmsg *m = &ws.q[ws.qn++];
     size_t sub_at = 0;

@@ -70,3 +70,53 @@ describe("literal secrets inside URL syntax", function()
     assert.are.equal("https://pub2.example/open/***?***=***", log.scrub("https://pub2.example/open/HOSTTOK55?HOSTTOK55=1"))
   end)
 end)
+
+describe("log fields", function()
+  local json = require "thorp.json"
+  local solana = require "thorp.solana"
+  local pk = solana.pubkey("11111111111111111111111111111111")
+
+  it("are written as thorp.json: uint64 with every digit, null, pubkeys in base58", function()
+    local line = log.format("info", "m", { lamports = 18446744073709551615ULL, gone = json.null, owner = pk,
+                                            list = { 1, json.null } }, "t", true)
+    local v = assert(json.decode(line))
+    assert.are.equal(18446744073709551615ULL, v.lamports)
+    assert.is_true(json.is_null(v.gone))
+    assert.are.equal("11111111111111111111111111111111", v.owner)
+    assert.are.equal(1, v.list[1])
+    assert.is_true(json.is_null(v.list[2]))
+    assert.are.equal("t", v.module)
+    assert.are.equal("m", v.msg)
+  end)
+
+  it("keep the other fields when one cannot be encoded", function()
+    local line = log.format("warn", "m", { n = 5, fn = print, bad = 0 / 0 }, nil, true)
+    local v = assert(json.decode(line))
+    assert.are.equal(5, v.n)
+    assert.are.equal("string", type(v.fn))
+    assert.are.equal("string", type(v.bad))
+  end)
+
+  it("read the same way in text lines", function()
+    local line = log.format("info", "m", { lamports = 18446744073709551615ULL, owner = pk, gone = json.null,
+                                            error = require("thorp.errors").new("BAD_INPUT", "what was wrong") })
+    assert.truthy(line:find("lamports=18446744073709551615 ", 1, true), line)
+    assert.truthy(line:find("owner=11111111111111111111111111111111", 1, true), line)
+    assert.truthy(line:find("gone=null", 1, true), line)
+    assert.truthy(line:find("BAD_INPUT: what was wrong", 1, true), line)
+  end)
+
+  it("come out of a real log line whole (the host's sink, JSON lines)", function()
+    local bin = os.getenv("THORP") or (require("thorp.host").dev_root() .. "/thorp")
+    local p = io.popen(("d=$(mktemp -d); THORP_STATE_DIR=$d %q exec -e %q 2>&1 >/dev/null; rm -rf $d"):format(bin,
+      'thorp.log.info("fields", { lamports = 18446744073709551615ULL, gone = thorp.json.null, '
+      .. 'owner = thorp.solana.pubkey("11111111111111111111111111111111") })'))
+    local out = p:read("*a")
+    p:close()
+    local line = assert(out:match('[^\n]*"msg":"fields"[^\n]*'), out)
+    local v = assert(json.decode(line))
+    assert.are.equal(18446744073709551615ULL, v.lamports)
+    assert.is_true(json.is_null(v.gone))
+    assert.are.equal("11111111111111111111111111111111", v.owner)
+  end)
+end)

@@ -231,6 +231,8 @@ local commands = { exec = cmd_exec, run = cmd_run, test = cmd_test, check = cmd_
 function M.main(argv)
   _G.thorp = require "thorp"
   local cmd = argv[1]
+  -- what user code prints leaves the process: it passes the secret scrubber (specs print as they like)
+  if cmd ~= "test" then log.guard_output() end
   if cmd == nil or cmd == "help" or cmd == "-h" or cmd == "--help" then
     io.stdout:write(USAGE, config.describe_all(), "\n")
     return cmd == nil and 2 or 0

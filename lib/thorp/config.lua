@@ -213,32 +213,50 @@ local function load_timeout()
 end
 M.load_timeout = load_timeout
 
---- run_bounded(chunk, file, timeout_ms, what) -> true, result | false, message (with a traceback)
+-- how long past its deadline a load may still run before the process ends it
+M.LOAD_GRACE_MS = 1000
+
+--- run_bounded(chunk, file, timeout_ms, what, exit_code) -> true, result | false, message (with a traceback)
 --- Runs a user file's chunk with a deadline. LuaJIT's hooks do not fire in
 --- compiled code, so the JIT is off while the chunk runs (nothing new gets
 --- compiled) and a count hook checks the clock: `while true do end` is
---- stopped and named instead of freezing the host.
-function M.run_bounded(chunk, file, timeout_ms, what)
-  local now = require("thorp.sched").now
+--- stopped and named instead of freezing the host. Past the deadline the
+--- hook fires on every instruction and raises each time, so a chunk that
+--- catches the error (a pcall in a loop) is stopped too. A chunk stuck where
+--- no hook runs (inside a C function) is ended by the watchdog thread
+--- LOAD_GRACE_MS after the deadline: the process exits exit_code (default 2;
+--- 1 for a reload in a running host, so its supervisor restarts it).
+function M.run_bounded(chunk, file, timeout_ms, what, exit_code)
+  local sched = require "thorp.sched"
+  local now = sched.now
   local deadline = now() + timeout_ms
   local jit_was_on = jit.status()
   -- the load has its own deadline: the watchdog must not end the host first
-  local wd = require("thorp.sched").watchdog
+  local wd = sched.watchdog
   local wd_exit = wd.exit_after_ms
-  if wd_exit > 0 and wd_exit < timeout_ms + 1000 then wd.exit_after_ms = timeout_ms + 1000 end
+  if wd_exit > 0 and wd_exit < timeout_ms + M.LOAD_GRACE_MS then wd.exit_after_ms = timeout_ms + M.LOAD_GRACE_MS end
+  local C = require "thorp.cdef"
+  C.thorp_watchdog_guard(file, deadline + M.LOAD_GRACE_MS, exit_code or 2)
   -- while it loads, the real os.exit is out of reach by any path (_G.os, a required module)
   local exit = os.exit
   rawset(os, "exit", no_exit_for(what or "a file being loaded", file))
   jit.off()
   local old_hook, old_mask, old_count = debug.gethook()
-  debug.sethook(function()
-    if now() > deadline then
-      error(("%s: still running after %d ms (an endless loop?): stopped (THORP_LOAD_TIMEOUT_MS)"):format(
-        file, timeout_ms), 2)
-    end
-  end, "", 1000)
+  local getinfo, sethook = debug.getinfo, debug.sethook
+  local message = ("%s: still running after %d ms (an endless loop?): stopped (THORP_LOAD_TIMEOUT_MS)"):format(
+    file, timeout_ms)
+  local function hook()
+    if now() <= deadline then return end
+    -- from now on, every instruction: a caught error cannot buy the chunk another 1000
+    sethook(hook, "", 1)
+    -- except this function's own, once the chunk has returned
+    if getinfo(2, "f").func == M.run_bounded then return end
+    error(message, 2)
+  end
+  sethook(hook, "", 1000)
   local res = { xpcall(chunk, debug.traceback) }
-  if old_hook then debug.sethook(old_hook, old_mask, old_count) else debug.sethook() end
+  if old_hook then sethook(old_hook, old_mask, old_count) else sethook() end
+  C.thorp_watchdog_guard(nil, 0, 0)
   if jit_was_on then jit.on() end
   rawset(os, "exit", exit)
   wd.exit_after_ms = wd_exit

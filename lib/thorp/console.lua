@@ -3,7 +3,7 @@
 --   thorp repl [--socket PATH]     attach to a running host (thorp run)
 --   thorp repl -e CHUNK [--json]   run one chunk, print its answer, exit 1 if it raised
 --   thorp repl --json              answers as JSON lines (machine output)
---   thorp repl --local             start a host in this process and talk to it
+--   thorp repl --local [-e CHUNK]  start a host in this process and talk to it (-e, --json as above)
 --   thorp reload [--socket PATH]   ask the running host to reload its policies
 --
 -- Host side: start(cfg, "run") listens on cfg.console.socket (host/console.c
@@ -187,21 +187,27 @@ function M.eval(src, env)
   return ok, scrub(printed .. text)
 end
 
--- A value as JSON can carry it: tables (cycles cut), numbers, strings,
--- booleans; anything else (functions, cdata, userdata) as its tostring.
-local cjson = require("cjson.safe").new()
-cjson.encode_sparse_array(true)
-cjson.encode_invalid_numbers(true)
+-- A value as thorp.json can carry it: tables (cycles cut), numbers, strings,
+-- booleans, json.null, int64/uint64 (every digit), pubkeys (base58: their
+-- __tojson); anything else (functions, other cdata, NaN) as its tostring.
+local json = require "thorp.json"
+local u64_t, i64_t = ffi.typeof("uint64_t"), ffi.typeof("int64_t")
 local function jsonable(v, seen, depth)
   local t = type(v)
-  if t == "string" or t == "boolean" or t == "number" then return v end
-  if v == nil then return cjson.null end
-  if t ~= "table" or getmetatable(v) ~= nil and not next(v) then return tostring(v) end
+  if t == "string" or t == "boolean" then return v end
+  if t == "number" then return (v == v and v ~= math.huge and v ~= -math.huge) and v or tostring(v) end
+  if v == nil or v == json.null then return json.null end
+  if t == "cdata" and (ffi.istype(u64_t, v) or ffi.istype(i64_t, v)) then return v end
+  if t ~= "table" then return tostring(v) end
+  local mt = getmetatable(v)
+  if mt and mt.__tojson then return v end
+  if mt ~= nil and mt ~= json.array_mt and not next(v) then return tostring(v) end
   if seen[v] or depth > 32 then return "<cycle>" end
   seen[v] = true
-  local o = {}
+  local o = mt == json.array_mt and json.array() or {}
   for k, x in pairs(v) do
-    local key = (type(k) == "number" or type(k) == "string") and k or tostring(k)
+    local key = (type(k) == "string" or type(k) == "number" and k == k and k ~= math.huge and k ~= -math.huge)
+      and k or tostring(k)
     o[key] = jsonable(x, seen, depth + 1)
   end
   seen[v] = nil
@@ -217,10 +223,10 @@ function M.eval_json(src, env)
   local text
   if ok then
     local vals = {}
-    for i = 1, res.n do vals[i] = cjson.encode(jsonable(res[i], {}, 0)) or '"<unencodable>"' end
-    text = '{"ok":true,"values":[' .. concat(vals, ",") .. '],"output":' .. cjson.encode(printed) .. "}"
+    for i = 1, res.n do vals[i] = json.safe_encode(jsonable(res[i], {}, 0)) or '"<unencodable>"' end
+    text = '{"ok":true,"values":[' .. concat(vals, ",") .. '],"output":' .. json.encode(printed) .. "}"
   else
-    text = '{"ok":false,"error":' .. cjson.encode(tostring(res)) .. ',"output":' .. cjson.encode(printed) .. "}"
+    text = '{"ok":false,"error":' .. json.encode(tostring(res)) .. ',"output":' .. json.encode(printed) .. "}"
   end
   return ok, scrub(text) .. "\n"
 end
@@ -420,6 +426,20 @@ end
 --- thorp repl --local: a host in this process, the REPL on its loop.
 function M.local_main(o, cfg, start_host, finish)
   if not start_host(cfg, "repl", {}) then return 2 end
+  local env = M.new_env()
+  local eval = o and o.flags and o.flags.json and M.eval_json or M.eval
+  if o and o.code and #o.code > 0 then -- thorp repl --local -e CHUNK [-e CHUNK ...]: 1 if any failed
+    sched.spawn_opts({ name = "repl", daemon = true }, function()
+      local code = 0
+      for _, src in ipairs(o.code) do
+        local ok, text = eval(src, env)
+        show(ok or eval == M.eval_json, text)
+        if not ok then code = 1 end
+      end
+      sched.stop(code)
+    end)
+    return finish(sched.run())
+  end
   sched.on_event(sched.EV.CONSOLE, on_event)
   local tty = C.thorp_console_isatty(0) ~= 0
   local hist = tty and history_file()
@@ -448,10 +468,8 @@ function M.local_main(o, cfg, start_host, finish)
       stdin_waiter = nil
     end
   end
-  local env = M.new_env()
   if tty then io.stdout:write("thorp console (local host); help() lists the commands, Ctrl-D leaves\n") end
   local failed = false
-  local eval = o and o.flags and o.flags.json and M.eval_json or M.eval
   sched.spawn_opts({ name = "repl", daemon = true }, function()
     local code = repl(read, function(src)
       local ok, text = eval(src, env)

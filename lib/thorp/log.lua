@@ -8,7 +8,7 @@
 -- before it is written; log.secret(s) registers one.
 local ffi = require "ffi"
 local C = require "thorp.cdef"
-local cjson = require "cjson.safe"
+local json = require "thorp.json"
 
 local M = {}
 local LEVELS = { error = C.LOG_ERROR, warn = C.LOG_WARN, info = C.LOG_INFO, debug = C.LOG_DEBUG }
@@ -24,7 +24,13 @@ end
 function M.level() return NAMES[C.thorp_log_get_level()] end
 function M.enabled(name) return LEVELS[name] <= C.thorp_log_get_level() end
 function M.set_json(on) C.thorp_log_set_json(on and 1 or 0) end
-function M.secret(s) if type(s) == "string" and #s >= 4 then C.thorp_log_secret_add(s) end end
+local has_secrets = false -- a literal secret is registered (else only text with a URL needs the scrubber)
+function M.secret(s)
+  if type(s) == "string" and #s >= 4 then
+    C.thorp_log_secret_add(s)
+    has_secrets = true
+  end
+end
 
 local scrub_cap = 8192
 local scrub_buf = ffi.new("char[?]", scrub_cap)
@@ -45,6 +51,46 @@ function M.scrub(s)
     scrub_buf = ffi.new("char[?]", scrub_cap)
   end
   return out
+end
+
+-- Would the scrubber change any of these write arguments? Only strings and
+-- numbers (else nil: the real write raises its own error).
+local function needs_scrub(...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    local t = type(v)
+    if t == "string" then
+      if has_secrets or v:find("://", 1, true) or v:find(":\\/\\/", 1, true) then return true end
+    elseif t ~= "number" then return nil end
+  end
+  return false
+end
+
+local guarded = false
+--- guard_output(): from now on print, io.write and writes to io.stdout and
+--- io.stderr pass the scrubber (what policies, handlers and exec scripts
+--- print, and any module they require). Text with no URL costs a find when
+--- no secret is registered.
+function M.guard_output()
+  if guarded then return end
+  guarded = true
+  local file_methods = getmetatable(io.stdout).__index
+  local raw_write = file_methods.write
+  local stdout, stderr = io.stdout, io.stderr
+  local concat, tostr, select_ = table.concat, tostring, select
+  file_methods.write = function(f, ...)
+    if (f == stdout or f == stderr) and needs_scrub(...) then
+      return raw_write(f, M.scrub(concat({ ... })))
+    end
+    return raw_write(f, ...)
+  end
+  rawset(io, "write", function(...) return io.output():write(...) end)
+  rawset(_G, "print", function(...)
+    local n = select_("#", ...)
+    local parts = { ... }
+    for i = 1, n do parts[i] = tostr(parts[i]) end
+    stdout:write(concat(parts, "\t", 1, n), "\n")
+  end)
 end
 
 --- Register the secrets of an endpoint's headers (values, and the token of
@@ -101,42 +147,65 @@ local function timestamp()
   return os.date("!%Y-%m-%dT%H:%M:%S", sec) .. (".%03dZ"):format(math.floor(ms - sec * 1000))
 end
 
+-- A field as JSON (thorp.json: uint64 with every digit, json.null, pubkeys as
+-- base58); what JSON cannot hold (a function, NaN, a cycle) as its tostring.
+local function field_json(v)
+  local s = json.safe_encode(v)
+  if s then return s end
+  local ok, text = pcall(tostring, v)
+  return json.encode(ok and text or "(a value that cannot be shown)")
+end
+M.field_json = field_json
+
 local function text_value(v)
-  if type(v) == "table" then return cjson.encode(v) or tostring(v) end
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "table" or t == "cdata" then
+    local s = field_json(v)
+    if s:sub(1, 1) == '"' then return json.decode(s) end -- a pubkey, a function: its text, unquoted
+    return s
+  end
   return tostring(v)
+end
+
+--- format(level, msg, fields, module, as_json) -> the log line (not yet scrubbed)
+function M.format(level, msg, fields, module, as_json)
+  if as_json then
+    -- fixed keys first, so lines read (and grep) the same way every time
+    local parts = { '{"ts":"', timestamp(), '","level":"', level, '","module":', json.encode(tostring(module or "lua")),
+                    ',"msg":', json.encode(tostring(msg)) }
+    if fields then
+      for k, v in pairs(fields) do
+        if k ~= "ts" and k ~= "level" and k ~= "module" and k ~= "msg" then
+          parts[#parts + 1] = "," .. json.encode(tostring(k)) .. ":" .. field_json(v)
+        end
+      end
+    end
+    parts[#parts + 1] = "}"
+    return table.concat(parts)
+  end
+  local parts = { timestamp(), ("%-5s"):format(level), "[" .. (module or "lua") .. "]" }
+  if fields and fields.request_id then parts[#parts + 1] = "(" .. tostring(fields.request_id) .. ")" end
+  parts[#parts + 1] = tostring(msg)
+  if fields then
+    local keys = {}
+    for k in pairs(fields) do if k ~= "request_id" and k ~= "error" then keys[#keys + 1] = k end end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. "=" .. text_value(fields[k]) end
+    local e = fields.error
+    if e then
+      local text = type(e) == "table" and type(e.code) == "string" and type(e.message) == "string"
+        and (e.code .. ": " .. e.message) or tostring(e)
+      parts[#parts + 1] = "\n  " .. text:gsub("\n", "\n  ")
+    end
+  end
+  return table.concat(parts, " ")
 end
 
 function M.write(level, msg, fields, module)
   local l = LEVELS[level]
   if l > C.thorp_log_get_level() then return end
-  local line
-  if C.thorp_log_is_json() ~= 0 then
-    -- fixed keys first, so lines read (and grep) the same way every time
-    local head = cjson.encode({ ts = timestamp() }):sub(1, -2) .. ',"level":"' .. level .. '","module":'
-      .. cjson.encode(module or "lua") .. ',"msg":' .. (cjson.encode(tostring(msg)) or '"?"')
-    local rest = "}"
-    if fields then
-      local rec = {}
-      for k, v in pairs(fields) do
-        if k ~= "ts" and k ~= "level" and k ~= "module" and k ~= "msg" then rec[k] = v end
-      end
-      if next(rec) ~= nil then rest = "," .. ((cjson.encode(rec) or '{"fields":"(unencodable)"}'):sub(2)) end
-    end
-    line = head .. rest
-  else
-    local parts = { timestamp(), ("%-5s"):format(level), "[" .. (module or "lua") .. "]" }
-    if fields and fields.request_id then parts[#parts + 1] = "(" .. tostring(fields.request_id) .. ")" end
-    parts[#parts + 1] = tostring(msg)
-    if fields then
-      local keys = {}
-      for k in pairs(fields) do if k ~= "request_id" and k ~= "error" then keys[#keys + 1] = k end end
-      table.sort(keys)
-      for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. text_value(fields[k]) end
-      if fields.error then parts[#parts + 1] = "\n  " .. tostring(fields.error):gsub("\n", "\n  ") end
-    end
-    line = table.concat(parts, " ")
-  end
-  C.thorp_log_write(l, line)
+  C.thorp_log_write(l, M.format(level, msg, fields, module, C.thorp_log_is_json() ~= 0))
 end
 
 function M.error(msg, fields, module) M.write("error", msg, fields, module) end

@@ -388,7 +388,8 @@ local function load_one(file, errs)
   add_folder(file)
   local config = require "thorp.config"
   setfenv(chunk, config.sandbox("a policy", file, { thorp = require "thorp" }))
-  local ok, p = config.run_bounded(chunk, file, config.load_timeout(), "a policy")
+  -- a load stuck past its deadline ends the process: 2 at start, 1 in a running host (restart it)
+  local ok, p = config.run_bounded(chunk, file, config.load_timeout(), "a policy", state.running and 1 or 2)
   if not ok then
     -- an error value whose __tostring raises must not escape the loader
     local shown, text = pcall(tostring, p)
@@ -524,11 +525,13 @@ function M.start(_cfg, mode, opts)
     sched.spawn_opts({ name = "policy.on_start" }, state.applied.on_start)
   end
   sched.on_signal(sched.SIGHUP, function() M.reload() end)
+  state.running = true
   return true
 end
 
 function M.stop()
   subscribed = {}
+  state.running = nil
 end
 
 return M

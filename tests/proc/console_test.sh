@@ -81,6 +81,9 @@ check $([ "$rc" = 1 ] && grep -q nope "$work/e" && echo 0 || echo 1) "repl -e wi
 out=$(repl --json -e '=1, "two", {a = {3}}' -e 'print("hi"); return nil'); rc=$?
 check $(is "$out" '{"ok":true,"values":[1,"two",{"a":[3]}],"output":""}
 {"ok":true,"values":[null],"output":"hi\n"}') "repl --json prints one JSON object per chunk ($out)"
+out=$(repl --json -e '=18446744073709551615ULL, thorp.json.null, thorp.solana.pubkey("11111111111111111111111111111111"), {n = thorp.json.null}, thorp.json.array()')
+check $(is "$out" '{"ok":true,"values":[18446744073709551615,null,"11111111111111111111111111111111",{"n":null},[]],"output":""}') \
+  "repl --json writes a u64 with every digit, null as null, a pubkey as base58 ($out)"
 out=$(repl --json -e 'error("bad")'); rc=$?
 echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if d["ok"] is False and "bad" in d["error"] else 1)'
 check $? "an error in --json mode is {ok: false, error} ($out)"
@@ -160,6 +163,15 @@ out=$(timeout 20 "$THORP" repl --local <"$work/in.lua" 2>&1); check $(is "$out" 
 timeout 20 "$THORP" repl --local </dev/null >/dev/null 2>&1; check $? "repl --local with empty input exits 0"
 printf 'error("x")\n=1\n' | timeout 20 "$THORP" repl --local >/dev/null 2>&1; rc=$?
 check $(is "$rc" 1) "repl --local with a chunk that raised exits 1 (rc=$rc)"
+
+out=$(echo 'print("stdin was read")' | timeout 20 "$THORP" repl --local -e '=6*7' -e 'thorp.sleep(10); return "slept"' 2>&1); rc=$?
+check $(is "$out:$rc" '42
+"slept":0') "repl --local -e runs each chunk (not stdin) and exits 0 ($out:$rc)"
+timeout 20 "$THORP" repl --local -e 'error("nope")' -e '=1' </dev/null >"$work/o" 2>"$work/e"; rc=$?
+check $([ "$rc" = 1 ] && grep -q nope "$work/e" && [ "$(cat "$work/o")" = 1 ] && echo 0 || echo 1) \
+  "repl --local -e with an error prints it, runs the next chunk and exits 1 (rc=$rc)"
+out=$(timeout 20 "$THORP" repl --local --json -e '=18446744073709551615ULL' </dev/null 2>&1)
+check $(is "$out" '{"ok":true,"values":[18446744073709551615],"output":""}') "and --json works there too ($out)"
 
 echo "$pass passed, $fail failed"
 [ $fail = 0 ]

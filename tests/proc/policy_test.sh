@@ -40,6 +40,24 @@ THORP_LOAD_TIMEOUT_MS=300 timeout 10 "$THORP" check -c "$work/loopcfg.lua" >/dev
 check $(is $rc 2) "a -c config file that never finishes exits 2 (rc=$rc)"
 grep -q 'loopcfg.lua: still running after 300 ms' "$work/cfg.err"; check $? "and names the file"
 
+# A load that catches the deadline error (pcall in a loop) is stopped all the same, and one
+# stuck inside C (a pattern match that never ends), where no hook runs, is ended by the watchdog.
+# stopped_load NAME SOURCE PATTERN WHAT: check and run on it exit 2, naming the file.
+stopped_load() {
+  printf '%s\n' "$2" >"$work/$1"
+  THORP_LOAD_TIMEOUT_MS=300 timeout 10 "$THORP" check "$work/$1" >/dev/null 2>"$work/check.err"; rc=$?
+  check $(is $rc 2) "thorp check on a policy that $4 exits 2 (rc=$rc)"
+  grep -q "$1: still running $3" "$work/check.err"; check $? "and names the file"
+  THORP_LOAD_TIMEOUT_MS=300 timeout 10 "$THORP" run "$work/$1" >/dev/null 2>&1; rc=$?
+  check $(is $rc 2) "thorp run with it exits 2 instead of freezing (rc=$rc)"
+}
+stopped_load pcall.lua 'while true do pcall(function() while true do end end) end' 'after 300 ms' \
+  "catches the deadline error in a loop"
+THORP_LOAD_TIMEOUT_MS=300 timeout 10 "$THORP" check -c "$work/pcall.lua" >/dev/null 2>&1; rc=$?
+check $(is $rc 2) "a -c config file doing the same exits 2 (rc=$rc)"
+stopped_load cstuck.lua 'local s = string.rep("a", 60)
+while true do pcall(string.find, s, string.rep("a*", 30) .. "b") end' '.* past its deadline' "is stuck in C"
+
 # A policy can require a module beside it; -I adds a folder.
 mkdir -p "$work/pol" "$work/inc"
 printf 'return { level = "critical" }\n' >"$work/pol/nearby.lua"
@@ -85,6 +103,11 @@ printf 'while true do end\n' >"$work/p.lua"
 t0=$(date +%s%3N); "$THORP" reload >"$work/reload.out" 2>&1; rc=$?; dt=$(( $(date +%s%3N) - t0 ))
 check $(is $rc 1) "a reload of a policy that never finishes loading is stopped (rc=$rc, ${dt} ms)"
 grep -q "p.lua: still running after" "$work/reload.out"; check $? "and reported with its file"
+printf 'while true do pcall(function() while true do end end) end\n' >"$work/p.lua"
+timeout 10 "$THORP" reload >"$work/reload.out" 2>&1; rc=$?
+check $(is $rc 1) "a reload of a policy that catches the deadline error in a loop is stopped (rc=$rc)"
+grep -q "p.lua: still running after" "$work/reload.out"; check $? "and reported with its file"
+kill -0 $host; check $? "and the host is still running"
 printf 'local s = {}\nfor i = 1, 150 do s["s" .. i] = { topic = "x", handler = function() end } end\nreturn { priorities = { rpc = { getSlot = "low" } }, subscribers = s }\n' >"$work/p.lua"
 "$THORP" reload >"$work/reload.out" 2>&1; rc=$?
 check $(is $rc 1) "a reload with more subscribers than max_subscribers is rejected (rc=$rc)"
@@ -108,5 +131,19 @@ grep -q 'task .*spinner.* has run [0-9]* ms without yielding' "$work/frozen.err"
 grep -q 'exiting 1 so the supervisor restarts the host' "$work/frozen.err"; check $? "and says why it exits"
 out=$("$THORP" exec -e 'for _, t in ipairs(thorp.journal.open_trades()) do print(t.id) end' 2>/dev/null)
 check $(is "$out" frozen-trade) "the open trade is in the journal for the next run ($out)"
+
+# A reload stuck in C cannot be stopped: the host exits 1, its trade stays journaled.
+printf 'return { on_start = function() assert(thorp.shutdown.register("TRADE", "stuck-trade", {})) end }\n' >"$work/r.lua"
+THORP_STATE_DIR="$work/stuck-state" THORP_LOAD_TIMEOUT_MS=300 timeout 20 "$THORP" run "$work/r.lua" >/dev/null 2>"$work/stuck.err" &
+host=$!
+wait_for "console listening" "$work/stuck.err"
+cp "$work/cstuck.lua" "$work/r.lua"
+THORP_STATE_DIR="$work/stuck-state" timeout 10 "$THORP" reload >/dev/null 2>&1
+wait $host; rc=$?
+check $(is $rc 1) "a reload stuck where the deadline cannot stop it ends the host with exit 1 (rc=$rc)"
+grep -q 'r.lua: still running .* exiting 1 so the supervisor restarts the host' "$work/stuck.err"
+check $? "naming the file and why it exits"
+out=$(THORP_STATE_DIR="$work/stuck-state" "$THORP" exec -e 'for _, t in ipairs(thorp.journal.open_trades()) do print(t.id) end' 2>/dev/null)
+check $(is "$out" stuck-trade) "the open trade is in the journal for the next run ($out)"
 
 finish
