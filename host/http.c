@@ -246,8 +246,8 @@ static void set_idle_timeout(conn *c, int on)
     bufferevent_set_timeouts(c->bev, on ? &tv : NULL, &tv);
 }
 
-/* The head and body of r are in: hand it to an upgrade hook or to Lua. */
-/* Returns 1 when c is gone (an upgrade hook took its bufferevent). */
+/* The head and body of r are in: hand it to an upgrade hook or to Lua.
+ * Returns 1 when c is gone (an upgrade hook took the connection). */
 static int dispatch(conn *c, hreq *r)
 {
     r->info.body_len = r->reserved;
@@ -294,7 +294,7 @@ static void conn_process(conn *c)
             r->body[r->reserved] = 0;
             r->info.body = r->body;
             c->wait_body = NULL;
-            if (dispatch(c, r)) return;
+            if (dispatch(c, r)) return; /* c is freed */
             continue;
         }
         size_t avail = evbuffer_get_length(in);
@@ -357,7 +357,10 @@ static void conn_process(conn *c)
         }
         r->reserved = (size_t)clen;
         H.inflight += r->reserved;
-        if (clen == 0) { if (dispatch(c, r)) return; continue; }
+        if (clen == 0) {
+            if (dispatch(c, r)) return; /* c is freed */
+            continue;
+        }
         if (expect) evbuffer_add_printf(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n");
         c->wait_body = r;
     }

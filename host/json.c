@@ -85,6 +85,17 @@ static const char *parse_string(thorp_json_doc *d, const char *text, const char 
     const char *s = ++p;
     int esc = 0;
     while (p < end) {
+        /* 8 plain bytes at a time (no '"', no '\\', none below 0x20): long strings such as
+         * base64 account data are most of a WebSocket notification */
+        while (end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            uint64_t q = w ^ 0x2222222222222222ULL, b = w ^ 0x5c5c5c5c5c5c5c5cULL;
+            const uint64_t lo = 0x0101010101010101ULL, hi = 0x8080808080808080ULL;
+            if (((q - lo) & ~q & hi) | ((b - lo) & ~b & hi) | ((w - 0x20 * lo) & ~w & hi)) break;
+            p += 8;
+        }
+        if (p >= end) break;
         unsigned char c = (unsigned char)*p;
         if (c == '"') break;
         if (c == '\\') {

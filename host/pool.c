@@ -12,16 +12,26 @@
 #include "log.h"
 #include "loop.h"
 
+/* A result with what only C needs: its body buffer's capacity, and the link
+ * of the free list (results Lua has freed are reused, body buffer included). */
+typedef struct resbox {
+    thorp_http_result res; /* first: a thorp_http_result * is a resbox * */
+    size_t cap;
+    struct resbox *next;
+} resbox;
+#define RES_KEEP 256            /* results kept for reuse */
+#define RES_KEEP_BODY (64 << 10) /* larger body buffers are freed, not kept */
+
 typedef struct req {
     CURL *easy;
     thorp_http_result *res;
-    size_t cap;
     struct curl_slist *hdrs; /* this request's own headers (an endpoint's `headers`), or NULL */
     struct req *next;
 } req;
 
 typedef struct sock {
     struct event *ev;
+    short kind; /* the events it waits for now: curl often repeats the same interest */
 } sock;
 
 #define EASY_KEEP 64
@@ -37,6 +47,8 @@ static struct {
     int inflight;
     int closing; /* at exit: results are freed here, nobody is left to read them */
     struct curl_slist *headers;
+    resbox *res_free; /* freed results, for the next requests */
+    int nres_free;
 } pool;
 
 static void pool_check_done(void);
@@ -47,6 +59,12 @@ static void pool_on_free(void *arg) {
     while (pool.reqs) thorp_pool_cancel(pool.reqs->res->id);
     while (pool.nspare > 0) curl_easy_cleanup(pool.spare[--pool.nspare]);
     curl_slist_free_all(pool.headers);
+    while (pool.res_free) {
+        resbox *b = pool.res_free;
+        pool.res_free = b->next;
+        free(b->res.body);
+        free(b);
+    }
     if (pool.timer) event_free(pool.timer);
     if (pool.multi) curl_multi_cleanup(pool.multi);
     curl_global_cleanup();
@@ -83,10 +101,13 @@ static int pool_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void 
         sk->ev = event_new(loop_base(), s, kind, pool_on_socket_event, NULL);
         if (!sk->ev) { free(sk); return -1; }
         curl_multi_assign(pool.multi, s, sk);
+    } else if (sk->kind == kind) { /* the same interest again: nothing to change (no epoll_ctl) */
+        return 0;
     } else { /* same socket, new interest: reuse the event rather than reallocate it */
         event_del(sk->ev);
         event_assign(sk->ev, loop_base(), s, kind, pool_on_socket_event, NULL);
     }
+    sk->kind = kind;
     event_add(sk->ev, NULL);
     return 0;
 }
@@ -126,15 +147,16 @@ static int pool_init(void) {
 
 static size_t pool_on_body(char *data, size_t size, size_t n, void *userp) {
     req *r = userp;
+    resbox *box = (resbox *)r->res;
     size_t len = size * n, need = r->res->body_len + len + 1;
     if (need > 64u << 20) return 0; /* a 64 MiB answer is not an RPC answer */
-    if (need > r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 4096;
+    if (need > box->cap) {
+        size_t cap = box->cap ? box->cap * 2 : 4096;
         while (cap < need) cap *= 2;
         char *b = realloc(r->res->body, cap);
         if (!b) return 0;
         r->res->body = b;
-        r->cap = cap;
+        box->cap = cap;
     }
     memcpy(r->res->body + r->res->body_len, data, len);
     r->res->body_len += len;
@@ -207,8 +229,8 @@ static void pool_finish(req *r, int cancelled) {
     res->cancelled = cancelled;
     curl_multi_remove_handle(pool.multi, r->easy);
     if (pool.nspare < EASY_KEEP && !pool.closing) {
-        /* no curl_easy_reset: the next request sets the same options again (only those), and a
-         * reset would free and rebuild the handle's settings on every call */
+        /* no curl_easy_reset: the shared options stay (pool_easy_new), the next request sets
+         * its own again, and a reset would free and rebuild the handle's settings every call */
         pool.spare[pool.nspare++] = r->easy;
     } else {
         curl_easy_cleanup(r->easy);
@@ -238,6 +260,41 @@ static void pool_check_done(void) {
     }
 }
 
+/* A zeroed result, its body buffer (if any, from a reused one) kept empty. */
+static thorp_http_result *pool_result_new(void) {
+    resbox *b = pool.res_free;
+    if (!b) return calloc(1, sizeof(resbox));
+    pool.res_free = b->next;
+    pool.nres_free--;
+    char *body = b->res.body;
+    size_t cap = b->cap;
+    memset(b, 0, offsetof(resbox, res.error) + 1); /* every field, and error[0]: the rest is unread until written */
+    b->res.body = body;
+    b->cap = cap;
+    b->next = NULL;
+    if (body) body[0] = 0;
+    return &b->res;
+}
+
+/* A new easy handle with the options every request shares. Handles are reused
+ * without curl_easy_reset, so these stay set; each request sets only its own
+ * (URL, headers, body, timeouts, result pointers). */
+static CURL *pool_easy_new(void) {
+    CURL *e = curl_easy_init();
+    if (!e) return NULL;
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pool_on_body);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pool_on_header);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "thorp");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    return e;
+}
+
 int64_t thorp_pool_request(const char *url, const char *body, size_t len, double timeout_ms,
                            double connect_timeout_ms, char *err, int errlen) {
     return thorp_pool_request_headers(url, body, len, timeout_ms, connect_timeout_ms, NULL, err, errlen);
@@ -250,7 +307,7 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
         return -1;
     }
     req *r = calloc(1, sizeof *r);
-    if (r) r->res = calloc(1, sizeof *r->res);
+    if (r) r->res = pool_result_new();
     if (!r || !r->res) {
         snprintf(err, errlen, "out of memory for a request");
         free(r);
@@ -258,10 +315,10 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
     }
     r->res->id = pool.next_id++;
     r->res->retry_after_ms = -1;
-    r->easy = pool.nspare > 0 ? pool.spare[--pool.nspare] : curl_easy_init();
+    r->easy = pool.nspare > 0 ? pool.spare[--pool.nspare] : pool_easy_new();
     if (!r->easy) {
         snprintf(err, errlen, "cannot create a curl handle");
-        free(r->res);
+        thorp_pool_result_free(r->res);
         free(r);
         return -1;
     }
@@ -288,28 +345,18 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs ? r->hdrs : pool.headers);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, pool_on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, pool_on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->res->error);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 1 ? timeout_ms : 1));
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(connect_timeout_ms > 1 ? connect_timeout_ms : 1));
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "thorp");
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     CURLMcode mc = curl_multi_add_handle(pool.multi, e);
     if (mc != CURLM_OK) { /* nothing was sent: the caller gets the error now, no event follows */
         snprintf(err, errlen, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
         curl_easy_cleanup(e);
         curl_slist_free_all(r->hdrs);
-        free(r->res);
+        thorp_pool_result_free(r->res);
         free(r);
         return -1;
     }
@@ -330,8 +377,20 @@ void thorp_pool_cancel(int64_t id) {
 
 void thorp_pool_result_free(thorp_http_result *r) {
     if (!r) return;
+    resbox *b = (resbox *)r;
+    if (!pool.closing && pool.multi && pool.nres_free < RES_KEEP) {
+        if (b->cap > RES_KEEP_BODY) {
+            free(r->body);
+            r->body = NULL;
+            b->cap = 0;
+        }
+        b->next = pool.res_free;
+        pool.res_free = b;
+        pool.nres_free++;
+        return;
+    }
     free(r->body);
-    free(r);
+    free(b);
 }
 
 int thorp_pool_inflight(void) { return pool.inflight; }

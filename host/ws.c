@@ -32,6 +32,7 @@ typedef struct conn {
     SSL_CTX *own_ctx; /* a connection with its own CA file */
     struct event *tick;
     char host[256], hostport[300], path[2048];
+    char *headers; /* the endpoint's own header lines for the upgrade, "\r\n"-ended; NULL if none */
     int port, tls;
     char key[32], accept[32];
     double connect_timeout_ms, ping_interval_ms, idle_timeout_ms, last_ping;
@@ -148,7 +149,7 @@ void ws_queue_push(int64_t conn_id, const uint8_t *data, size_t len, double t_rx
         ws.arena = a;
         ws.acap = cap;
     }
-    memcpy(ws.arena + ws.alen, data, len);
+    if (len) memcpy(ws.arena + ws.alen, data, len); /* an empty message may come with data NULL */
     ws.arena[ws.alen + len] = 0;
     qmsg *m = &ws.q[ws.qn++];
     size_t sub_at = 0;
@@ -201,6 +202,22 @@ double thorp_ws_hash(const char *d, size_t len) {
         }
         h = (h ^ (unsigned char)d[i]) * 1099511628211ULL;
     }
+    return (double)(h >> 12);
+}
+
+double thorp_ws_hash_bytes(const char *d, size_t len) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, d + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, d + i, len - i);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 29;
     return (double)(h >> 12);
 }
 
@@ -394,8 +411,8 @@ static void ws_send_upgrade(conn *c) {
     ws_b64(digest, sizeof digest, c->accept);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_add_printf(out, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: thorp\r\n\r\n",
-                        c->path, c->hostport, c->key);
+                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nUser-Agent: thorp\r\n%s\r\n",
+                        c->path, c->hostport, c->key, c->headers ? c->headers : "");
 }
 
 /* 1 = upgraded (frames may follow in the buffer), 0 = need more, -1 = failed */
@@ -536,11 +553,35 @@ bad:
     return -1;
 }
 
+/* "Name: value" lines separated by \n (config `headers`) as \r\n-ended header lines;
+ * CRs dropped and empty lines skipped, so a value cannot end the header block. */
+static char *ws_header_lines(const char *h) {
+    if (!h || !*h) return NULL;
+    size_t n = strlen(h);
+    char *out = malloc(2 * n + 3), *o = out;
+    if (!out) return NULL;
+    int bol = 1;
+    for (const char *p = h; *p; p++) {
+        if (*p == '\r') continue;
+        if (*p == '\n') {
+            if (!bol) { *o++ = '\r'; *o++ = '\n'; bol = 1; }
+            continue;
+        }
+        *o++ = *p;
+        bol = 0;
+    }
+    if (!bol) { *o++ = '\r'; *o++ = '\n'; }
+    *o = 0;
+    return out;
+}
+
 int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_interval_ms, double idle_timeout_ms,
-                      double max_message, const char *ca_file, char *err, int errlen) {
+                      double max_message, const char *ca_file, const char *headers, char *err, int errlen) {
     if (ws_init() != 0) { snprintf(err, errlen, "cannot start the DNS resolver"); return -1; }
     conn *c = calloc(1, sizeof *c);
+    if (!c) { snprintf(err, errlen, "out of memory"); return -1; }
     if (ws_parse_url(c, url, err, errlen) != 0) { free(c); return -1; }
+    c->headers = ws_header_lines(headers);
     c->connect_timeout_ms = connect_timeout_ms > 0 ? connect_timeout_ms : 5000;
     c->ping_interval_ms = ping_interval_ms > 0 ? ping_interval_ms : 5000;
     c->idle_timeout_ms = idle_timeout_ms > 0 ? idle_timeout_ms : 3 * c->ping_interval_ms;
@@ -550,7 +591,7 @@ int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_in
         SSL_CTX *ctx;
         if (ca_file && *ca_file) ctx = c->own_ctx = ws_ssl_ctx(ca_file, err, errlen);
         else ctx = ws.ssl ? ws.ssl : (ws.ssl = ws_ssl_ctx(NULL, err, errlen));
-        if (!ctx) { free(c); return -1; }
+        if (!ctx) { free(c->headers); free(c); return -1; }
         SSL *ssl = SSL_new(ctx);
         SSL_set_tlsext_host_name(ssl, c->host);
         X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
@@ -566,6 +607,7 @@ int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_in
     if (!c->bev) {
         snprintf(err, errlen, "cannot create a socket");
         if (c->own_ctx) SSL_CTX_free(c->own_ctx);
+        free(c->headers);
         free(c);
         return -1;
     }
@@ -619,6 +661,7 @@ void thorp_ws_free(int64_t id) {
     conn *c = *pp;
     *pp = c->next;
     ws_release(c);
+    free(c->headers);
     free(c);
 }
 

@@ -57,10 +57,12 @@ typedef struct thorp_ws_info {
 
 /* Open a connection to a ws:// or wss:// URL; returns its id (> 0), or -1
  * with the reason in err. ca_file NULL or "" = the system's trust store.
- * max_message: larger messages close the connection with an error. */
+ * max_message: larger messages close the connection with an error.
+ * headers: "Name: value" lines separated by \n sent on the upgrade (an
+ * endpoint's config `headers`), or NULL. */
 int64_t thorp_ws_open(const char *url, double connect_timeout_ms, double ping_interval_ms,
                       double idle_timeout_ms, double max_message, const char *ca_file,
-                      char *err, int errlen);
+                      const char *headers, char *err, int errlen);
 /* Send one text message; 0, or -1 when the connection is not up. */
 int thorp_ws_send(int64_t id, const char *data, size_t len);
 /* Close now (reason kept in info.error); a THORP_WS_CLOSED event follows. */
@@ -72,6 +74,8 @@ int thorp_ws_drain(thorp_ws_msg *out, int max);
 /* 52-bit hash of a message with its "subscription" number left out: the same
  * notification from two endpoints hashes the same (redundant delivery). */
 double thorp_ws_hash(const char *data, size_t len);
+/* 52-bit hash of len bytes, 8 at a time (a notification's params.result span). */
+double thorp_ws_hash_bytes(const char *data, size_t len);
 /* Test hook: drop a connection's socket without a close frame (like a reset). */
 void thorp_ws_test_reset(int64_t id);
 /* ffi:end */

@@ -160,6 +160,35 @@ describe("config", function()
     assert.matches("ws_url = http://a: must be a ws:// or wss:// URL", all, 1, true)
   end)
 
+  it("takes a ws table and THORP_WS_* (file < environment), checks them, and thorp.ws applies them", function()
+    local cfg = assert(load_text([[return { ws = { heartbeat_ms = 800, max_message_bytes = 1048576, mailbox = 50,
+      backoff_min_ms = 10, backoff_max_ms = 900 } }]], { THORP_WS_PING_TIMEOUT_MS = "4000", THORP_WS_MAILBOX = "60" }))
+    assert.are.equal(800, cfg.ws.heartbeat_ms)
+    assert.are.equal(1048576, cfg.ws.max_message_bytes)
+    assert.are.equal(4000, cfg.ws.ping_timeout_ms)
+    assert.are.equal(60, cfg.ws.mailbox)
+    assert.are.equal(5000, cfg.ws.ping_interval_ms) -- a default
+    local _, all = load_text([[return { ws = { heartbeat = 5, max_message_bytes = 10 } }]],
+                             { THORP_WS_BACKOFF_MAX_MS = "soon" })
+    assert.matches("unknown key ws.heartbeat (allowed in ws: backoff_max_ms, backoff_min_ms, ca_file, "
+      .. "connect_timeout_ms, heartbeat_ms, mailbox, max_message_bytes, ping_interval_ms, ping_timeout_ms)", all, 1, true)
+    assert.matches("ws.max_message_bytes = 10: allowed an integer from 4096 to 1073741824", all, 1, true)
+    assert.matches('THORP_WS_BACKOFF_MAX_MS="soon": allowed an integer', all, 1, true)
+    local _, all2 = load_text([[return { ws = { backoff_min_ms = 500, backoff_max_ms = 100 } }]])
+    assert.matches("ws.backoff_min_ms) must be at most THORP_WS_BACKOFF_MAX_MS=100", all2, 1, true)
+    -- applied at start: thorp.ws takes the effective table
+    local ws = require "thorp.ws"
+    local saved = {}
+    for k, v in pairs(ws.options) do saved[k] = v end
+    assert.is_true(ws.start(cfg))
+    assert.are.equal(800, ws.options.heartbeat_ms)
+    assert.are.equal(60, ws.options.mailbox)
+    for k, v in pairs(saved) do ws.options[k] = v end
+    assert.has_error(function() ws.configure{ heartbeat = 1 } end,
+      "ws.configure: unknown option heartbeat (allowed: backoff_max_ms, backoff_min_ms, ca_file, connect_timeout_ms, "
+      .. "heartbeat_ms, mailbox, max_message_bytes, ping_interval_ms, ping_timeout_ms)")
+  end)
+
   it("refuses a force timeout below the shutdown timeout", function()
     local cfg, errs = config.load{ env = env{ SHUTDOWN_TIMEOUT_MS = "5000", FORCE_SHUTDOWN_TIMEOUT_MS = "4999" } }
     assert.is_nil(cfg)

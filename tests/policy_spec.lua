@@ -142,8 +142,8 @@ describe("policy", function()
       if ok then applied = applied + 1 else rejected = rejected + 1 end
       thorp.sleep(10)
     end
-    while not done do thorp.sleep(10) end
-    thorp.sleep(200)
+    require("thorp.testing").wait_until(function() return done and #LOAD_GOT >= published and calls == answered end,
+                                        10000, "every event delivered and every call answered")
     assert.are.equal(published, #LOAD_GOT)
     for i = 1, #LOAD_GOT do
       if LOAD_GOT[i] ~= i then error(("event %d arrived as %s"):format(i, tostring(LOAD_GOT[i]))) end

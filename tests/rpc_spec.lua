@@ -170,14 +170,14 @@ describe("rpc pool", function()
     local p = pool{ max_slot_lag = 20 }
     sim:fault(1, { slot_lag = 100 })
     p:start_health(50, 20)
-    thorp.sleep(250)
+    require("thorp.testing").wait_until(function() return not ep(p, "a").healthy end, 3000, "a out of rotation")
     local a = ep(p, "a")
     assert.is_false(a.healthy)
     assert.are.equal("slot_lag", a.unhealthy_reason)
     assert.is_true(a.lag >= 99)
     assert.are.equal("b", p:call("getSlot").endpoint)
     sim:fault(1, { slot_lag = 0 })
-    thorp.sleep(300)
+    require("thorp.testing").wait_until(function() return ep(p, "a").healthy end, 3000, "a back in rotation")
     assert.is_true(ep(p, "a").healthy)
     assert.are.equal("a", p:call("getSlot").endpoint)
     p:stop_health()
@@ -202,7 +202,7 @@ describe("rpc pool", function()
       end)
     end
     local t = p:call("sendTransaction", { "TX" })          -- never batched
-    thorp.sleep(100)
+    require("thorp.testing").wait_until(function() for i = 1, n do if not results[i] then return end end return true end)
     assert.is_true(t.ok)
     for i = 1, n do
       if i == 7 then
@@ -226,7 +226,7 @@ describe("rpc pool", function()
     local p = pool{ auto_batch = 5 }
     local ok = 0
     for _ = 1, 12 do thorp.spawn(function() if p:call("getSlot").ok then ok = ok + 1 end end) end
-    thorp.sleep(150)
+    require("thorp.testing").wait_until(function() return ok == 12 end, 3000, "12 answered calls")
     assert.are.equal(12, ok)
     assert.are.equal(3, sim:stats(2).batches)               -- 12 calls, at most 5 per batch
   end)

@@ -284,6 +284,131 @@ describe("ws subscriptions", function()
   end)
 
 
+  it("sends the endpoint's headers on the upgrade (providers that authenticate by header)", function()
+    ws.options.backoff_min_ms = 20
+    sim:ws_fault(1, { require_header = "X-Api-Key: sekret-header-123" })
+    local bare = pool(1)
+    local sub = bare:subscribe("slotSubscribe", nil, function() end)
+    wait(function() return (wsinfo(bare, "a").last_error or ""):match("HTTP 401") end, 3000, "the 401 without it")
+    sub:unsubscribe()
+    local ep = sim:endpoints({ "a" })[1]
+    ep.headers = { ["X-Api-Key"] = "sekret-header-123", ["X-Other"] = "1" }
+    local p = thorp.rpc.new_pool{ endpoints = { ep } }
+    local n = 0
+    p:subscribe("slotSubscribe", nil, function() n = n + 1 end)
+    wait(function() return n >= 1 end, 3000, "slots with the header")
+    assert.are.equal("open", wsinfo(p, "a").state)
+  end)
+
+  describe("backfill", function()
+    local ADDR = "Mention111111111111111111111111111111111111"
+    local function seq(sig) return tonumber(sig:match("^simsig(%d+)$")) end
+
+    it("logs: fetches the signatures missed during the gap and their transactions, oldest first", function()
+      ws.options.backoff_min_ms, ws.options.backoff_max_ms = 900, 900 -- a gap of 450-900 ms
+      sim:ws_fault(1, { notify_ms = 50 })
+      local p = pool(1)
+      local live, filled = {}, {}
+      local sub = p:subscribe("logsSubscribe", { { mentions = { ADDR } }, { commitment = "confirmed" } },
+        function(v, ctx)
+          local list = ctx.backfill and filled or live
+          list[#list + 1] = { sig = v.value.signature, slot = ctx.slot, logs = v.value.logs }
+        end, { backfill = true })
+      wait(function() return #live >= 2 end, 3000, "live logs")
+      local before = seq(live[#live].sig) -- a live signature from before the gap
+      sim:ws_fault(1, { close = 1 })
+      wait(function() return sub:status().backfills == 1 and sub:status().queued == 0 end, 6000, "the backfill")
+      assert.is_true(#filled >= 2, #filled .. " backfilled; status " .. require("cjson").encode(sub:status())
+        .. "; last live " .. live[#live].sig .. ", before the gap " .. before)
+      local seen = {}
+      for _, l in ipairs(live) do seen[l.sig] = true end
+      for i, f in ipairs(filled) do
+        assert.is_nil(seen[f.sig], f.sig .. " delivered twice")
+        seen[f.sig] = true
+        assert.is_true(seq(f.sig) > before, f.sig .. " is not after " .. before)
+        if i > 1 then assert.is_true(seq(f.sig) > seq(filled[i - 1].sig), "oldest first") end
+        assert.is_number(f.slot)
+        assert.are.equal("Program 11111111111111111111111111111111 invoke [1]", f.logs[1])
+      end
+      local st = sub:status()
+      assert.are.equal(#filled, st.backfilled)
+      assert.are.equal(0, st.backfill_errors)
+      assert.are.equal(1, st.gaps)
+    end)
+
+    it("account: delivers the current state once when it is newer than the last notification", function()
+      ws.options.backoff_min_ms, ws.options.backoff_max_ms = 900, 900
+      local p = pool(1)
+      local live, filled = {}, {}
+      local pk = "Acc1111111111111111111111111111111111111111"
+      local sub = p:subscribe("accountSubscribe", { pk, { encoding = "base64", commitment = "confirmed" } },
+        function(v, ctx) local l = ctx.backfill and filled or live; l[#l + 1] = { v = v, slot = ctx.slot } end,
+        { backfill = true })
+      wait(function() return #live >= 1 end, 3000, "a live notification")
+      local last = live[#live].slot
+      sim:ws_fault(1, { close = 1 })
+      wait(function() return sub:status().backfills == 1 and sub:status().queued == 0 end, 6000, "the backfill")
+      assert.are.equal(1, #filled)
+      assert.is_true(filled[1].slot > last, filled[1].slot .. " after " .. last)
+      assert.are.equal(filled[1].slot, filled[1].v.context.slot)
+      assert.are.equal(2039280, filled[1].v.value.lamports)
+      assert.are.equal(1, sub:status().backfilled)
+    end)
+
+    it("program: getProgramAccounts with opts.backfill", function()
+      ws.options.backoff_min_ms, ws.options.backoff_max_ms = 900, 900
+      local p = pool(1)
+      local filled, n = {}, 0
+      local sub = p:subscribe("programSubscribe", { "11111111111111111111111111111111", { encoding = "base64" } },
+        function(v, ctx) if ctx.backfill then filled[#filled + 1] = v else n = n + 1 end end, { backfill = true })
+      wait(function() return n >= 1 end, 3000, "a live notification")
+      sim:ws_fault(1, { close = 1 })
+      wait(function() return #filled >= 1 end, 6000, "the backfill")
+      assert.are.equal("SimProgramAccount1111111111111111111111111", filled[1].value.pubkey)
+      assert.is_number(filled[1].value.account.lamports)
+      assert.are.equal(1, sub:status().backfilled)
+    end)
+
+    it("a function backfill gets the gap and its values reach the handler with ctx.backfill", function()
+      ws.options.backoff_min_ms = 20
+      local p = pool(1)
+      local gap, filled = nil, {}
+      local sub = p:subscribe("slotSubscribe", nil, function(v, ctx) if ctx.backfill then filled[#filled + 1] = v end end,
+        { backfill = function(g) gap = g; return { { slot = g.to_slot, mine = true } } end })
+      wait(function() return sub:status().notifications >= 1 end, 3000, "a slot")
+      sim:ws_fault(1, { reset = 1 })
+      wait(function() return #filled == 1 end, 5000, "the function's value")
+      assert.is_true(filled[1].mine)
+      assert.are.equal("slotSubscribe", gap.method)
+      assert.is_true(gap.to_slot > gap.from_slot)
+      assert.are.equal(1, sub:status().backfilled)
+    end)
+
+    it("counts a failing backfill and keeps the subscription", function()
+      ws.options.backoff_min_ms = 20
+      local p = pool(1)
+      local sub = p:subscribe("slotSubscribe", nil, function() end, { backfill = function() error("boom") end })
+      wait(function() return sub:status().notifications >= 1 end, 3000, "a slot")
+      sim:ws_fault(1, { reset = 1 })
+      wait(function() return sub:status().backfill_errors == 1 end, 5000, "the counted failure")
+      assert.matches("boom", sub:status().backfill_error)
+      local n = sub:status().notifications
+      wait(function() return sub:status().notifications > n end, 3000, "slots after it")
+    end)
+
+    it("refuses a backfill it cannot do, naming what is built in", function()
+      local p = pool(1)
+      local r = p:subscribe("slotSubscribe", nil, function() end, { backfill = true })
+      assert.is_false(r.ok)
+      assert.matches("no built%-in backfill for slotSubscribe", r.error.message)
+      r = p:subscribe("logsSubscribe", { "all" }, function() end, { backfill = true })
+      assert.is_false(r.ok)
+      assert.matches("mentions", r.error.message)
+      r = p:subscribe("slotSubscribe", nil, function() end, { backfill = 1 })
+      assert.matches("true, false or a function", r.error.message)
+    end)
+  end)
+
   describe("wss", function()
     -- nginx terminates TLS (a self-signed certificate for localhost) in front of endpoint 1's WebSocket port
     local dir, port, nginx_pid

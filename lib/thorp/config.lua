@@ -65,6 +65,21 @@ local SETTINGS = {
   { "bus.reorder_window_ms", "BUS_REORDER_WINDOW_MS", "int", 50, min = 0, max = 600000 },
   { "bus.evict_low_for_critical", "BUS_EVICT_LOW_FOR_CRITICAL", "bool", true,
     note = "a full bus drops its oldest low event to take a critical one" },
+  { "ws.heartbeat_ms", "THORP_WS_HEARTBEAT_MS", "int", 2000, min = 0, max = 600000,
+    note = "a connection with a slotSubscribe and no slot notification for this long is dead; 0 = off" },
+  { "ws.ping_interval_ms", "THORP_WS_PING_INTERVAL_MS", "int", 5000, min = 100, max = 600000,
+    note = "a WebSocket ping when nothing arrived for this long" },
+  { "ws.ping_timeout_ms", "THORP_WS_PING_TIMEOUT_MS", "int", 15000, min = 100, max = 3600000,
+    note = "nothing at all (not even a pong) for this long: the connection is dead" },
+  { "ws.connect_timeout_ms", "THORP_WS_CONNECT_TIMEOUT_MS", "int", 5000, min = 100, max = 600000 },
+  { "ws.max_message_bytes", "THORP_WS_MAX_MESSAGE_BYTES", "int", 64 * 1024 * 1024, min = 4096, max = 1073741824,
+    note = "a larger message closes the connection with an error (programSubscribe with base64 data is large)" },
+  { "ws.backoff_min_ms", "THORP_WS_BACKOFF_MIN_MS", "int", 100, min = 1, max = 600000,
+    note = "first reconnect delay (jittered, doubling up to ws.backoff_max_ms)" },
+  { "ws.backoff_max_ms", "THORP_WS_BACKOFF_MAX_MS", "int", 5000, min = 1, max = 3600000 },
+  { "ws.mailbox", "THORP_WS_MAILBOX", "int", 10000, min = 1, max = 1e9,
+    note = "notifications waiting per subscription before drops (counted)" },
+  { "ws.ca_file", "THORP_WS_CA_FILE", "string", nil, note = "trust store for wss:// (default: the system's)" },
   { "console.enabled", "THORP_CONSOLE", "bool", true },
   { "console.socket", "THORP_CONSOLE_SOCKET", "string", nil, note = "default: STATE_DIR/console.sock" },
 }
@@ -550,6 +565,11 @@ function M.load(opts)
   local w, c = values["backpressure.warning_threshold"], values["backpressure.critical_threshold"]
   if w and c and w >= c then
     errs[#errs + 1] = ("BACKPRESSURE_WARNING_THRESHOLD=%s must be below BACKPRESSURE_CRITICAL_THRESHOLD=%s"):format(w, c)
+  end
+  local bmin, bmax = values["ws.backoff_min_ms"], values["ws.backoff_max_ms"]
+  if bmin and bmax and bmin > bmax then
+    errs[#errs + 1] = ("THORP_WS_BACKOFF_MIN_MS=%s (ws.backoff_min_ms) must be at most THORP_WS_BACKOFF_MAX_MS=%s "
+                       .. "(ws.backoff_max_ms)"):format(bmin, bmax)
   end
   local st, ft = values["shutdown.timeout_ms"], values["shutdown.force_timeout_ms"]
   if st and ft and ft < st then

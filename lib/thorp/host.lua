@@ -10,7 +10,7 @@ local log = require "thorp.log"
 
 local M = {}
 
-M.ORDER = { "thorp.journal", "thorp.shutdown", "thorp.backpressure", "thorp.rpc", "thorp.bus",
+M.ORDER = { "thorp.journal", "thorp.shutdown", "thorp.backpressure", "thorp.rpc", "thorp.bus", "thorp.ws",
             "thorp.policy", "thorp.console", "thorp.http", "thorp.sender" }
 
 function M.version() return ffi.string(C.thorp_version()) end

@@ -28,13 +28,25 @@
 -- transfers in curl; further attempts wait in the endpoint's queue, and the
 -- endpoint is judged only on the time it was really asked. Every pool
 -- checks its endpoints in the background unless health = false.
+--
+-- The pool's jobs, one file each (lib/thorp/rpc/): endpoint.lua (an
+-- endpoint's record, statistics and validation), routing.lua (the methods
+-- section, submissions), classify.lua (what an answer means), batch.lua
+-- (auto-batching), health.lua (background checks). This file is the API and
+-- the call path: transport glue, pick, attempts, retries and hedging.
 local ffi = require "ffi"
 local json = require "thorp.json" -- RPC bodies: lossless u64, thorp.json.null
 local sched = require "thorp.sched"
 local breaker = require "thorp.breaker"
-local config = require "thorp.config"
 local logm = require "thorp.log"
 local metrics = require "thorp.metrics"
+local priority = require "thorp.priority"
+local shutdown = require "thorp.shutdown"
+local endpoint = require "thorp.rpc.endpoint"
+local routing = require "thorp.rpc.routing"
+local classify_m = require "thorp.rpc.classify"
+local batch = require "thorp.rpc.batch"
+local health = require "thorp.rpc.health"
 local log = logm.for_module("rpc")
 
 local C = require "thorp.cdef"
@@ -43,7 +55,14 @@ local cached_now = sched.cached_now -- the clock at the start of this loop turn:
 local floor, min, max = math.floor, math.min, math.max
 
 local M = {}
-local PRIORITIES = { critical = true, normal = true, low = true }
+local PRIORITIES = priority.RANK
+local classify, fail, fair_ms, rid_of = classify_m.classify, classify_m.fail, classify_m.fair_ms, classify_m.rid_of
+local hedge_delay, supports = endpoint.hedge_delay, endpoint.supports
+local route_of, is_submit = routing.route_of, routing.is_submit
+M.LATENCY_BOUNDS = endpoint.LATENCY_BOUNDS
+M.validate_methods, M.set_methods = routing.validate_methods, routing.set_methods
+M.is_submit = function(method, pool) return is_submit(pool or { submit = {} }, method) end
+M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 local method_priorities = {} -- policy: method -> priority
 M.stats_total = { calls = 0, ok = 0, failed = 0, retries = 0, hedges = 0, hedge_wins = 0, rejected = 0,
                   shed_shutdown = 0 }
@@ -92,203 +111,6 @@ local function http_cancel(id)
   end
 end
 
--- Endpoints ------------------------------------------------------------------
-
-local LAT_N = 128
--- histogram bounds (ms) for /metrics; the last bucket is +Inf
-local LAT_BOUNDS = { 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000 }
-M.LATENCY_BOUNDS = LAT_BOUNDS
-local function lat_add(ep, ms)
-  ep.lat_i = ep.lat_i % LAT_N + 1
-  ep.lat[ep.lat_i] = ms
-  if ep.lat_n < LAT_N then ep.lat_n = ep.lat_n + 1 end
-  local h = ep.hist
-  local b = #LAT_BOUNDS + 1
-  for i = 1, #LAT_BOUNDS do if ms <= LAT_BOUNDS[i] then b = i break end end
-  h[b] = h[b] + 1
-  ep.hist_sum, ep.hist_n = ep.hist_sum + ms, ep.hist_n + 1
-  ep.hedge_age = ep.hedge_age + 1
-end
-
-local function percentiles(ep)
-  if ep.lat_n == 0 then return nil end
-  local s = {}
-  for i = 1, ep.lat_n do s[i] = ep.lat[i] end
-  table.sort(s)
-  local function p(q) return floor(s[max(1, math.ceil(q * #s))] * 10 + 0.5) / 10 end
-  return { p50 = p(0.5), p90 = p(0.9), p99 = p(0.99), samples = #s }
-end
-
--- 1.2x the endpoint's recent p90, recomputed every 32 answers (not per call)
-local function hedge_delay(ep, pool)
-  if ep.lat_n < 10 then return pool.hedge_ms end
-  if not ep.hedge_cached or ep.hedge_age >= 32 then
-    local s = {}
-    for i = 1, ep.lat_n do s[i] = ep.lat[i] end
-    table.sort(s)
-    ep.hedge_cached = min(max(s[math.ceil(0.9 * #s)] * 1.2, pool.hedge_min_ms), pool.hedge_ms * 5)
-    ep.hedge_age = 0
-  end
-  return ep.hedge_cached
-end
-
-local function publish_system(topic, event) require("thorp.bus").system(topic, event, "low") end
-
--- An endpoint's `headers` (providers that authenticate by header) as the
--- "Name: value" lines the transport sends; the values are secrets.
-local function header_lines(h)
-  if not h or next(h) == nil then return nil end
-  local lines = {}
-  for k, v in pairs(h) do lines[#lines + 1] = k .. ": " .. v end
-  table.sort(lines)
-  return table.concat(lines, "\n")
-end
-
-local function new_endpoint(pool, e, i)
-  local display = config.redact_url(e.url, e)
-  local bopts = {}
-  for k, v in pairs(pool.breaker_opts) do bopts[k] = v end
-  bopts.name = e.name
-  local ep = { name = e.name, url = e.url, display_url = display, weight = e.weight or 1, index = i,
-               timeout_ms = e.timeout_ms, breaker = breaker.new(bopts), lat = {}, lat_i = 0, lat_n = 0,
-               header_lines = header_lines(e.headers),
-               hist = {}, hist_sum = 0, hist_n = 0, hedge_age = 0,
-               inflight = 0, calls = 0, successes = 0, backoff_until = 0, backoff_at = 0, backoff_n = 0,
-               healthy = true, health_fails = 0, good_checks = 0, queue = {}, qhead = 1, qtail = 0, nqueued = 0,
-               max_inflight = e.max_inflight or pool.max_inflight, unsupported = {},
-               errors = { TIMEOUT = 0, TRANSPORT_ERROR = 0, HTTP_ERROR = 0, RPC_ERROR = 0, BAD_RESPONSE = 0,
-                          RATE_LIMITED = 0 } }
-  for b = 1, #LAT_BOUNDS + 1 do ep.hist[b] = 0 end
-  ep.ws_url = e.ws_url -- WebSocket subscriptions (lib/thorp/ws.lua)
-  ep.breaker:on_change(function(_, from, to)
-    local f = { endpoint = ep.name, from = from, to = to, last_error = ep.last_error }
-    if to == "OPEN" then log.warn("endpoint breaker opened", f) else log.info("endpoint breaker " .. to, f) end
-    publish_system("thorp.breaker", f)
-  end)
-  return ep
-end
-
-local function check_inflight(v, where, level)
-  local lim = C.thorp_pool_host_limit()
-  if type(v) ~= "number" or v < 1 or v % 1 ~= 0 or v > lim then
-    error(("%s: expected an integer in [1, %d] (curl's connections per host), got %s"):format(where, lim, tostring(v)),
-      level + 1)
-  end
-end
-
-local function validate_endpoints(list)
-  if type(list) ~= "table" or #list == 0 then
-    error("rpc.new_pool: endpoints must be a non-empty list of { name =, url =, weight = }", 3)
-  end
-  local seen = {}
-  for i, e in ipairs(list) do
-    local w = ("rpc.new_pool: endpoints[%d]"):format(i)
-    if type(e) ~= "table" then error(w .. ": expected a table { name =, url = }", 3) end
-    if type(e.name) ~= "string" or e.name == "" then error(w .. ".name: expected a non-empty string", 3) end
-    if seen[e.name] then error(w .. ".name: duplicate endpoint name " .. e.name, 3) end
-    seen[e.name] = true
-    if type(e.url) ~= "string" or not e.url:match("^https?://[^/]") then
-      error(("%s.url (%s): expected an http:// or https:// URL"):format(w, config.redact_url(tostring(e.url))), 3)
-    end
-    if e.weight ~= nil and (type(e.weight) ~= "number" or e.weight <= 0) then
-      error(w .. ".weight: expected a number > 0, got " .. tostring(e.weight), 3)
-    end
-    if e.timeout_ms ~= nil and (type(e.timeout_ms) ~= "number" or e.timeout_ms <= 0) then
-      error(w .. ".timeout_ms: expected a number > 0, got " .. tostring(e.timeout_ms), 3)
-    end
-    if e.max_inflight ~= nil then check_inflight(e.max_inflight, w .. ".max_inflight", 3) end
-    if e.ws_url ~= nil and (type(e.ws_url) ~= "string" or not e.ws_url:match("^wss?://[^/]")) then
-      error(("%s.ws_url (%s): expected a ws:// or wss:// URL"):format(w, config.redact_url(tostring(e.ws_url))), 3)
-    end
-  end
-end
-
--- Method routing (policy `methods` section, or new_pool{ methods = ... }) ------
-
--- Submission methods: never hedged, batched or re-sent by the pool.
-local SUBMIT = { sendTransaction = true, sendBundle = true }
-local routes, policy_submit = {}, {} -- from the policy: method -> { endpoints set, timeout_ms, priority }
-local ROUTE_KEYS = { endpoints = true, timeout_ms = true, priority = true }
-
---- validate_methods(m, where, endpoint_names_set|nil) -> { errors }
-function M.validate_methods(m, where, eps)
-  local errs = {}
-  local function err(fmt, ...) errs[#errs + 1] = (fmt):format(...) end
-  if type(m) ~= "table" then
-    return { where .. ": expected a table { METHOD = { endpoints =, timeout_ms =, priority = }, submit = { ... } }" }
-  end
-  for k, r in pairs(m) do
-    local w = where .. "." .. tostring(k)
-    if type(k) ~= "string" then err("%s: method names must be strings", where)
-    elseif k == "submit" then
-      if type(r) ~= "table" then err("%s: expected a list of method names", w)
-      else
-        for i, name in pairs(r) do
-          if type(i) ~= "number" or type(name) ~= "string" or name == "" then
-            err("%s: expected a list of method names, got %s = %s", w, tostring(i), tostring(name))
-          end
-        end
-      end
-    elseif type(r) ~= "table" then err("%s: expected { endpoints = { NAME, ... }, timeout_ms = n, priority = p }", w)
-    else
-      for key in pairs(r) do
-        if not ROUTE_KEYS[key] then err("%s: unknown key %s (allowed: endpoints, priority, timeout_ms)", w, tostring(key)) end
-      end
-      if r.endpoints ~= nil then
-        if type(r.endpoints) ~= "table" or #r.endpoints == 0 then
-          err("%s.endpoints: expected a non-empty list of endpoint names", w)
-        else
-          for _, name in ipairs(r.endpoints) do
-            if type(name) ~= "string" then err("%s.endpoints: expected endpoint names, got %s", w, tostring(name))
-            elseif eps and not eps[name] then
-              local have = {}
-              for n in pairs(eps) do have[#have + 1] = n end
-              table.sort(have)
-              err("%s.endpoints: no endpoint named %s (configured: %s)", w, name, table.concat(have, ", "))
-            end
-          end
-        end
-      end
-      if r.timeout_ms ~= nil and (type(r.timeout_ms) ~= "number" or not (r.timeout_ms > 0 and r.timeout_ms < 1e9)) then
-        err("%s.timeout_ms = %s: allowed a number of ms > 0", w, tostring(r.timeout_ms))
-      end
-      if r.priority ~= nil and not PRIORITIES[r.priority] then
-        err("%s.priority = %s: allowed \"critical\", \"normal\", \"low\"", w, tostring(r.priority))
-      end
-    end
-  end
-  return errs
-end
-
--- { method = route }, { method = true } from a validated methods table
-local function compile_methods(m)
-  local r, sub = {}, {}
-  for k, v in pairs(m or {}) do
-    if k == "submit" then
-      for _, name in ipairs(v) do sub[name] = true end
-    else
-      local set
-      if v.endpoints then
-        set = {}
-        for _, name in ipairs(v.endpoints) do set[name] = true end
-      end
-      r[k] = { endpoints = set, timeout_ms = v.timeout_ms, priority = v.priority }
-    end
-  end
-  return r, sub
-end
-
---- set_methods(m): the policy's `methods` section (validated by policy.lua).
-function M.set_methods(m)
-  local errs = M.validate_methods(m or {}, "methods")
-  if #errs > 0 then error(table.concat(errs, "; "), 2) end
-  routes, policy_submit = compile_methods(m)
-end
-
-local function route_of(pool, method) return pool.routes[method] or routes[method] end
-local function is_submit(pool, method) return SUBMIT[method] or policy_submit[method] or pool.submit[method] or false end
-M.is_submit = function(method, pool) return is_submit(pool or { submit = {} }, method) end
-
 -- Pool -------------------------------------------------------------------------
 
 local Pool = {}
@@ -296,14 +118,14 @@ Pool.__index = Pool
 
 function M.new_pool(opts)
   if type(opts) ~= "table" then error("rpc.new_pool: expected a table of options", 2) end
-  validate_endpoints(opts.endpoints)
+  endpoint.validate(opts.endpoints)
   local errs = breaker.validate(opts.breaker or {}, "rpc.new_pool: breaker")
   if #errs > 0 then error(table.concat(errs, "; "), 2) end
   local ab = opts.auto_batch
   if ab ~= nil and ab ~= true and ab ~= false and not (type(ab) == "number" and ab >= 2 and ab % 1 == 0) then
     error("rpc.new_pool: auto_batch must be true, false or a maximum batch size >= 2, got " .. tostring(ab), 2)
   end
-  if opts.max_inflight ~= nil then check_inflight(opts.max_inflight, "rpc.new_pool: max_inflight", 2) end
+  if opts.max_inflight ~= nil then endpoint.check_inflight(opts.max_inflight, "rpc.new_pool: max_inflight", 2) end
   for _, k in ipairs{ "health_interval_ms", "max_retry_after_ms", "max_slot_lag", "max_queued" } do
     local v = opts[k]
     if v ~= nil and (type(v) ~= "number" or not (v >= 0 and v < 1e12)) then
@@ -321,7 +143,7 @@ function M.new_pool(opts)
   end
   local bp = opts.backpressure
   if type(bp) == "table" and not bp.admit then bp = require("thorp.backpressure").new(bp) end
-  local proutes, psubmit = compile_methods(opts.methods)
+  local proutes, psubmit = routing.compile_methods(opts.methods)
   local pool = setmetatable({
     name = opts.name or "pool", timeout_ms = opts.timeout_ms or 5000, breaker_opts = opts.breaker or {},
     bp = bp or nil, eps = {}, by_name = {}, hedge = opts.hedge ~= false,
@@ -333,7 +155,7 @@ function M.new_pool(opts)
     max_queued = opts.max_queued, routes = proutes, submit = psubmit,
   }, Pool)
   for i, e in ipairs(opts.endpoints) do
-    local ep = new_endpoint(pool, e, i)
+    local ep = endpoint.new(pool, e, i)
     pool.eps[i] = ep
     pool.by_name[ep.name] = ep
   end
@@ -355,15 +177,46 @@ function Pool:configure_breakers(policy)
   end
 end
 
-local UNSUPPORTED_MS = 600000 -- a provider's -32601 for a method is remembered this long
+-- Call records are reused: when a call returns, its mail, tried and inflight
+-- tables are empty again (its last answer or cancel_all emptied them, and no
+-- attempt can reach it any more), so the next call takes them instead of
+-- allocating. failures starts as a shared empty list and becomes the call's
+-- own on the first failure (errors hand it to the caller).
+local NO_FAILURES = setmetatable({}, { __newindex = function() error("rpc: NO_FAILURES is read-only", 2) end })
+local free_calls, n_free_calls, FREE_CALLS_MAX = {}, 0, 256
 
-local function supports(ep, method, t)
-  local u = ep.unsupported[method]
-  if not u then return true end
-  if t - u < UNSUPPORTED_MS then return false end
-  ep.unsupported[method] = nil
-  return true
+local function new_call(task, tmo, req, opts)
+  local call
+  if n_free_calls > 0 then
+    call = free_calls[n_free_calls]
+    free_calls[n_free_calls] = nil
+    n_free_calls = n_free_calls - 1
+  else
+    call = { mail = {}, tried = {}, inflight = {} }
+  end
+  call.task, call.failures, call.attempts, call.n_inflight = task, NO_FAILURES, 0, 0
+  call.deadline, call.fair_ms, call.method = now() + tmo, tmo * 0.5, req.method
+  call.critical, call.allowed = req.priority == "critical", opts._allowed
+  return call
 end
+
+local function free_call(call)
+  local mail, tried = call.mail, call.tried
+  for i = #mail, 1, -1 do mail[i] = nil end
+  for ep in pairs(tried) do tried[ep] = nil end
+  if next(call.inflight) ~= nil or n_free_calls >= FREE_CALLS_MAX then return end -- not reusable: let it go
+  call.task, call.failures, call.allowed, call.pin, call.first, call.probe = nil, nil, nil, nil, nil, nil
+  call.hedged, call.saturated, call.waiting, call.token = nil, nil, nil, nil
+  n_free_calls = n_free_calls + 1
+  free_calls[n_free_calls] = call
+end
+
+local function add_failure(call, f)
+  local fs = call.failures
+  if fs == NO_FAILURES then fs = {}; call.failures = fs end
+  fs[#fs + 1] = f
+end
+local function own_failures(call) return call.failures ~= NO_FAILURES and call.failures or {} end
 
 -- The next endpoint to ask, or nil: in order, skipping tried, open, backed
 -- off, unhealthy, not routed for the method or lacking it; one with a free
@@ -375,7 +228,7 @@ local function pick(pool, call)
     local ep = call.pin
     if call.tried[ep] then return nil end
     if ep.breaker:allow() then return ep end
-    call.failures[#call.failures + 1] = { endpoint = ep.name, code = "CIRCUIT_OPEN", message = ep.name .. ": circuit open" }
+    add_failure(call, { endpoint = ep.name, code = "CIRCUIT_OPEN", message = ep.name .. ": circuit open" })
     return nil
   end
   local allowed, method = call.allowed, call.method
@@ -408,160 +261,6 @@ local function pick(pool, call)
   return best
 end
 
--- a call's request id (logs only): made the first time a log line needs it
-local function rid_of(req)
-  local r = req.rid
-  if not r then r = logm.request_id(); req.rid = r end
-  return r
-end
-
-local function fail(code, message, extra)
-  local e = extra or {}
-  e.code, e.message = code, message
-  return { ok = false, error = e }
-end
-
--- curl codes that prove the request never left: proxy or host not resolved, could not connect
-local NOT_SENT = { [5] = true, [6] = true, [7] = true }
-local ENDPOINT_RPC_FAULTS = { [-32005] = true, [-32603] = true }
-local NULL = json.null
-
--- why d is not a sane JSON-RPC answer to request id (nil when it is), and its error object
-local function insane(d, id)
-  if type(d) ~= "table" then return "not a JSON object" end
-  if d[1] ~= nil then return "an array where one answer was expected" end
-  if d.id ~= id then return ("wrong id %s (asked %s)"):format(tostring(d.id), tostring(id)) end
-  local e = d.error
-  if e == NULL then e = nil end
-  local has_result = d.result ~= nil
-  if has_result == (e ~= nil) then return has_result and "both result and error" or "neither result nor error" end
-  if e ~= nil and (type(e) ~= "table" or type(e.code) ~= "number") then
-    return "error is not an object with a numeric code"
-  end
-  return nil, e
-end
-
-local function bad_response(ep, res, why)
-  ep.errors.BAD_RESPONSE = ep.errors.BAD_RESPONSE + 1
-  ep.breaker:failure()
-  return nil, { code = "BAD_RESPONSE", endpoint = ep.name,
-                message = ("%s: malformed JSON-RPC answer: %s (%d bytes)"):format(ep.name, why, #res.body) }, true, true
-end
-
--- a 429: back off for Retry-After (clamped to max_retry_after_ms) or exponentially
-local function back_off(pool, ep, retry_after, t)
-  local cap = pool.max_retry_after_ms
-  local ms = retry_after and retry_after >= 0 and min(retry_after, cap) or min(cap, 250 * 2 ^ min(ep.backoff_n, 16))
-  ep.backoff_n = ep.backoff_n + 1
-  ep.backoff_until, ep.backoff_at = t + ms, t
-  ep.errors.RATE_LIMITED = ep.errors.RATE_LIMITED + 1
-  ep.breaker:neutral()
-  return floor(ms)
-end
-
--- the time an attempt must have had before its silence counts against the endpoint
-local function fair_ms(att) return min(att.call.fair_ms, att.ep.timeout_ms or math.huge) - 1 end
-
--- classify one answer: returns result table (ok) or nil, err, retry, maybe_sent
-local function classify(pool, ep, res, req, att)
-  local t = now()
-  if res.curl_code ~= 0 then
-    local code = res.curl_code == 28 and "TIMEOUT" or "TRANSPORT_ERROR"
-    ep.errors[code] = ep.errors[code] + 1
-    -- a local failure, or a deadline too short to judge the endpoint by, is no verdict on it
-    if res.curl_code < 0 or (code == "TIMEOUT" and att and att.timeout < fair_ms(att)) then ep.breaker:neutral()
-    else ep.breaker:failure() end
-    return nil, { code = code, endpoint = ep.name, message = ("%s: %s"):format(ep.name, res.error) },
-      true, res.sent and not NOT_SENT[res.curl_code]
-  end
-  local status = res.http_status
-  if status == 429 then
-    local ms = back_off(pool, ep, res.retry_after_ms, t)
-    log.warn("endpoint rate-limited, backing off", { endpoint = ep.name, backoff_ms = ms, request_id = rid_of(req) })
-    return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = ms, endpoint = ep.name,
-                  message = ("%s: rate limited (429), backing off %d ms"):format(ep.name, ms) }, true, true
-  end
-  if status ~= 200 then
-    ep.errors.HTTP_ERROR = ep.errors.HTTP_ERROR + 1
-    ep.breaker:failure()
-    -- any 5xx (a proxy's 502/503/504 too) may come after the upstream got the request
-    return nil, { code = "HTTP_ERROR", http_status = status, endpoint = ep.name,
-                  message = ("%s: HTTP %d"):format(ep.name, status) }, true, true
-  end
-  ep.backoff_n = 0
-  local doc = json.decode(res.body)
-  local e
-  if req.batch then
-    if type(doc) ~= "table" or doc[1] == nil then return bad_response(ep, res, "not an array of answers") end
-    local asked = {}
-    for _, id in ipairs(req.ids) do asked[id] = true end
-    for _, d in ipairs(doc) do
-      local why = insane(d, type(d) == "table" and asked[d.id] and d.id or {})
-      if why then return bad_response(ep, res, "batch element: " .. why) end
-    end
-  else
-    local why
-    why, e = insane(doc, req.id)
-    if why then return bad_response(ep, res, why) end
-  end
-  if e then
-    local code = e.code
-    if code == 429 or code == -32429 then -- rate limit reported inside a 200
-      local ms = back_off(pool, ep, nil, t)
-      return nil, { code = "HTTP_ERROR", http_status = 429, retry_after_ms = ms, endpoint = ep.name,
-                    message = ep.name .. ": rate limited" }, true, false
-    end
-    ep.errors.RPC_ERROR = ep.errors.RPC_ERROR + 1
-    local err = { code = "RPC_ERROR", rpc_code = code, data = e.data, endpoint = ep.name, raw = res.body,
-                  message = ("%s: %s"):format(ep.name, tostring(e.message)) }
-    if code == -32601 then -- this provider lacks the method: remember it, ask the next one
-      ep.unsupported[req.method] = t
-      ep.breaker:neutral()
-      log.info("endpoint lacks a method: routing it elsewhere", { endpoint = ep.name, method = req.method })
-      return nil, err, true, false
-    end
-    if ENDPOINT_RPC_FAULTS[code] then
-      ep.breaker:failure()
-      return nil, err, true, code ~= -32005 -- "node is unhealthy" refuses before sending
-    end
-    ep.breaker:neutral() -- the caller's problem, not the endpoint's
-    return nil, err, false, true
-  end
-  local probe = att and att.probe
-  if probe and ep.breaker:state() ~= "CLOSED" then
-    ep.breaker:reset()
-    log.info("endpoint answered a probe: breaker closed", { endpoint = ep.name })
-  else
-    ep.breaker:success()
-  end
-  if probe then ep.backoff_until = 0 end
-  ep.successes = ep.successes + 1
-  lat_add(ep, res.total_ms)
-  if req.batch then
-    local by_id, results = {}, {}
-    for j, d in ipairs(doc) do by_id[d.id] = j end
-    -- each element's own bytes, for callers that pass answers on unchanged
-    local spans = req.raw_elements and require("thorp.http")._elements(res.body)
-    for i, id in ipairs(req.ids) do
-      local j = by_id[id]
-      local d = j and doc[j]
-      local de = d and d.error ~= NULL and d.error
-      if not d then results[i] = fail("BAD_RESPONSE", "no answer for this request in the batch")
-      elseif de then
-        results[i] = fail("RPC_ERROR", tostring(de.message), { rpc_code = de.code, data = de.data })
-      else results[i] = { ok = true, result = d.result } end
-      if spans and j and spans[j] then
-        local raw = res.body:sub(spans[j][1], spans[j][2])
-        if results[i].ok then results[i].raw = raw else results[i].error.raw = raw end
-      end
-    end
-    return { ok = true, results = results, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body,
-             ids = req.ids }
-  end
-  -- raw: the answer's bytes, for callers that pass it on unchanged (the front door)
-  return { ok = true, result = doc.result, endpoint = ep.name, latency_ms = res.total_ms, raw = res.body }
-end
-M._classify = classify -- for the fuzz harness (tests/fuzz/rpc_answer.lua)
 
 local function wake_call(call)
   if call.waiting then
@@ -705,12 +404,18 @@ local function all_unsupported(pool, call)
   return true
 end
 
+local execute -- (pool, call, req, opts, tmo) -> result, below
+
 -- task: the running task when the caller has it at hand (sched.current() is not free)
 function Pool:_execute(req, opts, task)
   local tmo = opts.timeout_ms or self.timeout_ms
-  local call = { task = task or sched.current(), mail = {}, tried = {}, failures = {}, attempts = 0, inflight = {},
-                 n_inflight = 0, deadline = now() + tmo, fair_ms = tmo * 0.5, method = req.method,
-                 critical = req.priority == "critical", allowed = opts._allowed }
+  local call = new_call(task or sched.current(), tmo, req, opts)
+  local res = execute(self, call, req, opts, tmo)
+  free_call(call)
+  return res
+end
+
+function execute(self, call, req, opts, tmo)
   if opts.endpoint then
     call.pin = self.by_name[opts.endpoint]
     if not call.pin then
@@ -749,7 +454,7 @@ function Pool:_execute(req, opts, task)
         cancel_all(call, "timeout", self)
         local msg = ("no answer within %d ms"):format(tmo)
         if #call.failures > 0 then msg = msg .. " (" .. summarize(call.failures) .. ")" end
-        return fail("TIMEOUT", msg, { failures = call.failures, attempts = call.attempts })
+        return fail("TIMEOUT", msg, { failures = own_failures(call), attempts = call.attempts })
       end
       call.hedged = true
       local ep = pick(self, call)
@@ -770,7 +475,7 @@ function Pool:_execute(req, opts, task)
         return ok_res
       end
       att.ep.last_error = err.message
-      call.failures[#call.failures + 1] = err
+      add_failure(call, err)
       last_err = err
       free_retry = err.rpc_code == -32601
       log.warn("rpc attempt failed", { request_id = rid_of(req), endpoint = att.ep.name, method = req.method,
@@ -808,10 +513,7 @@ function Pool:_execute(req, opts, task)
     { failures = call.failures, attempts = call.attempts })
 end
 local next_id = 0
-local function shutting_down()
-  local s = package.loaded["thorp.shutdown"]
-  return s and s.is_shutting_down()
-end
+local function shutting_down() return shutdown.is_shutting_down() end
 
 function Pool:_admit_and_run(req, prio, opts)
   local task = sched.current()
@@ -844,65 +546,8 @@ function Pool:_admit_and_run(req, prio, opts)
   return res
 end
 
--- Auto-batching: reads made in the same loop turn go upstream as one JSON-RPC
--- batch (fewer HTTP requests, less per-call overhead). Each call keeps its own
--- admission and gets its own answer; the batch fails over as a unit.
-local function flush_batch(pool, q)
-  if pool.bq == q then pool.bq = nil end
-  if #q == 1 then
-    local e = q[1]
-    local ok, res = pcall(pool._execute, pool, e.req, e.opts)
-    sched.wake(e.task, ok and res or fail("BAD_RESPONSE", tostring(res)), e.tok)
-    return
-  end
-  local rank = { low = 1, normal = 2, critical = 3 }
-  local bodies, ids, deadline, prio = {}, {}, math.huge, "low"
-  for i, e in ipairs(q) do
-    bodies[i], ids[i] = e.req.body, e.req.id
-    deadline = min(deadline, e.opts.timeout_ms or pool.timeout_ms)
-    if rank[e.req.priority] > rank[prio] then prio = e.req.priority end
-  end
-  T.auto_batches = (T.auto_batches or 0) + 1
-  local breq = { body = "[" .. table.concat(bodies, ",") .. "]", batch = true, ids = ids, idempotent = true,
-                 raw_elements = true, method = "auto-batch(" .. #q .. ")", rid = logm.request_id(), priority = prio }
-  local ok, res = pcall(pool._execute, pool, breq, { timeout_ms = deadline })
-  if not ok then res = fail("BAD_RESPONSE", tostring(res)) end
-  for i, e in ipairs(q) do
-    local r = res
-    if res.ok then
-      r = res.results[i]
-      r.endpoint, r.latency_ms, r.attempts, r.batched = res.endpoint, res.latency_ms, res.attempts, #q
-    end
-    sched.wake(e.task, r, e.tok)
-  end
-end
-
-function Pool:_batched(req, opts)
-  local q = self.bq
-  if not q or #q >= self.auto_batch then
-    q = {}
-    self.bq = q
-    sched.spawn_opts({ daemon = true, name = "rpc.batch" }, flush_batch, self, q)
-  end
-  local task = sched.current()
-  q[#q + 1] = { req = req, opts = opts, task = task, tok = sched.token(task) }
-  return sched.suspend()
-end
-
--- opts with a method route applied: its endpoints (those of this pool), timeout and priority
--- as defaults under what the caller passed
-local function routed(pool, route, opts)
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  o.timeout_ms = o.timeout_ms or route.timeout_ms
-  o.priority = o.priority or route.priority
-  if route.endpoints and not o.endpoint then
-    for name in pairs(route.endpoints) do
-      if pool.by_name[name] then o._allowed = route.endpoints break end
-    end
-  end
-  return o
-end
+-- Auto-batching (reads of one loop turn as one upstream batch): lib/thorp/rpc/batch.lua
+batch.install(Pool, T)
 
 -- a method name as a JSON string, kept for the first few hundred names (the
 -- front door passes on whatever names its clients send)
@@ -916,8 +561,9 @@ local function quoted(method)
   return q
 end
 
+local NO_OPTS = {} -- opts are only read: one empty table for every call that passes none
 local function check_opts(opts, where)
-  if opts == nil then return {} end
+  if opts == nil then return NO_OPTS end
   if type(opts) ~= "table" then error(where .. ": opts must be a table", 3) end
   if opts.priority ~= nil and not PRIORITIES[opts.priority] then
     error(("%s: priority must be \"critical\", \"normal\" or \"low\", got %s"):format(where, tostring(opts.priority)), 3)
@@ -933,7 +579,7 @@ function Pool:call(method, params, opts)
   if params ~= nil and type(params) ~= "table" then error("rpc.call: params must be a table (JSON array) or nil", 2) end
   opts = check_opts(opts, "rpc.call")
   local route = route_of(self, method)
-  if route then opts = routed(self, route, opts) end
+  if route then opts = routing.routed(self, route, opts) end
   local prio = opts.priority or self.priorities[method] or method_priorities[method] or "normal"
   next_id = next_id + 1
   local pj = ""
@@ -956,7 +602,6 @@ function Pool:batch(calls, opts)
   if type(calls) ~= "table" or #calls == 0 then error("rpc.batch: expected a non-empty list of { method, params }", 2) end
   opts = check_opts(opts, "rpc.batch")
   local msgs, ids, prio, idem = {}, {}, opts.priority, true
-  local rank = { low = 1, normal = 2, critical = 3 }
   for i, c in ipairs(calls) do
     local method = c[1] or c.method
     if type(method) ~= "string" then error(("rpc.batch: calls[%d] needs a method name"):format(i), 2) end
@@ -968,7 +613,7 @@ function Pool:batch(calls, opts)
     if is_submit(self, method) then idem = false end
     if not opts.priority then
       local p = self.priorities[method] or method_priorities[method] or "normal"
-      if not prio or rank[p] > rank[prio] then prio = p end
+      prio = prio and priority.max(prio, p) or p
     end
   end
   local body = json.safe_encode(msgs)
@@ -989,22 +634,16 @@ function Pool:endpoints()
     for k, v in pairs(ep.errors) do errors[k] = v end
     out[i] = { name = ep.name, url = ep.display_url, weight = ep.weight, state = b.state, healthy = ep.healthy,
                unhealthy_reason = ep.unhealthy_reason, slot = ep.slot, lag = ep.lag,
-               latency_ms = percentiles(ep), inflight = ep.inflight, queued = ep.nqueued,
+               latency_ms = endpoint.percentiles(ep), inflight = ep.inflight, queued = ep.nqueued,
                max_inflight = ep.max_inflight, calls = ep.calls, successes = ep.successes,
-               unsupported_methods = (function()
-                 local m = {}
-                 for k, at in pairs(ep.unsupported) do if t - at < UNSUPPORTED_MS then m[#m + 1] = k end end
-                 table.sort(m)
-                 return m
-               end)(),
+               unsupported_methods = endpoint.unsupported_methods(ep, t),
                errors = errors, failures = b.failures, consecutive_failures = b.consecutive_failures,
                rate_limited_ms = ep.backoff_until > t and floor(ep.backoff_until - t) or 0,
                retry_in_ms = b.retry_in_ms, last_error = ep.last_error, trips = b.trips,
                state_changes = b.state_changes,
-               latency_histogram = { bounds = LAT_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
+               latency_histogram = { bounds = endpoint.LATENCY_BOUNDS, counts = { unpack(ep.hist) }, sum_ms = ep.hist_sum,
                                      count = ep.hist_n } }
-    local ws = package.loaded["thorp.ws"]
-    out[i].ws = ws and ws.endpoint_status(self, ep.name) or nil
+    out[i].ws = require("thorp.ws").endpoint_status(self, ep.name)
   end
   return out
 end
@@ -1014,110 +653,8 @@ function Pool:subscribe(method, params, handler, opts)
   return require("thorp.ws").subscribe(self, method, params, handler, opts)
 end
 
--- Health: slot lag and liveness, polled in the background --------------------
-
--- The reference slot: the upper median of the endpoints' fresh slots, so one
--- endpoint claiming a slot far ahead (or behind) cannot move it past an
--- honest neighbour's. It needs a quorum of 3 fresh slots (all of them in a
--- pool of 1 or 2, where the higher counts): with fewer, a liar and a laggard
--- look alike, and nil says no endpoint is judged on lag for now.
-local function reference_slot(pool, t)
-  local s = {}
-  for _, e in ipairs(pool.eps) do
-    if e.slot and t - e.slot_at < pool.health_interval_ms * 5 + 1000 then s[#s + 1] = e.slot end
-  end
-  if #s < min(3, #pool.eps) then return nil end
-  table.sort(s, function(a, b) return a > b end)
-  return s[floor((#s - 1) / 2) + 1]
-end
-
-local function health_result(pool, ep, res, sent_at)
-  ep.health_pending = false
-  if res.curl_code == 0 and res.http_status == 429 then return end -- rate-limited: alive, no verdict
-  local doc = res.curl_code == 0 and res.http_status == 200 and json.decode(res.body)
-  local slot = type(doc) == "table" and doc.id == 0 and doc.result
-  if type(slot) ~= "number" or not (slot >= 0 and slot < 2 ^ 53) then
-    ep.health_fails = ep.health_fails + 1
-    ep.good_checks = 0
-    if ep.health_fails >= 2 and ep.healthy then
-      ep.healthy, ep.unhealthy_reason = false, "health_check_failed"
-      ep.last_error = res.curl_code ~= 0 and res.error or ("health check: HTTP " .. res.http_status)
-      log.warn("endpoint out of rotation: health checks failing", { endpoint = ep.name, error = ep.last_error })
-      publish_system("thorp.health", { endpoint = ep.name, healthy = false, reason = "health_check_failed" })
-    end
-    return
-  end
-  local t = now()
-  ep.health_fails = 0
-  ep.slot, ep.slot_at = slot, t
-  -- a good check sent after the breaker opened closes it at once, and one sent
-  -- after a 429 ends the backoff: recovery needs no user traffic and no cooldown
-  if ep.breaker:state() ~= "CLOSED" and sent_at >= ep.breaker.s.opened_at then
-    ep.breaker:reset()
-    log.info("endpoint breaker closed by a good health check", { endpoint = ep.name })
-  end
-  if ep.backoff_until > t and sent_at >= ep.backoff_at then ep.backoff_until, ep.backoff_n = 0, 0 end
-  local ref = reference_slot(pool, t)
-  if not ref then return end
-  for _, e in ipairs(pool.eps) do if e.slot then e.lag = ref - e.slot end end
-  if ep.lag > pool.max_slot_lag then
-    ep.good_checks = 0
-    if ep.healthy or ep.unhealthy_reason ~= "slot_lag" then
-      ep.healthy, ep.unhealthy_reason = false, "slot_lag"
-      log.warn("endpoint out of rotation: behind the reference slot", { endpoint = ep.name, lag = ep.lag,
-                                                                        max_slot_lag = pool.max_slot_lag })
-      publish_system("thorp.health", { endpoint = ep.name, healthy = false, lag = ep.lag, reason = "slot_lag" })
-    end
-  elseif not ep.healthy then
-    -- hysteresis: back in only after two checks within half the allowed lag
-    if ep.unhealthy_reason == "health_check_failed" or ep.lag <= pool.max_slot_lag / 2 then
-      ep.good_checks = ep.good_checks + 1
-      if ep.good_checks >= 2 then
-        ep.healthy, ep.unhealthy_reason = true, nil
-        log.info("endpoint back in rotation", { endpoint = ep.name, lag = ep.lag })
-        publish_system("thorp.health", { endpoint = ep.name, healthy = true, lag = ep.lag })
-      end
-    else
-      ep.good_checks = 0
-    end
-  end
-end
-
-local SLOT_BODY = '{"jsonrpc":"2.0","id":0,"method":"getSlot","params":[{"commitment":"processed"}]}'
-
-function Pool:check_health()
-  for _, ep in ipairs(self.eps) do
-    if not ep.health_pending then
-      ep.health_pending = true
-      local sent_at = now()
-      local id = http_send(ep.url, SLOT_BODY, min(self.health_interval_ms * 2, ep.timeout_ms or 2000),
-        function(res) health_result(self, ep, res, sent_at) end, ep.header_lines)
-      if not id then ep.health_pending = false end
-    end
-  end
-end
-
---- pool:start_health(interval_ms, max_slot_lag): poll getSlot in the background
---- (new_pool does it unless health = false). The timer holds the pool weakly:
---- a pool nobody references any more stops its checks when collected.
-function Pool:start_health(interval_ms, max_lag)
-  self.health_interval_ms = interval_ms or 400
-  self.max_slot_lag = max_lag or self.max_slot_lag
-  self:stop_health()
-  if self.health_interval_ms <= 0 then return end
-  self:check_health()
-  local ref = setmetatable({ self }, { __mode = "v" })
-  local timer
-  timer = sched.daemon_every(self.health_interval_ms, function()
-    local p = ref[1]
-    if p then p:check_health() else timer:cancel() end
-  end, "rpc.health")
-  self.health_timer = timer
-end
-
-function Pool:stop_health()
-  if self.health_timer then self.health_timer:cancel(); self.health_timer = nil end
-end
+-- Health: slot lag and liveness, polled in the background: lib/thorp/rpc/health.lua
+health.install(Pool, http_send)
 
 -- The host's pool ------------------------------------------------------------
 

@@ -42,21 +42,23 @@ M.METHODS = { slotSubscribe = true, accountSubscribe = true, programSubscribe = 
               signatureSubscribe = true, rootSubscribe = true, blockSubscribe = true,
               slotsUpdatesSubscribe = true, voteSubscribe = true }
 
--- Defaults; M.configure{...} or the config file's ws.* change them.
-M.options = {
-  heartbeat_ms = 2000,        -- no slot notification for this long (with a slotSubscribe placed): dead
-  ping_interval_ms = 5000,    -- a ping when nothing arrived for this long
-  ping_timeout_ms = 15000,    -- nothing at all (not even a pong) for this long: dead
-  connect_timeout_ms = 5000,
-  max_message_bytes = 64 * 1024 * 1024,
-  backoff_min_ms = 100, backoff_max_ms = 5000,
-  mailbox = 10000,            -- notifications waiting per subscription before drops
-  ca_file = nil,              -- trust store for wss (nil = the system's)
-}
+-- heartbeat_ms, ping_interval_ms, ping_timeout_ms, connect_timeout_ms, max_message_bytes,
+-- backoff_min_ms, backoff_max_ms, mailbox, ca_file: the defaults are the ws.* settings of
+-- lib/thorp/config.lua (one source); M.configure{...}, the config file's `ws` table and
+-- THORP_WS_* change them (applied at start).
+M.options = {}
+local OPTION = {} -- name -> its setting
+for _, s in ipairs(config.SETTINGS) do
+  local k = s[1]:match("^ws%.(.+)$")
+  if k then M.options[k], OPTION[k] = s[4], s end
+end
 
 M.stats = { notifications = 0, delivered_once = 0, duplicates = 0, malformed = 0, unknown_subscription = 0,
-            subscribe_errors = 0, gaps = 0, reconnects = 0, bytes = 0 }
+            subscribe_errors = 0, gaps = 0, reconnects = 0, bytes = 0, backfilled = 0, backfill_errors = 0 }
 local S = M.stats
+
+local DAEMON = { daemon = true, name = "ws" }
+local function spawn_daemon(fn) return sched.spawn_opts(DAEMON, fn) end
 
 local function err(code, message) return { ok = false, error = { code = code, message = message } } end
 
@@ -154,7 +156,8 @@ local function pool_state(pool)
   st = { pool = pool, eps = {}, entries = {} }
   for i, e in ipairs(pool.order or pool.eps or {}) do
     local url, msg = M.ws_url_of(e)
-    local ep = { name = e.name, url = url, bad = msg, display = url and config.redact_url(url) or nil, index = i,
+    local ep = { name = e.name, url = url, bad = msg, headers = e.header_lines, -- sent on the upgrade
+                 display = url and config.redact_url(url) or nil, index = i,
                  state = "idle", placements = {}, nplaced = 0, by_sub = {}, pending = {}, req = 0,
                  fails = 0, retry_at = 0, reconnects = 0, connects = 0, gaps = 0, notifications = 0, bytes = 0,
                  rate = 0, rate_n = 0, rate_at = now(), slot = nil, slot_subs = 0, last_slot_at = 0,
@@ -208,7 +211,7 @@ local function connect(ep)
   local o = M.options
   local ebuf = ffi.new("char[256]")
   local id = C.thorp_ws_open(ep.url, o.connect_timeout_ms, o.ping_interval_ms, o.ping_timeout_ms,
-                             o.max_message_bytes, o.ca_file, ebuf, 256)
+                             o.max_message_bytes, o.ca_file, ep.headers, ebuf, 256)
   ep.connects = ep.connects + 1
   if id < 0 then
     ep.last_error = ffi_string(ebuf)
@@ -278,24 +281,188 @@ end
 ------------------------------------------------------------------------------
 -- Delivery
 ------------------------------------------------------------------------------
+local function slot_of(result)
+  if type(result) ~= "table" then return type(result) == "number" and result or nil end
+  local c = result.context
+  if type(c) == "table" then return c.slot end
+  return result.slot
+end
+
+local function deliver_to(s, value, slot, epname, t_rx, backfill)
+  local ctx = { slot = slot, endpoint = epname, subscription = s, value = value, received_at = t_rx,
+                backfill = backfill }
+  -- critical: the private bus routes that lane without a per-turn batch limit
+  if s.bus_sub then dbus():publish(s.topic_private, ctx, "critical") end
+  if s.topic then
+    local b = rawget(busm, "default") or busm.default
+    local ok = b:publish(s.topic, ctx)
+    if not ok then s.topic_drops = s.topic_drops + 1 end
+  end
+end
+
 local function deliver(e, value, slot, ep, t_rx)
   local subs = e.subs
   for i = 1, #subs do
     local s = subs[i]
     s.notifications = s.notifications + 1
     s.last_slot = slot or s.last_slot
-    local ctx = { slot = slot, endpoint = ep.name, subscription = s, value = value, received_at = t_rx }
-    -- critical: the private bus routes that lane without a per-turn batch limit
-    if s.bus_sub then dbus():publish(s.topic_private, ctx, "critical") end
-    if s.topic then
-      local b = rawget(busm, "default") or busm.default
-      local ok = b:publish(s.topic, ctx)
-      if not ok then s.topic_drops = s.topic_drops + 1 end
-    end
+    deliver_to(s, value, slot, ep.name, t_rx, nil)
   end
 end
 
-local function finish_entry(e, state)
+------------------------------------------------------------------------------
+-- Backfill after a gap (opts.backfill): what the common streams missed, fetched
+-- over HTTP and delivered through the same handler with ctx.backfill = true.
+------------------------------------------------------------------------------
+local SIG_RECENT = 4096 -- live logs signatures remembered per entry (backfill skips them)
+
+local function commitment_of(e, i)
+  local o = e.params and e.params[i]
+  local c = type(o) == "table" and o.commitment or nil
+  return c
+end
+
+local function logs_address(params)
+  local f = params and params[1]
+  local m = type(f) == "table" and f.mentions
+  return type(m) == "table" and type(m[1]) == "string" and m[1] or nil
+end
+
+-- Each returns a list of { value, slot, endpoint } (oldest first) or nil, message.
+local BACKFILL = {}
+function BACKFILL.logsSubscribe(e, g)
+  local pool = e.st.pool
+  if not g.last_sig then return nil, "no signature was seen before the gap" end
+  local c = commitment_of(e, 2)
+  if c == "processed" then c = nil end -- getSignaturesForAddress/getTransaction take confirmed at least
+  local r = pool:call("getSignaturesForAddress", { logs_address(e.params), { ["until"] = g.last_sig, limit = 1000,
+                                                                            commitment = c } })
+  if not r.ok then return nil, "getSignaturesForAddress: " .. tostring(r.error and r.error.message) end
+  local out = {}
+  local list = type(r.result) == "table" and r.result or {}
+  for i = #list, 1, -1 do
+    local sig = type(list[i]) == "table" and list[i].signature
+    if type(sig) == "string" and not e.sig_seen[sig] then
+      local t = pool:call("getTransaction", { sig, { encoding = "json", maxSupportedTransactionVersion = 0,
+                                                     commitment = c } })
+      if not t.ok then return out, "getTransaction " .. sig .. ": " .. tostring(t.error and t.error.message) end
+      local tx = t.result
+      if type(tx) == "table" and not e.sig_seen[sig] then
+        local meta = type(tx.meta) == "table" and tx.meta or {}
+        out[#out + 1] = { value = { context = { slot = tx.slot }, value = { signature = sig, err = meta.err,
+                                                                            logs = meta.logMessages } },
+                          slot = tx.slot, endpoint = t.endpoint }
+      end
+    end
+  end
+  return out
+end
+
+function BACKFILL.accountSubscribe(e, g)
+  local o = type(e.params[2]) == "table" and e.params[2] or {}
+  local r = e.st.pool:call("getAccountInfo", { e.params[1], { encoding = o.encoding, commitment = o.commitment,
+                                                               minContextSlot = g.from } })
+  if not r.ok then return nil, "getAccountInfo: " .. tostring(r.error and r.error.message) end
+  local slot = slot_of(r.result)
+  if not slot then return nil, "getAccountInfo: no context.slot in the answer" end
+  return { { value = r.result, slot = slot, endpoint = r.endpoint, newer = true } }
+end
+
+function BACKFILL.programSubscribe(e, g)
+  local o = type(e.params[2]) == "table" and e.params[2] or {}
+  local r = e.st.pool:call("getProgramAccounts", { e.params[1], { encoding = o.encoding, commitment = o.commitment,
+    filters = o.filters, minContextSlot = g.from, withContext = true } }, { timeout_ms = 30000 })
+  if not r.ok then return nil, "getProgramAccounts: " .. tostring(r.error and r.error.message) end
+  local res = r.result
+  local slot = slot_of(res)
+  if type(res) ~= "table" or not slot or type(res.value) ~= "table" then
+    return nil, "getProgramAccounts: no context and value in the answer"
+  end
+  local out = {}
+  for _, a in ipairs(res.value) do
+    out[#out + 1] = { value = { context = res.context, value = a }, slot = slot, endpoint = r.endpoint, newer = true }
+  end
+  return out
+end
+
+function BACKFILL.signatureSubscribe(e)
+  local r = e.st.pool:call("getSignatureStatuses", { { e.params[1] }, { searchTransactionHistory = true } })
+  if not r.ok then return nil, "getSignatureStatuses: " .. tostring(r.error and r.error.message) end
+  local v = type(r.result) == "table" and type(r.result.value) == "table" and r.result.value[1]
+  if type(v) ~= "table" then return {} end
+  local want = commitment_of(e, 2) or "finalized"
+  local cs = v.confirmationStatus
+  if want == "finalized" and cs ~= "finalized" or want == "confirmed" and cs == "processed" then return {} end
+  return { { value = { context = r.result.context, value = { err = v.err } }, slot = v.slot, endpoint = r.endpoint,
+             finish = true } }
+end
+
+local function backfill_fail(s, msg)
+  s.backfill_errors = s.backfill_errors + 1
+  s.backfill_error = msg
+  S.backfill_errors = S.backfill_errors + 1
+  log_limited("backfill:" .. s.method, "ws backfill failed", { method = s.method, error = msg })
+end
+
+local function backfill_deliver(s, items)
+  for _, it in ipairs(items) do
+    if s.state == "closed" then return end
+    s.backfilled = s.backfilled + 1
+    S.backfilled = S.backfilled + 1
+    deliver_to(s, it.value, it.slot, it.endpoint, now(), true)
+  end
+end
+
+local finish_entry -- forward
+
+-- After the gap event: the built-in backfill once for the entry's subscribers that
+-- asked for it (opts.backfill = true), each function backfill for its own.
+local function run_backfill(e, gap)
+  local builtin, fns = false, {}
+  for _, s in ipairs(e.subs) do
+    if s.backfill == true then builtin = true elseif type(s.backfill) == "function" then fns[#fns + 1] = s end
+  end
+  if not builtin and #fns == 0 then return end
+  spawn_daemon(function()
+    if builtin then
+      local ok, items, msg = pcall(BACKFILL[e.method], e, gap)
+      if not ok then items, msg = nil, tostring(items) end
+      local finish = false
+      if items then
+        local fresh = {}
+        for _, it in ipairs(items) do
+          -- state fetched by get*: only when newer than the last notification before the
+          -- gap and not older than what the stream delivered since
+          if not it.newer or ((not gap.from or it.slot > gap.from) and it.slot >= (e.last_slot or 0)) then
+            fresh[#fresh + 1] = it
+          end
+          if it.finish then finish = true end
+        end
+        for _, s in ipairs(e.subs) do
+          if s.backfill == true then
+            s.backfills = s.backfills + 1
+            backfill_deliver(s, fresh)
+          end
+        end
+      end
+      if msg then for _, s in ipairs(e.subs) do if s.backfill == true then backfill_fail(s, msg) end end end
+      if finish and not e.done then finish_entry(e, "done") end
+    end
+    for _, s in ipairs(fns) do
+      local ok, list = pcall(s.backfill, gap, s)
+      s.backfills = s.backfills + 1
+      if not ok then
+        backfill_fail(s, tostring(list))
+      elseif type(list) == "table" then
+        local items = {}
+        for i, v in ipairs(list) do items[i] = { value = v, slot = slot_of(v) } end
+        backfill_deliver(s, items)
+      end
+    end
+  end)
+end
+
+function finish_entry(e, state)
   e.done = true
   for ep in pairs(e.placed) do unplace(ep, e); maybe_idle(ep) end
   if e.st.entries[e.key] == e then e.st.entries[e.key] = nil end
@@ -322,23 +489,18 @@ local function publish_gap(e, ep, to)
   end
   log.info("ws subscription resumed after a gap", { method = e.method, endpoint = ep.name, from_slot = g.from,
                                                     to_slot = to })
+  run_backfill(e, { from_slot = g.from, to_slot = to, from = g.from, last_sig = g.last_sig, method = e.method,
+                    params = e.params, endpoint = ep.name, last_signature = g.last_sig })
 end
 
 local function gap_by_clock(e)
   local g = e.gap
   if g.asking then return end
   g.asking = true
-  sched.spawn_daemon(function()
+  spawn_daemon(function()
     local r = e.st.pool:call("getSlot", nil, { timeout_ms = 2000 })
     if e.gap == g then publish_gap(e, g.ep, r.ok and r.result or (best_slot > 0 and best_slot or nil)) end
   end)
-end
-
-local function slot_of(result)
-  if type(result) ~= "table" then return type(result) == "number" and result or nil end
-  local c = result.context
-  if type(c) == "table" then return c.slot end
-  return result.slot
 end
 
 local SEEN = 4096 -- notification hashes remembered per redundant entry
@@ -358,9 +520,27 @@ local function on_notification(ep, m)
                 { endpoint = ep.name, subscription_id = sid })
     return
   end
+  local p, rl = m.data, tonumber(m.res_len)
+  local t = now()
+  ep.last_rx_at = t
+  if e.method == "slotSubscribe" then ep.last_slot_at = t end
+  -- With redundancy, a duplicate is known by its bytes before any decoding (half the
+  -- messages at redundancy 2): the hash of params.result where C located it, else of
+  -- the message without its subscription number. seen[h] keeps the slot for lag.
+  local h
+  if e.redundancy > 1 then
+    h = rl > 0 and C.thorp_ws_hash_bytes(p + m.res_off, rl) or C.thorp_ws_hash(p, len)
+    local dup_slot = e.seen[h]
+    if dup_slot then
+      e.duplicates = e.duplicates + 1
+      ep.duplicates = ep.duplicates + 1
+      S.duplicates = S.duplicates + 1
+      if dup_slot ~= true and (not ep.slot or dup_slot > ep.slot) then ep.slot = dup_slot end
+      return
+    end
+  end
   -- decode only params.result where C located it (most of a notification's cost is decoding)
   local result
-  local p, rl = m.data, tonumber(m.res_len)
   if rl > 0 then result = decode(p + m.res_off, rl) end
   if result == nil then
     local msg = decode(p, len)
@@ -374,23 +554,13 @@ local function on_notification(ep, m)
     return
   end
   local slot = slot_of(result)
-  local t = now()
-  ep.last_rx_at = t
   if slot then
     if not ep.slot or slot > ep.slot then ep.slot = slot end
     if slot > best_slot then best_slot = slot end
   end
-  if e.method == "slotSubscribe" then ep.last_slot_at = t end
-  if e.redundancy > 1 then
-    local h = C.thorp_ws_hash(m.data, len)
+  if h then
     local seen = e.seen
-    if seen[h] then
-      e.duplicates = e.duplicates + 1
-      ep.duplicates = ep.duplicates + 1
-      S.duplicates = S.duplicates + 1
-      return
-    end
-    seen[h] = true
+    seen[h] = type(slot) == "number" and slot or true
     local i = e.seen_i % SEEN + 1
     local old = e.seen_ring[i]
     if old then seen[old] = nil end
@@ -398,6 +568,17 @@ local function on_notification(ep, m)
     e.seen_i = i
   end
   e.notifications = e.notifications + 1
+  if e.sig_seen then
+    local v = type(result) == "table" and result.value
+    local sig = type(v) == "table" and v.signature
+    if type(sig) == "string" then
+      e.last_sig = sig
+      local i = e.sig_i % SIG_RECENT + 1
+      local old = e.sig_ring[i]
+      if old then e.sig_seen[old] = nil end
+      e.sig_ring[i], e.sig_seen[sig], e.sig_i = sig, true, i
+    end
+  end
   if e.gap and e.gap.ep then publish_gap(e, ep, slot) end
   if slot then e.last_slot = slot end
   S.delivered_once = S.delivered_once + 1
@@ -497,7 +678,7 @@ local function on_closed(ep, id)
     unplace(ep, e)
     if was and live_count(e) == 0 and not e.lost then
       e.lost = true
-      e.gap = { from = e.last_slot or (best_slot > 0 and best_slot or nil) }
+      e.gap = { from = e.last_slot or (best_slot > 0 and best_slot or nil), last_sig = e.last_sig }
       S.reconnects = S.reconnects + 1
       for _, s in ipairs(e.subs) do
         s.reconnects = s.reconnects + 1
@@ -592,7 +773,9 @@ function Sub:status()
   end
   local st = { state = self.state, endpoint = endpoint and endpoint.name or nil, notifications = self.notifications,
                gaps = self.gaps, reconnects = self.reconnects, method = self.method, id = self.id,
-               last_slot = self.last_slot, redundancy = e and e.redundancy or nil, error = e and e.error or nil }
+               last_slot = self.last_slot, redundancy = e and e.redundancy or nil, error = e and e.error or nil,
+               backfills = self.backfills, backfilled = self.backfilled, backfill_errors = self.backfill_errors,
+               backfill_error = self.backfill_error }
   local bs = self.bus_sub
   if bs then
     st.delivered, st.failures, st.dropped, st.quarantined = bs.delivered, bs.failures, bs.dropped, bs.quarantined
@@ -629,7 +812,7 @@ function Sub:unsubscribe()
 end
 
 local SUB_OPTS = { redundancy = true, topic = true, name = true, max_queue_size = true, max_failure_rate = true,
-                   failure_window = true, quarantine_ms = true }
+                   failure_window = true, quarantine_ms = true, backfill = true }
 
 --- subscribe(pool, method, params, handler, opts) -> sub | { ok = false, error = {...} }
 function M.subscribe(pool, method, params, handler, opts)
@@ -650,7 +833,7 @@ function M.subscribe(pool, method, params, handler, opts)
   opts = opts or {}
   for k in pairs(opts) do
     if not SUB_OPTS[k] then
-      return err("INVALID_ARGUMENT", ("rpc.subscribe: unknown option %s (allowed: max_failure_rate, "
+      return err("INVALID_ARGUMENT", ("rpc.subscribe: unknown option %s (allowed: backfill, max_failure_rate, "
         .. "failure_window, max_queue_size, name, quarantine_ms, redundancy, topic)"):format(tostring(k)))
     end
   end
@@ -663,6 +846,21 @@ function M.subscribe(pool, method, params, handler, opts)
   end
   if not handler and not topic then
     return err("INVALID_ARGUMENT", "rpc.subscribe: give a handler function or opts.topic")
+  end
+  local bf = opts.backfill
+  if bf ~= nil and type(bf) ~= "boolean" and type(bf) ~= "function" then
+    return err("INVALID_ARGUMENT", "rpc.subscribe: opts.backfill must be true, false or a function, got " .. type(bf))
+  end
+  if bf == true then
+    if not BACKFILL[method] then
+      return err("INVALID_ARGUMENT", ("rpc.subscribe: no built-in backfill for %s (built in: accountSubscribe, "
+        .. "logsSubscribe with a mentions filter, programSubscribe, signatureSubscribe; or give a function)")
+        :format(method))
+    end
+    if method == "logsSubscribe" and not logs_address(params) then
+      return err("INVALID_ARGUMENT", "rpc.subscribe: logsSubscribe backfill needs a { mentions = { address } } "
+        .. "filter (getSignaturesForAddress); give opts.backfill a function for other filters")
+    end
   end
   local red = opts.redundancy or 1
   if type(red) ~= "number" or red < 1 or red > 8 or red % 1 ~= 0 then
@@ -680,15 +878,18 @@ function M.subscribe(pool, method, params, handler, opts)
   local key = method .. " " .. pj
   local e = st.entries[key]
   if not e then
-    e = { key = key, method = method, params_json = pj, unsub_method = method:gsub("Subscribe$", "Unsubscribe"),
+    e = { key = key, method = method, params = params or {}, params_json = pj,
+          unsub_method = method:gsub("Subscribe$", "Unsubscribe"),
           st = st, subs = {}, placed = {}, redundancy = 1, seen = {}, seen_ring = {}, seen_i = 0,
           notifications = 0, duplicates = 0, lost = false }
+    if method == "logsSubscribe" then e.sig_seen, e.sig_ring, e.sig_i = {}, {}, 0 end
     st.entries[key] = e
   end
   sub_seq = sub_seq + 1
   local s = setmetatable({ ok = true, id = sub_seq, method = method, params = params, entry = e, handler = handler,
                            topic = topic, state = "subscribing", notifications = 0, gaps = 0, reconnects = 0,
-                           topic_drops = 0, redundancy = min(red, usable), pool = pool }, Sub)
+                           topic_drops = 0, redundancy = min(red, usable), pool = pool, backfill = bf or nil,
+                           backfills = 0, backfilled = 0, backfill_errors = 0 }, Sub)
   if handler then
     s.topic_private = "ws." .. sub_seq
     local h = handler
@@ -750,6 +951,10 @@ function M.metrics(w, pool)
         S.malformed + S.unknown_subscription)
   w.one("ws_gaps_total", "counter", "Gap events published (a subscription resumed after notifications may be lost).",
         S.gaps)
+  w.one("ws_backfilled_total", "counter", "Notifications delivered by backfill after a gap (opts.backfill).",
+        S.backfilled)
+  w.one("ws_backfill_errors_total", "counter", "Backfill runs that failed (an RPC error, a failing function).",
+        S.backfill_errors)
   w.one("ws_subscriptions", "gauge", "Subscriptions (user handles).", #all_subs)
   local st = pool and states[pool]
   if not st then return end
@@ -778,13 +983,18 @@ end
 ---            max_message_bytes=, backoff_min_ms=, backoff_max_ms=, mailbox=, ca_file= }
 function M.configure(opts)
   for k, v in pairs(opts or {}) do
-    if M.options[k] == nil and k ~= "ca_file" then
-      error("ws.configure: unknown option " .. tostring(k), 2)
+    local s = OPTION[k]
+    if not s then
+      local names = {}
+      for n in pairs(OPTION) do names[#names + 1] = n end
+      table.sort(names)
+      error(("ws.configure: unknown option %s (allowed: %s)"):format(tostring(k), table.concat(names, ", ")), 2)
     end
-    if k == "ca_file" then
-      if v ~= nil and type(v) ~= "string" then error("ws.configure: ca_file must be a path", 2) end
-    elseif type(v) ~= "number" or v < 0 then
-      error(("ws.configure: %s must be a number >= 0, got %s"):format(k, tostring(v)), 2)
+    if s[3] == "string" then
+      if v ~= nil and type(v) ~= "string" then error(("ws.configure: %s must be a string"):format(k), 2) end
+    elseif type(v) ~= "number" or v < (s.min or 0) or v > (s.max or math.huge) then
+      error(("ws.configure: %s must be a number from %s to %s, got %s"):format(k, s.min or 0, s.max or "any",
+        tostring(v)), 2)
     end
     M.options[k] = v
   end

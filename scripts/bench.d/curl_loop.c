@@ -1,6 +1,7 @@
 /* Baseline for the RPC pool bench: a plain libcurl multi loop in C posting
  * getSlot to one URL with C transfers in flight for SECS seconds.
- *   curl_loop URL CONCURRENCY SECS   -> "calls/s p50_us p99_us"  */
+ *   curl_loop URL CONCURRENCY SECS   -> "calls/s p50_us p99_us cpu_us_per_call"
+ * (CPU time of this process per call: steadier than calls/s on a shared machine)  */
 #include <curl/curl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +41,7 @@ int main(int argc, char **argv) {
         curl_multi_add_handle(m, e[i]);
     }
     double t0 = now_us(), end = t0 + secs * 1e6;
+    clock_t c0 = clock();
     long done = 0;
     int running = conc;
     while (running > 0) {
@@ -60,7 +62,9 @@ int main(int argc, char **argv) {
     }
     double el = (now_us() - t0) / 1e6;
     qsort(lat, nlat, sizeof *lat, cmp);
-    printf("%.0f %.0f %.0f\n", done / el, nlat ? lat[nlat / 2] : 0, nlat ? lat[(size_t)(nlat * 0.99)] : 0);
+    double cpu_us = (double)(clock() - c0) / CLOCKS_PER_SEC * 1e6;
+    printf("%.0f %.0f %.0f %.1f\n", done / el, nlat ? lat[nlat / 2] : 0, nlat ? lat[(size_t)(nlat * 0.99)] : 0,
+           done ? cpu_us / done : 0);
     for (int i = 0; i < conc; i++) curl_easy_cleanup(e[i]);
     curl_multi_cleanup(m);
     curl_slist_free_all(h);

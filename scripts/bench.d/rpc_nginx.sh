@@ -59,6 +59,7 @@ local url, conc, secs = arg[1], tonumber(arg[2]), tonumber(arg[3])
 local pool = thorp.rpc.new_pool{ endpoints = { { name = "nginx", url = url } }, hedge = false, health = false }
 for _ = 1, 200 do pool:call("getSlot") end
 local lat, n, bad, stop, running = {}, 0, 0, thorp.now() + secs * 1000, conc
+local c0 = os.clock()
 for _ = 1, conc do
   thorp.spawn(function()
     while thorp.now() < stop do
@@ -70,8 +71,10 @@ for _ = 1, conc do
   end)
 end
 while running > 0 do thorp.sleep(5) end
+local cpu_us = (os.clock() - c0) * 1e6 / math.max(n, 1)
 table.sort(lat)
-print(("%.0f %.0f %.0f %d"):format(n / secs, lat[math.ceil(#lat * 0.5)] * 1000, lat[math.ceil(#lat * 0.99)] * 1000, bad))
+print(("%.0f %.0f %.0f %d %.1f"):format(n / secs, lat[math.ceil(#lat * 0.5)] * 1000, lat[math.ceil(#lat * 0.99)] * 1000,
+  bad, cpu_us))
 LUA
 
 # memory per call in flight: N calls parked on an upstream that accepts and never answers
@@ -99,11 +102,11 @@ while done < N do thorp.sleep(20) end
 LUA
 
 echo "   upstream: nginx-light, 1 worker, keep-alive, getSlot echoing the id; ${SECS} s per figure"
-printf "   %-5s %-26s %-26s %-12s %s\n" conc "plain libcurl loop (C)" "thorp.rpc new_pool" "wrk -t1" "pool/plain"
-printf "   %-5s %-26s %-26s %-12s\n" "" "calls/s  p50 us  p99 us" "calls/s  p50 us  p99 us" "req/s"
+printf "   %-5s %-30s %-30s %-12s %s\n" conc "plain libcurl loop (C)" "thorp.rpc new_pool" "wrk -t1" "pool/plain"
+printf "   %-5s %-30s %-30s %-12s %s\n" "" "calls/s p50 p99 us, cpu us/call" "calls/s p50 p99 us, cpu us/call" "req/s" "calls/s, cpu"
 for c in 1 16 64; do
-  read -r b_rps b_p50 b_p99 <<<"$("$work/curl_loop" "$url" $c "$SECS")"
-  read -r p_rps p_p50 p_p99 p_bad <<<"$("$THORP" exec "$work/pool.lua" "$url" $c "$SECS" 2>/dev/null)"
+  read -r b_rps b_p50 b_p99 b_cpu <<<"$("$work/curl_loop" "$url" $c "$SECS")"
+  read -r p_rps p_p50 p_p99 p_bad p_cpu <<<"$("$THORP" exec "$work/pool.lua" "$url" $c "$SECS" 2>/dev/null)"
   w=$(wrk -t1 -c$c -d"${SECS}s" -s /dev/stdin "$url" 2>/dev/null <<'LUA' | sed -n 's/^Requests\/sec: *//p'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -111,8 +114,11 @@ wrk.body = '{"jsonrpc":"2.0","id":1,"method":"getSlot"}'
 LUA
 )
   ratio=$(awk -v a="${p_rps:-0}" -v b="${b_rps:-0}" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "?" }')
-  printf "   %-5s %-26s %-26s %-12s %s%s\n" "$c" "${b_rps:-?} ${b_p50:-?} ${b_p99:-?}" "${p_rps:-?} ${p_p50:-?} ${p_p99:-?}" \
-    "${w:-?}" "$ratio" "$([ "${p_bad:-0}" != 0 ] && echo "  ($p_bad pool calls failed)")"
+  # CPU per call, plain over pool: what calls/s would be with a core each (steadier when the machine is busy)
+  cratio=$(awk -v a="${p_cpu:-0}" -v b="${b_cpu:-0}" 'BEGIN { if (a > 0) printf "%.0f%%", 100 * b / a; else print "?" }')
+  printf "   %-5s %-30s %-30s %-12s %s%s\n" "$c" "${b_rps:-?} ${b_p50:-?} ${b_p99:-?}, ${b_cpu:-?}" \
+    "${p_rps:-?} ${p_p50:-?} ${p_p99:-?}, ${p_cpu:-?}" "${w:-?}" "$ratio, $cratio" \
+    "$([ "${p_bad:-0}" != 0 ] && echo "  ($p_bad pool calls failed)")"
   [ $c = 1 ] && added=$(awk -v p="${p_p50:-0}" -v b="${b_p50:-0}" 'BEGIN { printf "%.0f", p - b }')
 done
 echo "   added by the pool at p50, concurrency 1: ${added:-?} us (target < 25)   pool/plain target >= 80% at 16 and 64"

@@ -1,9 +1,15 @@
 /* fuzz: shared harness support. See fuzz.h. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <lauxlib.h>
 #include "fuzz.h"
 #include "log.h"
@@ -62,6 +68,21 @@ void fuzz_fail(const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     abort();
+}
+
+int fuzz_connect(int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd, rc;
+    do { /* a signal (libFuzzer's timers) may interrupt connect: start again */
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sa, sizeof sa);
+        if (rc != 0 && fd >= 0 && errno == EINTR) close(fd);
+    } while (rc != 0 && fd >= 0 && errno == EINTR);
+    if (fd < 0 || rc != 0) fuzz_fail("connect: %s", strerror(errno));
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
 }
 
 static int traceback(lua_State *L)

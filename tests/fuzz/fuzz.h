@@ -36,6 +36,8 @@ lua_State *fuzz_lua_init(const char *argv0);
 /* harness[fn](input); returns the number of results left on the stack
  * (at most one); aborts on a Lua error. */
 int fuzz_lua_call(lua_State *L, const char *fn, const uint8_t *data, size_t size);
+/* A non-blocking TCP connection to 127.0.0.1:port (aborts if there is none). */
+int fuzz_connect(int port);
 /* Print the message and abort (a finding). */
 void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 

@@ -41,16 +41,7 @@ static void step(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd, rc;
-    do { /* a signal (libFuzzer's timers) may interrupt connect: start again */
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        rc = fd < 0 ? -1 : connect(fd, (struct sockaddr *)&sa, sizeof sa);
-        if (rc != 0 && fd >= 0 && errno == EINTR) close(fd);
-    } while (rc != 0 && fd >= 0 && errno == EINTR);
-    if (fd < 0 || rc != 0) fuzz_fail("connect: %s", strerror(errno));
-    fcntl(fd, F_SETFL, O_NONBLOCK);
+    int fd = fuzz_connect(port);
     static char reply[1 << 16];
     size_t sent = 0, reply_len = 0, total = 0;
     int wr_done = 0, eof = 0, quiet = 0;

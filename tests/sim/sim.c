@@ -166,6 +166,23 @@ void rpc_error(struct evbuffer *out, const char *id, int idlen, int code, const 
                         idlen, id, code, msg);
 }
 
+/* getSignaturesForAddress: the logs ledger newest first, down to (not including) opts.until,
+ * at most opts.limit (1000); every address sees the same ledger. */
+static void sim_signatures(const char *ps, const char *pe, const char *is, int idlen, struct evbuffer *out) {
+    long until = -1, limit = 1000;
+    const char *u = ps ? memmem(ps, pe - ps, "\"until\"", 7) : NULL;
+    if (u && (u = memmem(u, pe - u, "simsig", 6))) until = strtol(u + 6, NULL, 10);
+    const char *l = ps ? memmem(ps, pe - ps, "\"limit\"", 7) : NULL;
+    if (l) limit = strtol(l + 8, NULL, 10);
+    if (limit <= 0 || limit > 1000) limit = 1000;
+    evbuffer_add_printf(out, "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"result\":[", idlen, is);
+    long n = 0, seq, sslot;
+    for (long i = sim_ws_logs_count() - 1; i >= 0 && n < limit && sim_ws_logs(i, &seq, &sslot) && seq > until; i--, n++)
+        evbuffer_add_printf(out, "%s{\"signature\":\"simsig%ld\",\"slot\":%ld,\"err\":null,\"memo\":null,"
+                            "\"blockTime\":1700000000,\"confirmationStatus\":\"confirmed\"}", n ? "," : "", seq, sslot);
+    evbuffer_add_printf(out, "]}");
+}
+
 static void rpc_one(endpoint *ep, const char *p, const char *e, struct evbuffer *out) {
     const char *ms, *me, *is = "null", *ie = is + 4, *ps = NULL, *pe = NULL;
     obj_get(p, e, "id", &is, &ie);
@@ -217,7 +234,26 @@ static void rpc_one(endpoint *ep, const char *p, const char *e, struct evbuffer 
             evbuffer_add_printf(out, "%s%.*s,\"result\":{\"context\":{\"slot\":%ld},\"value\":{\"amount\":"
                                 "\"1000000\",\"decimals\":6,\"uiAmount\":1.0,\"uiAmountString\":\"1\"}}}",
                                 pre, idlen, is, slot);
+    } else if (!strcmp(method, "getSignaturesForAddress")) {
+        sim_signatures(ps, pe, is, idlen, out); /* the logs ledger of tests/sim/sim_ws.c */
+    } else if (!strcmp(method, "getTransaction") && ps && memmem(ps, pe - ps, "\"simsig", 7)) {
+        long seq = strtol((const char *)memmem(ps, pe - ps, "\"simsig", 7) + 7, NULL, 10), sslot = slot;
+        for (long i = sim_ws_logs_count() - 1, q; i >= 0 && sim_ws_logs(i, &q, &sslot) && q > seq; i--) {}
+        evbuffer_add_printf(out, "%s%.*s,\"result\":{\"slot\":%ld,\"blockTime\":1700000000,\"meta\":{\"err\":null,"
+                            "\"fee\":5000,\"logMessages\":[\"Program 11111111111111111111111111111111 invoke [1]\"]},"
+                            "\"transaction\":{\"signatures\":[\"simsig%ld\"],\"message\":{\"accountKeys\":[],"
+                            "\"instructions\":[]}}}}", pre, idlen, is, sslot, seq);
+    } else if (!strcmp(method, "getProgramAccounts")) {
+        evbuffer_add_printf(out, "%s%.*s,\"result\":{\"context\":{\"slot\":%ld},\"value\":[{\"pubkey\":"
+                            "\"SimProgramAccount1111111111111111111111111\",\"account\":{\"lamports\":2039280,"
+                            "\"owner\":\"11111111111111111111111111111111\",\"executable\":false,\"rentEpoch\":0,"
+                            "\"data\":[\"\",\"base64\"],\"space\":0}}]}}", pre, idlen, is, slot);
     } else if (!strcmp(method, "getAccountInfo")) {
+        const char *mc = ps ? memmem(ps, pe - ps, "\"minContextSlot\"", 16) : NULL;
+        if (mc && strtol(mc + 17, NULL, 10) > slot) {
+            rpc_error(out, is, idlen, -32016, "Minimum context slot has not been reached");
+            return;
+        }
         evbuffer_add_printf(out, "%s%.*s,\"result\":{\"context\":{\"slot\":%ld},\"value\":{\"lamports\":2039280,"
                             "\"owner\":\"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA\",\"executable\":false,"
                             "\"rentEpoch\":0,\"data\":[\"\",\"base64\"]}}}", pre, idlen, is, slot);

@@ -25,6 +25,7 @@
  *                  {"sub_first":1|0}      params.subscription before params.result
  *                  {"slow_reader_bytes":N} drop a connection with more than N bytes unsent
  *                  {"upgrade_status":405} answer new upgrades with that status (0 = 101)
+ *                  {"require_header":"X-Api-Key: k"} answer upgrades without that header with 401
  *                  {"notify_ms":N,"rate":N,"payload_bytes":N}
  *                  {"clear":1}            all of the above back to normal
  *   GET  /admin/ws   {"connections":n,"subscriptions":n,"subscribes":n,"notifications":n,"dropped_slow":n,
@@ -50,6 +51,7 @@
 #include <openssl/sha.h>
 #include <wslay/wslay.h>
 
+#include "sim.h"
 #include "sim_ws.h"
 
 enum { K_SLOT = 1, K_ACCOUNT, K_PROGRAM, K_LOGS, K_SIGNATURE };
@@ -81,6 +83,7 @@ typedef struct wep {
     long next_sub, last_slot;
     double notify_ms, last_notify, rate, rate_start, rate_sent;
     int fragment, upgrade_status, payload_bytes, sub_first;
+    char require_header[128]; /* "Name: value" an upgrade must carry (else 401); "" = none */
     long slow_reader_bytes;
     long subscribes, notifications, dropped_slow, skipped;
     struct wep *next;
@@ -95,7 +98,28 @@ static double wnow(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
-static long wslot(void) { return 250000000L + (long)((wnow() - wt_start) / 400.0); }
+static long wslot(void) { return simtx_slot(); } /* the ledger's clock: getSlot and notifications agree */
+
+/* The logs ledger: every signature a periodic tick produced (on any endpoint, connected
+ * or not), so getSignaturesForAddress / getTransaction can backfill what a client missed. */
+enum { LOGS_RING = 4096 };
+static struct { long seq, slot; } logs_ring[LOGS_RING];
+static long logs_n; /* entries ever recorded */
+
+static void logs_record(long seq, long slot) {
+    if (logs_n && logs_ring[(logs_n - 1) % LOGS_RING].seq >= seq) return;
+    logs_ring[logs_n % LOGS_RING].seq = seq;
+    logs_ring[logs_n % LOGS_RING].slot = slot;
+    logs_n++;
+}
+
+int sim_ws_logs(long i, long *seq, long *slot) {
+    if (i < 0 || i >= logs_n || i < logs_n - LOGS_RING) return 0;
+    *seq = logs_ring[i % LOGS_RING].seq;
+    *slot = logs_ring[i % LOGS_RING].slot;
+    return 1;
+}
+long sim_ws_logs_count(void) { return logs_n; }
 
 /* ---- connections ------------------------------------------------------------ */
 
@@ -239,6 +263,7 @@ static void wep_tick(evutil_socket_t fd, short what, void *arg) {
     int periodic = ep->notify_ms > 0 && t - ep->last_notify >= ep->notify_ms;
     if (periodic) ep->last_notify = t;
     long seq = (long)((t - wt_start) / (ep->notify_ms > 0 ? ep->notify_ms : 1));
+    if (periodic) logs_record(seq, slot);
     long rate_n = 0;
     if (ep->rate > 0) {
         double want = (t - ep->rate_start) * ep->rate / 1000.0;
@@ -381,6 +406,7 @@ static void admin(wconn *c, const char *body) {
     long v;
     if ((v = json_num(body, "clear", &f)), f && v) {
         ep->fragment = ep->upgrade_status = ep->sub_first = 0;
+        ep->require_header[0] = 0;
         ep->slow_reader_bytes = 0;
         ep->rate = 0;
         ep->notify_ms = 200;
@@ -390,6 +416,7 @@ static void admin(wconn *c, const char *body) {
     if ((v = json_num(body, "fragment", &f)), f) ep->fragment = v != 0;
     if ((v = json_num(body, "sub_first", &f)), f) ep->sub_first = v != 0;
     if ((v = json_num(body, "upgrade_status", &f)), f) ep->upgrade_status = (int)v;
+    json_str(body, "require_header", ep->require_header, sizeof ep->require_header);
     if ((v = json_num(body, "slow_reader_bytes", &f)), f) ep->slow_reader_bytes = v;
     if ((v = json_num(body, "notify_ms", &f)), f) ep->notify_ms = (double)v;
     if ((v = json_num(body, "payload_bytes", &f)), f) ep->payload_bytes = (int)v;
@@ -475,9 +502,19 @@ static void w_on_read(struct bufferevent *bev, void *arg) {
             wconn_close_after_flush(c);
             return;
         }
-        if (c->ep->upgrade_status) {
+        int status = c->ep->upgrade_status;
+        if (!status && c->ep->require_header[0]) { /* a provider that authenticates by header */
+            char name[128];
+            const char *colon = strchr(c->ep->require_header, ':'), *want = colon ? colon + 1 : "";
+            snprintf(name, sizeof name, "%.*s", colon ? (int)(colon - c->ep->require_header) : 0, c->ep->require_header);
+            while (*want == ' ') want++;
+            size_t gl = 0;
+            const char *got = name[0] ? hdr(req, name, &gl) : NULL;
+            if (!got || gl != strlen(want) || strncmp(got, want, gl)) status = 401;
+        }
+        if (status) {
             evbuffer_add_printf(out, "HTTP/1.1 %d Refused\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                                c->ep->upgrade_status);
+                                status);
             free(req);
             wconn_close_after_flush(c);
             return;

@@ -8,5 +8,9 @@
 /* Listen on host:port (0 = a free port) for endpoint index; returns the port or -1. */
 int sim_ws_listen(struct event_base *base, const char *host, int port, int index, double t_start);
 void sim_ws_free(void);
+/* The logs ledger (signatures "simsig<seq>" of logs notifications): entry i of
+ * sim_ws_logs_count(), oldest first; 0 when i is out of range (or overwritten). */
+int sim_ws_logs(long i, long *seq, long *slot);
+long sim_ws_logs_count(void);
 
 #endif
