@@ -97,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0 || size > 65536) return 0;
     char err[256];
-    int64_t id = thorp_ws_open(url, 5000, 1e9, 1e9, MAX_MESSAGE, NULL, err, sizeof err);
+    int64_t id = thorp_ws_open(url, 5000, 1e9, 1e9, MAX_MESSAGE, NULL, NULL, err, sizeof err);
     if (id <= 0) fuzz_fail("open: %s", err);
     seen s = { 0 };
     double deadline = thorp_now() + 5000;
