@@ -19,7 +19,7 @@ cp "$THORP" "$work/prefix/bin/thorp"
 cp "$(dirname "$THORP")/policies/default.lua" "$work/prefix/share/thorp/policies/"
 (cd "$work/elsewhere" && THORP_STATE_DIR="$work/inst-state" timeout 3 "$work/prefix/bin/thorp" run >/dev/null 2>"$work/inst.err" &
  sleep 1; kill -TERM $! 2>/dev/null; wait)
-grep "policy applied" "$work/inst.err" | grep -q 'share\\/thorp\\/policies\\/default.lua'
+grep "policy applied" "$work/inst.err" | grep -Eq 'share\\?/thorp\\?/policies\\?/default\.lua'
 check $? "an installed thorp run loads PREFIX/share/thorp/policies by default"
 
 # os.exit and endless loops: named, never obeyed, never a hang.
