@@ -2,8 +2,10 @@
 --   thorp run policies/default.lua examples/memecoin_policy.lua
 -- Edit and `thorp reload`: the new handler and settings apply without losing
 -- a queued signal or an open trade.
-local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local bot = dofile(here .. "memecoin.lua")
+-- The bot is a module beside this file (a policy's folder is on package.path):
+-- require loads it once, so a reload keeps its one wallet, feed and stats
+-- (edits to memecoin.lua itself take a restart).
+local bot = require "memecoin"
 
 return {
   priorities = { topics = { trade_signal = "critical", price_update = "low" } },

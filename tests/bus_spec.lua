@@ -285,6 +285,30 @@ describe("bus", function()
     g.open()
   end)
 
+  it("a full mailbox loses its oldest events, lowest lane first, and only for that subscriber", function()
+    local bus = busm.new{}
+    local g = gate()
+    local slow, fast = {}, {}
+    bus:subscribe("t", function(ev) slow[#slow + 1] = ev; if ev == 0 then g.wait() end end,
+                  { name = "slow", max_queue_size = 3 })
+    bus:subscribe("t", function(ev) fast[#fast + 1] = ev end, { name = "fast" })
+    bus:publish("t", 0)
+    turns() -- slow is parked inside event 0
+    bus:publish("t", "low1", "low")
+    for i = 1, 3 do bus:publish("t", i) end
+    turns()
+    assert.are.same({ normal = 3, low = 0, critical = 0 }, sub_stats(bus, "slow").queued_by_lane)
+    for i = 4, 5 do bus:publish("t", i) end
+    turns()
+    g.open()
+    turns()
+    assert.are.same({ 0, 3, 4, 5 }, slow) -- low1 went first, then the oldest normal ones
+    assert.are.same({ 0, 1, 2, 3, "low1", 4, 5 }, fast)
+    local s = sub_stats(bus, "slow")
+    assert.are.same({ 3, 0 }, { s.dropped, s.queued })
+    assert.are.equal(3, bus:stats().topics.t.dropped_by_reason.MAILBOX_FULL)
+  end)
+
   it("reports its figures in stats()", function()
     local bus = busm.new{}
     bus:subscribe("t", function(ev) if ev == "bad" then error("no") end end, { name = "s" })

@@ -68,9 +68,13 @@ describe("thorp.json", function()
     for _, c in ipairs(cases) do
       local v, err = json.decode(c[1])
       assert.is_nil(v, c[1])
-      assert.truthy(err:find(c[2], 1, true), err)
+      assert.are.equal("BAD_JSON", err.code)
+      assert.truthy(err.message:find(c[2], 1, true), err.message)
+      assert.are.equal("BAD_JSON: " .. err.message, tostring(err))
     end
-    assert.is_nil((json.decode(nil)))
+    local v, err = json.decode(nil)
+    assert.is_nil(v)
+    assert.are.equal("BAD_JSON", err.code)
   end)
 
   it("refuses values JSON cannot hold when encoding", function()

@@ -7,10 +7,11 @@
 --
 -- Everything lives in Lua (DESIGN.md, hot-path notes). This file is the
 -- public API: it checks arguments, and publish() puts the event on one of
--- three ring-buffer lanes (critical, normal, low) of the bus queue and wakes
--- the dispatcher. The rest, one job per file under lib/thorp/bus/:
---   lanes.lua       the priority rings
---   deliver.lua     the hot path: dispatcher, routing to mailboxes, subscriber workers
+-- three ring-buffer lanes (critical, normal, low) of the bus queue (through
+-- the reorder buffer when it has a `sequence`) and wakes the dispatcher.
+-- The rest, one job per file under lib/thorp/bus/:
+--   lanes.lua       the bus queue's priority rings
+--   deliver.lua     the hot path: dispatcher, the topics' delivery rings, subscriber workers
 --   reorder.lua     the per-topic reorder buffer for events with a `sequence`
 --   quarantine.lua  handler failures: logging, the failure window, quarantine
 --   stats.lua       counters and bus:stats()
@@ -24,12 +25,11 @@ local deliver = require "thorp.bus.deliver"
 local reorder = require "thorp.bus.reorder"
 local quarantine = require "thorp.bus.quarantine"
 local stats = require "thorp.bus.stats"
-local band = require("bit").band
 local tnew = require "table.new"
 
 local type, pairs, wake, hold, unhold = type, pairs, sched.wake, sched.hold, sched.unhold
 local RANK, NAMES = priority.RANK, priority.NAMES
-local grow, lost, drop, leave = lanes.grow, stats.lost, stats.drop, deliver.leave
+local push, lost, drop, leave, sequenced = lanes.push, stats.lost, stats.drop, deliver.leave, reorder.sequenced
 
 local M = {}
 M.PRIORITIES = NAMES
@@ -46,6 +46,7 @@ local function new_topic(self, name)
   local tp = { name = name, subs = {}, nsubs = 0, prio = RANK[self.topic_prio[name]] or 2, expect = 1,
                drops = {}, held_n = 0, delivered_gone = 0,
                published = 0, failures = 0, dropped = 0, undelivered = 0, duplicates = 0, reorder_gaps = 0 }
+  deliver.rings(tp)
   self.topics[name] = tp
   return tp
 end
@@ -93,8 +94,8 @@ function M.new(opts)
   local self = setmetatable({
     max_queue_size = 10000, max_subscribers = 100, reorder_window_ms = 50, quarantine_ms = 30000,
     evict_low_for_critical = false, critical_only = false, guarded = false,
-    q = lanes.new(true), topics = {}, topic_prio = {}, subs = {}, by_name = {}, nsubs = 0, sub_seq = 0,
-    holding = {}, held = 0, idle = false, closed = false, drops = {}, delivered_gone = 0,
+    q = lanes.new(), topics = {}, topic_prio = {}, subs = {}, by_name = {}, nsubs = 0, sub_seq = 0,
+    holding = {}, held = 0, idle = false, touched = {}, ntouched = 0, stamp = 1, closed = false, drops = {}, delivered_gone = 0,
     failures = 0, dropped_events = 0, undelivered = 0, skipped = 0,
     mailbox_dropped = 0, duplicates = 0, reorder_gaps = 0, missing_sequences = 0,
   }, Bus)
@@ -152,26 +153,22 @@ function Bus:publish(topic, ev, prio)
   end
   local p = tp.prio
   if prio ~= nil then p = RANK[prio] or priority.check("bus:publish: priority", prio) end
-  if type(ev) == "table" then
-    local s = ev.sequence
-    if s ~= nil and (type(s) ~= "number" or s < 1 or s % 1 ~= 0) then
-      check.bad("bus:publish: event.sequence", s, "integer >= 1 or nil")
-    end
+  local s = type(ev) == "table" and ev.sequence
+  if s and (type(s) ~= "number" or s < 1 or s % 1 ~= 0) then
+    check.bad("bus:publish: event.sequence", s, "integer >= 1 or nil")
   end
   local q = self.q
   if self.guarded or q.count + self.held >= self.max_queue_size then
     local why = refuse(self, tp, p)
     if why then return false, REFUSED[why] end
   end
-  local r = q[p]
-  local n = r.n
-  if n == r.cap then grow(r) end
-  local i = band(r.head + n, r.cap - 1)
-  r.e[i], r.x[i] = ev, tp
-  r.n = n + 1
-  q.count = q.count + 1
   tp.published = tp.published + 1
   hold(1)
+  if s then
+    sequenced(self, tp, p, ev, s) -- queued, held back or dropped
+  else
+    push(q, p, ev, tp) -- (the JIT inlines it)
+  end
   if self.idle then
     self.idle = false
     wake(self.task, nil, self.wtok)
@@ -204,7 +201,7 @@ function Bus:subscribe(topic, handler, opts)
   end
   local window = opts.failure_window and check.int(fn .. ": opts.failure_window", opts.failure_window, 1, 10000) or 10
   local s = setmetatable({
-    bus = self, topic = topic, handler = handler, mb = lanes.new(false),
+    bus = self, topic = topic, handler = handler,
     max_failure_rate = opts.max_failure_rate and check.rate(fn .. ": opts.max_failure_rate", opts.max_failure_rate)
       or 0.5,
     quarantine_ms = opts.quarantine_ms and check.num(fn .. ": opts.quarantine_ms", opts.quarantine_ms, 0)
@@ -223,6 +220,7 @@ function Bus:subscribe(topic, handler, opts)
   s.name = name or (topic .. "#" .. self.sub_seq)
   local tp = self.topics[topic] or new_topic(self, topic)
   s.tp = tp
+  s.cur = { tp[1].head, tp[2].head, tp[3].head } -- its mailbox starts empty
   tp.nsubs = tp.nsubs + 1
   tp.subs[tp.nsubs] = s
   self.subs[#self.subs + 1] = s
@@ -241,7 +239,6 @@ end
 function Bus:unsubscribe(s)
   if type(s) == "string" then s = self.by_name[s] end
   if type(s) ~= "table" or s.bus ~= self or s.closed then return false end
-  s.closed = true
   local tp = s.tp
   remove(tp.subs, s)
   tp.nsubs = #tp.subs
@@ -249,8 +246,11 @@ function Bus:unsubscribe(s)
   self.by_name[s.name] = nil
   self.nsubs = self.nsubs - 1
   stats.retire(self, s)
-  local n = s.mb.count
-  s.mb = lanes.new(false)
+  local n = deliver.pending(s)
+  s.closed = true
+  local c, huge = s.cur, math.huge
+  c[1], c[2], c[3] = huge, huge, huge -- past any ring's head: its worker finds nothing more
+  deliver.trim(tp)
   if n > 0 then
     s.dropped = s.dropped + n
     drop(self, tp, "UNSUBSCRIBED", n)
@@ -260,6 +260,8 @@ function Bus:unsubscribe(s)
   return true
 end
 Sub.unsubscribe = function(s) return s.bus:unsubscribe(s) end
+--- sub:queued() -> events waiting in its mailbox
+Sub.queued = deliver.pending
 
 --- bus:find_subscriber(name) -> sub | nil
 function Bus:find_subscriber(name) return self.by_name[name] end

@@ -43,6 +43,9 @@ local function scrub(s)
 end
 
 local function errtext(e)
+  if type(e) == "table" and type(e.code) == "string" and type(e.message) == "string" then
+    return e.code .. ": " .. e.message
+  end
   if type(e) == "table" and not getmetatable(e) then return pretty.format(e) end
   return tostring(e)
 end
@@ -132,7 +135,8 @@ function M.new_env()
     local rok, err = policy.reload()
     if not rok then
       if type(err) == "table" and #err > 0 and type(err[1]) == "string" then err = "\n  " .. concat(err, "\n  ") end
-      fail("policy reload failed: " .. errtext(err))
+      fail("policy reload failed: " .. (type(err) == "table" and type(err.message) == "string" and err.message
+        or errtext(err)))
     end
     local st = policy.status and policy.status() or {}
     out[#out + 1] = ("policies reloaded%s\n"):format(st.version and (" (version " .. tostring(st.version) .. ")") or "")

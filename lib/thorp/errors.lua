@@ -19,6 +19,19 @@ function M.new(code, message, fields)
   return setmetatable(e, mt)
 end
 
+-- Errors that replace what was a message string (decoders, keypair loaders,
+-- policy.reload) print as "CODE: message" and concatenate the same way, so
+-- assert(sol.keypair.from_file(p)), print(err) and "why: " .. err still say
+-- what happened.
+local described_mt = { __tostring = function(e) return e.code .. ": " .. e.message end }
+described_mt.__concat = function(a, b) return tostring(a) .. tostring(b) end
+M.described_mt = described_mt
+
+--- described(code, message [, fields]) -> an error like new's that prints as "CODE: message"
+function M.described(code, message, fields)
+  return setmetatable(M.new(code, message, fields), described_mt)
+end
+
 --- is(v, code) -> true when v is an error value (with that code, if given)
 function M.is(v, code)
   return type(v) == "table" and type(v.code) == "string" and (code == nil or v.code == code)

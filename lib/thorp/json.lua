@@ -20,6 +20,7 @@ local type, tostring, pairs, setmetatable, getmetatable, error = type, tostring,
   getmetatable, error
 local fstring, floor, huge, format = ffi.string, math.floor, math.huge, string.format
 local tnew = require "table.new"
+local errors = require "thorp.errors"
 
 local M = {}
 
@@ -87,10 +88,12 @@ function M.decode_buffer(ptr, len)
   return v
 end
 
---- decode(s) -> v | nil, err
+--- decode(s) -> v | nil, err: err an error value (thorp.errors), code BAD_JSON
 function M.decode(s)
-  if type(s) ~= "string" then return nil, "json: expected a string to decode, got " .. type(s) end
-  if C.thorp_json_parse(doc, s, #s) ~= 0 then return nil, fstring(doc.err) end
+  if type(s) ~= "string" then
+    return nil, errors.described("BAD_JSON", "json: expected a string to decode, got " .. type(s))
+  end
+  if C.thorp_json_parse(doc, s, #s) ~= 0 then return nil, errors.described("BAD_JSON", fstring(doc.err)) end
   nodes, text, sbuf = doc.nodes, ffi.cast(cchar_p, s), doc.strbuf -- s stays alive: it is our argument
   local v = build(0)
   nodes, text, sbuf = nil, nil, nil

@@ -45,6 +45,7 @@
 -- applied reload.
 local sched = require "thorp.sched"
 local log = require("thorp.log").for_module("policy")
+local errors = require "thorp.errors"
 
 local M = {}
 
@@ -468,7 +469,7 @@ local function reload_now()
     log.error("policy reload rejected; the running policy is unchanged", { version = state.version,
                                                                          errors = files })
     announce({ ok = false, version = state.version, error = state.last_error })
-    return false, state.last_error
+    return false, errors.described("POLICY_ERROR", state.last_error)
   end
   local prev = state.applied
   local ok, err = pcall(apply, p)
@@ -478,7 +479,7 @@ local function reload_now()
     local restored = prev and pcall(apply, prev)
     log.error("policy apply failed; the previous policy was put back", { error = tostring(err),
                                                                        restored = restored and true or false })
-    return false, state.last_error
+    return false, errors.described("POLICY_ERROR", state.last_error)
   end
   state.version = state.version + 1
   state.files = files
@@ -490,9 +491,12 @@ local function reload_now()
   return true, state.version
 end
 
---- reload() -> true, version | false, err
+--- reload() -> true, version | false, err (an error value, code POLICY_ERROR; err.message has every
+--- problem with its file and line)
 function M.reload()
-  if not state.paths then return false, "no policy loaded (start the host with `thorp run [POLICY ...]`)" end
+  if not state.paths then
+    return false, errors.described("POLICY_ERROR", "no policy loaded (start the host with `thorp run [POLICY ...]`)")
+  end
   state.reloads = state.reloads + 1
   return reload_now()
 end
@@ -520,7 +524,7 @@ function M.start(_cfg, mode, opts)
   if mode ~= "run" then return true end
   local paths = opts and opts.policies and #opts.policies > 0 and opts.policies or M.default_paths()
   local ok, err = M.apply_files(paths)
-  if not ok then return nil, "policy: " .. tostring(err) end
+  if not ok then return nil, "policy: " .. err.message end
   if state.applied.on_start then
     sched.spawn_opts({ name = "policy.on_start" }, state.applied.on_start)
   end

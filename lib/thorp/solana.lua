@@ -14,11 +14,14 @@
 -- of the keys; for v0, writable then read-only non-signer, non-program keys
 -- found in a lookup table move to that table's lookup, tables in the order
 -- given. Bytes are Lua strings; secrets stay in C (sodium_malloc'd memory).
--- Errors: decoders and keypair loaders return nil, message; building a
+-- Errors: decoders and keypair loaders return nil, err, an error value
+-- (thorp.errors.described: err.code BAD_INPUT, BAD_KEYPAIR or BAD_TRANSACTION,
+-- err.message what is wrong; tostring gives "CODE: message"); building a
 -- transaction with bad input raises an error naming the field.
 local ffi = require "ffi"
 local bit = require "bit"
 local C = require "thorp.cdef"
+local errors = require "thorp.errors"
 
 local type, tostring, error, ipairs, select, setmetatable, getmetatable = type, tostring, error, ipairs, select,
   setmetatable, getmetatable
@@ -40,6 +43,11 @@ local lens = ffi.new("size_t[17]")
 local sigbuf = ffi.new("uint8_t[64]")
 
 local function cerr() return fstring(errbuf) end
+-- v, or nil and an error value with the message of a nil, message result
+local function as_error(code, v, msg)
+  if v == nil then return nil, errors.described(code, msg) end
+  return v
+end
 
 -- base58 / base64 -------------------------------------------------------------
 
@@ -66,7 +74,7 @@ M.base58 = {
     if type(s) ~= "string" then error("base58.encode: expected bytes (a string), got " .. type(s), 2) end
     return b58enc(s)
   end,
-  decode = function(s) return b58dec(s, "base58.decode") end,
+  decode = function(s) return as_error("BAD_INPUT", b58dec(s, "base58.decode")) end,
 }
 
 M.base64 = {
@@ -78,11 +86,11 @@ M.base64 = {
     return fstring(out, n)
   end,
   decode = function(s)
-    if type(s) ~= "string" then return nil, "base64.decode: expected a string, got " .. type(s) end
+    if type(s) ~= "string" then return as_error("BAD_INPUT", nil, "base64.decode: expected a string, got " .. type(s)) end
     local cap = floor(#s * 3 / 4) + 3
     local out = cap <= SCRATCH and buf or ffi.new("uint8_t[?]", cap)
     local n = C.thorp_sol_b64_decode(s, #s, out, cap)
-    if n < 0 then return nil, "base64.decode: not standard padded base64" end
+    if n < 0 then return as_error("BAD_INPUT", nil, "base64.decode: not standard padded base64") end
     return fstring(out, n)
   end,
 }
@@ -182,28 +190,29 @@ function KP:sign(msg)
 end
 
 local function wrap_kp(h)
-  if h == nil then return nil, cerr() end
+  if h == nil then return as_error("BAD_KEYPAIR", nil, cerr()) end
   h = ffi.gc(h, C.thorp_sol_keypair_free)
   C.thorp_sol_keypair_pubkey(h, buf)
   return setmetatable({ pubkey = pk_of_bytes(fstring(buf, 32)), _h = h }, KP)
 end
+local function bad_kp(msg) return as_error("BAD_KEYPAIR", nil, msg) end
 
 M.keypair = {
   generate = function() return wrap_kp(C.thorp_sol_keypair_generate(errbuf, 256)) end,
   from_bytes = function(b)
-    if type(b) ~= "string" then return nil, "keypair.from_bytes: expected 64 bytes (a string), got " .. type(b) end
+    if type(b) ~= "string" then return bad_kp("keypair.from_bytes: expected 64 bytes (a string), got " .. type(b)) end
     return wrap_kp(C.thorp_sol_keypair_from_bytes(b, #b, errbuf, 256))
   end,
   from_seed = function(b)
-    if type(b) ~= "string" or #b ~= 32 then return nil, "keypair.from_seed: expected a 32-byte seed" end
+    if type(b) ~= "string" or #b ~= 32 then return bad_kp("keypair.from_seed: expected a 32-byte seed") end
     return wrap_kp(C.thorp_sol_keypair_from_seed(b, errbuf, 256))
   end,
   from_base58 = function(s)
-    if type(s) ~= "string" then return nil, "keypair.from_base58: expected a base58 string, got " .. type(s) end
+    if type(s) ~= "string" then return bad_kp("keypair.from_base58: expected a base58 string, got " .. type(s)) end
     return wrap_kp(C.thorp_sol_keypair_from_base58(s, #s, errbuf, 256))
   end,
   from_file = function(path)
-    if type(path) ~= "string" then return nil, "keypair.from_file: expected a path, got " .. type(path) end
+    if type(path) ~= "string" then return bad_kp("keypair.from_file: expected a path, got " .. type(path)) end
     return wrap_kp(C.thorp_sol_keypair_from_file(path, errbuf, 256))
   end,
 }
@@ -685,18 +694,19 @@ local function lua_msg(m)
 end
 
 --- decode_message(bytes) -> message | nil, err: structural, like @solana/kit's codec.
+local function bad_tx(msg) return as_error("BAD_TRANSACTION", nil, msg) end
 function M.decode_message(b)
-  if type(b) ~= "string" then return nil, "decode_message: expected bytes (a string), got " .. type(b) end
-  if C.thorp_sol_msg_decode(b, #b, txbox.msg, used, errbuf, 256) ~= 0 then return nil, cerr() end
-  if used[0] ~= #b then return nil, ("message: %d bytes after the message"):format(#b - tonumber(used[0])) end
+  if type(b) ~= "string" then return bad_tx("decode_message: expected bytes (a string), got " .. type(b)) end
+  if C.thorp_sol_msg_decode(b, #b, txbox.msg, used, errbuf, 256) ~= 0 then return bad_tx(cerr()) end
+  if used[0] ~= #b then return bad_tx(("message: %d bytes after the message"):format(#b - tonumber(used[0]))) end
   return lua_msg(txbox.msg)
 end
 
 --- decode_transaction(bytes) -> { version, header, account_keys, recent_blockhash, instructions,
 --- lookups, signatures, message } | nil, err. Indexes are 0-based, as on the wire.
 function M.decode_transaction(b)
-  if type(b) ~= "string" then return nil, "decode_transaction: expected bytes (a string), got " .. type(b) end
-  if C.thorp_sol_tx_decode(b, #b, txbox, errbuf, 256) ~= 0 then return nil, cerr() end
+  if type(b) ~= "string" then return bad_tx("decode_transaction: expected bytes (a string), got " .. type(b)) end
+  if C.thorp_sol_tx_decode(b, #b, txbox, errbuf, 256) ~= 0 then return bad_tx(cerr()) end
   local out = lua_msg(txbox.msg)
   local sigs = {}
   for i = 0, txbox.nsigs - 1 do sigs[i + 1] = fstring(txbox.sigs + 64 * i, 64) end
@@ -707,10 +717,10 @@ end
 
 --- verify_transaction(bytes) -> true | false, err: decodes and checks every signature.
 function M.verify_transaction(b)
-  if type(b) ~= "string" then return false, "verify_transaction: expected bytes" end
-  if C.thorp_sol_tx_decode(b, #b, txbox, errbuf, 256) ~= 0 then return false, cerr() end
+  if type(b) ~= "string" then return false, select(2, bad_tx("verify_transaction: expected bytes")) end
+  if C.thorp_sol_tx_decode(b, #b, txbox, errbuf, 256) ~= 0 then return false, select(2, bad_tx(cerr())) end
   local bad = C.thorp_sol_tx_verify(txbox)
-  if bad >= 0 then return false, ("signature %d does not verify"):format(bad + 1) end
+  if bad >= 0 then return false, select(2, bad_tx(("signature %d does not verify"):format(bad + 1))) end
   return true
 end
 

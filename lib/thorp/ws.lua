@@ -779,7 +779,7 @@ function Sub:status()
   local bs = self.bus_sub
   if bs then
     st.delivered, st.failures, st.dropped, st.quarantined = bs.delivered, bs.failures, bs.dropped, bs.quarantined
-    st.queued = bs.mb and bs.mb.count or 0
+    st.queued = bs:queued()
   end
   return st
 end

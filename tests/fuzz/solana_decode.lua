@@ -2,14 +2,16 @@
 -- host/solana.c's wire codec) on arbitrary bytes, as a transaction that came
 -- from outside (a client of the front door, a signer, a file).
 -- Invariants: decoding, message decoding and verification never raise;
--- they return a value or nil/false and an error string; what the decoder
+-- they return a value or nil/false and an error value (BAD_TRANSACTION); what the decoder
 -- accepts is canonical: re-encoding the decoded message gives its bytes
 -- back, and the decoded transaction serializes to exactly the input.
 local sol = require "thorp.solana"
 
 local function check_err(v, err, what)
   if v == nil or v == false then
-    if type(err) ~= "string" or err == "" then error(what .. " failed without an error message") end
+    if type(err) ~= "table" or err.code ~= "BAD_TRANSACTION" or type(err.message) ~= "string" or err.message == "" then
+      error(what .. " failed without an error value { code = \"BAD_TRANSACTION\", message = ... }")
+    end
     return false
   end
   return true

@@ -25,6 +25,13 @@ bal=$(curl -s -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getBalance\",\"para
       sed -n 's/.*"value":\([0-9]*\).*/\1/p')
 [ -n "$bal" ] && [ "$bal" -lt 1500000000 ]; check $? "the wallet pays for them on the ledger ($bal lamports)"
 ! grep -q "SIMTX" "$work/a.log"; check $? "no fake transaction strings"
+# the policy requires its bot module: one instance, which a reload keeps
+same='=package.loaded.memecoin ~= nil and thorp.policy.current().subscribers.executor.handler == package.loaded.memecoin.on_signal'
+out=$(timeout 10 "$THORP" repl -e "$same" 2>&1)
+check $(is "$out" true) "the policy's handler is the required memecoin module's ($out)"
+timeout 10 "$THORP" reload >/dev/null 2>&1; check $? "thorp reload of the example applies"
+out=$(timeout 10 "$THORP" repl -e "$same" 2>&1)
+check $(is "$out" true) "and keeps the same module instance ($out)"
 
 # kill -9 while trades are in flight: the leader drops everything first, so
 # one is open for sure once a transaction reaches an endpoint after that (the

@@ -1,22 +1,24 @@
 -- bus.reorder: the per-topic reorder buffer for events that carry a `sequence`.
 --
--- A topic expects sequence 1 first, then 2, ... An event in sequence is
--- routed at once (and any held ones that now follow it); an older or
--- repeated one is dropped as DUPLICATE; a later one is held until the gap
--- fills or the bus's reorder_window_ms passes, when the gap is skipped
--- (reorder_gaps, missing_sequences) and the held events go out in order.
--- The dispatcher calls sequenced() for each such event and expire() after
--- each batch while anything is held.
+-- A topic expects sequence 1 first, then 2, ... An event in sequence goes
+-- into the bus queue at once (and any held ones that now follow it); an
+-- older or repeated one is dropped as DUPLICATE; a later one is held until
+-- the gap fills or the bus's reorder_window_ms passes, when the gap is
+-- skipped (reorder_gaps, missing_sequences) and the held events go out in
+-- order. publish() calls sequenced() for each such event (the event is hot
+-- in the cache there, and the dispatcher never looks inside events); the
+-- dispatcher calls expire() before each batch while anything is held.
 local sched = require "thorp.sched"
 local drop = require("thorp.bus.stats").drop
 
-local hold, pairs, huge = sched.hold, pairs, math.huge
+local pairs, huge = pairs, math.huge
 local now = sched.cached_now
 
 local M = {}
 
-local route, leave -- from thorp.bus.deliver (wire)
-function M.wire(route_fn, leave_fn) route, leave = route_fn, leave_fn end
+local push = require("thorp.bus.lanes").push
+local leave -- from thorp.bus.deliver (wire)
+function M.wire(leave_fn) leave = leave_fn end
 
 -- Release held events of tp that are now in sequence.
 local function flush(self, tp)
@@ -28,19 +30,17 @@ local function flush(self, tp)
     tp.held_n = tp.held_n - 1
     self.held = self.held - 1
     tp.expect = tp.expect + 1
-    hold(route(self, tp, h[2], h[1]))
-    leave(self, h[2])
+    push(self.q, h[2], h[1], tp)
   end
   self.holding[tp] = nil
 end
 
---- sequenced(bus, tp, lane, ev, s): route, hold or drop an event with sequence s.
+--- sequenced(bus, tp, lane, ev, s): queue, hold or drop an event with sequence s.
 function M.sequenced(self, tp, p, ev, s)
   local expect = tp.expect
   if s == expect then
     tp.expect = s + 1
-    hold(route(self, tp, p, ev))
-    leave(self, p)
+    push(self.q, p, ev, tp)
     if tp.held_n > 0 then flush(self, tp) end
   elseif s < expect or (tp.held and tp.held[s]) then
     self.duplicates = self.duplicates + 1

@@ -63,13 +63,15 @@ function M.stats(self)
   for p = 1, 3 do lanes.each(q, p, function(_, tp) ql[tp][p] = ql[tp][p] + 1 end) end
   local delivered = self.delivered_gone
   for i, s in ipairs(self.subs) do
-    local mb = s.mb
-    in_mailboxes = in_mailboxes + mb.count
+    local tp, c = s.tp, s.cur -- its mailbox: per lane, its cursor to the ring's head
+    local m1, m2, m3 = tp[1].head - c[1], tp[2].head - c[2], tp[3].head - c[3]
+    local queued = m1 + m2 + m3
+    in_mailboxes = in_mailboxes + queued
     delivered = delivered + s.delivered
     dl[s.tp] = dl[s.tp] + s.delivered
     subs[i] = { name = s.name, topic = s.topic, delivered = s.delivered, failures = s.failures,
-                skipped = s.skipped, dropped = s.dropped, queued = mb.count, max_queue_size = s.max_queue_size,
-                queued_by_lane = by_lane(mb[1].n, mb[2].n, mb[3].n), busy = s.busy,
+                skipped = s.skipped, dropped = s.dropped, queued = queued, max_queue_size = s.max_queue_size,
+                queued_by_lane = by_lane(m1, m2, m3), busy = s.busy,
                 busy_ms = s.busy and t - s.busy_since or 0, handler_ms = handler_ms(s),
                 quarantined = s.quarantined, probation = s.probation, quarantines = s.quarantines,
                 quarantined_for_ms = s.quarantined and max(0, s.quarantine_until - t) or 0 }
