@@ -4,6 +4,7 @@
 #   check STATUS "what"     ok/FAIL line, counted
 #   is A B                  0 when A = B (for check)
 #   wait_for PATTERN FILE   until PATTERN appears in FILE (10 s)
+#   sim_sends URL...        sendTransaction requests the simulator endpoints took
 #   finish                  the "N passed, N failed" line and the exit code
 set -u
 THORP=$(realpath "${THORP:-./thorp}")
@@ -14,4 +15,6 @@ pass=0; fail=0
 check() { if [ "$1" = 0 ]; then pass=$((pass+1)); echo "ok   - $2"; else fail=$((fail+1)); echo "FAIL - $2"; fi; }
 is() { [ "$1" = "$2" ] && echo 0 || echo 1; }
 wait_for() { for _ in $(seq 200); do grep -q "$1" "$2" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+sim_sends() { local n=0 u; for u in "$@"; do
+  n=$((n + $(curl -s "$u/admin/stats" | sed -n 's/.*"send_transaction":\([0-9]*\).*/\1/p'))); done; echo $n; }
 finish() { echo "$pass passed, $fail failed"; [ "$fail" = 0 ]; }

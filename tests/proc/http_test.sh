@@ -288,9 +288,11 @@ grep -q "cannot listen on 127.0.0.1:$port" "$work/second.log"; check $? "and say
 
 # Shutdown: an in-flight call drains, /health turns 503 meanwhile, new normal calls get 503.
 for u in "$u1" "$u2" "$u3"; do fault "$u" '{"latency_ms":1500}'; done
+sends0=$(sim_sends "$u1" "$u2" "$u3")
 rpc '{"jsonrpc":"2.0","id":"slow","method":"sendTransaction","params":["AQAB"]}' >"$work/slow.out" &
 slow=$!
-for _ in $(seq 200); do [ "$(metric thorp_http_pending)" -ge 1 ] && break; sleep 0.05; done # in flight upstream
+# until it is in flight upstream (admitted by the front door is not enough: Lua may not have taken it yet)
+for _ in $(seq 200); do [ "$(sim_sends "$u1" "$u2" "$u3")" -gt "$sends0" ] && break; sleep 0.05; done
 kill -TERM $host
 for _ in $(seq 100); do
   out=$(curl -s -w ' %{http_code}' "$base/health")

@@ -36,12 +36,10 @@ check $(is "$out" true) "and keeps the same module instance ($out)"
 # kill -9 while trades are in flight: the leader drops everything first, so
 # one is open for sure once a transaction reaches an endpoint after that (the
 # trade is journaled before its first send)
-sends() { local n=0 u; for u in "$u1" "$u2"; do
-  n=$((n + $(curl -s "$u/admin/stats" | sed -n 's/.*"send_transaction":\([0-9]*\).*/\1/p'))); done; echo $n; }
 curl -s -d '{"drop_all":true}' "$u1/admin/chain" >/dev/null
-before=$(sends)
-for _ in $(seq 200); do [ "$(sends)" -gt "$before" ] && break; sleep 0.05; done
-[ "$(sends)" -gt "$before" ]; check $? "a trade is sent while the leader drops everything"
+before=$(sim_sends "$u1" "$u2")
+for _ in $(seq 200); do [ "$(sim_sends "$u1" "$u2")" -gt "$before" ] && break; sleep 0.05; done
+[ "$(sim_sends "$u1" "$u2")" -gt "$before" ]; check $? "a trade is sent while the leader drops everything"
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 curl -s -d '{"drop_all":false}' "$u1/admin/chain" >/dev/null
 THORP_DEMO_FEED=0 "$THORP" run "$root/policies/default.lua" "$root/examples/memecoin_policy.lua" >"$work/b.out" 2>"$work/b.log" &
