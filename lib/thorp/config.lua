@@ -255,7 +255,8 @@ function M.run_bounded(chunk, file, timeout_ms, what, exit_code)
   end
   sethook(hook, "", 1000)
   local res = { xpcall(chunk, debug.traceback) }
-  if old_hook then sethook(old_hook, old_mask, old_count) else sethook() end
+  -- a C hook shows as the string "external hook": Lua cannot put it back
+  if type(old_hook) == "function" then sethook(old_hook, old_mask, old_count) else sethook() end
   C.thorp_watchdog_guard(nil, 0, 0)
   if jit_was_on then jit.on() end
   rawset(os, "exit", exit)
