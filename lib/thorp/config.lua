@@ -255,8 +255,7 @@ function M.run_bounded(chunk, file, timeout_ms, what, exit_code)
   end
   sethook(hook, "", 1000)
   local res = { xpcall(chunk, debug.traceback) }
-  -- a hook set from C (debug.gethook says "external hook") cannot be put back
-  -- from Lua: its owner re-arms it (the fuzz harnesses do, before each input)
+  -- a C hook shows as the string "external hook": Lua cannot put it back
   if type(old_hook) == "function" then sethook(old_hook, old_mask, old_count) else sethook() end
   C.thorp_watchdog_guard(nil, 0, 0)
   if jit_was_on then jit.on() end
