@@ -13,6 +13,7 @@ unset THORP_CONSOLE THORP_CONSOLE_SOCKET
 pass=0; fail=0
 check() { if [ "$1" = 0 ]; then pass=$((pass+1)); echo "ok   - $2"; else fail=$((fail+1)); echo "FAIL - $2"; fi; }
 is() { [ "$1" = "$2" ] && echo 0 || echo 1; }
+WAIT_TRIES=${WAIT_TRIES:-600}
 sock="$THORP_STATE_DIR/console.sock"
 repl() { timeout 20 "$THORP" repl --socket "$sock" "$@"; }
 
@@ -151,7 +152,7 @@ grep -q "$work/nope.sock" "$work/e" && grep -q "is the host running?" "$work/e"
 check $? "and names the socket and asks whether the host is running"
 "$THORP" reload --socket "$work/nope.sock" >/dev/null 2>&1; check $(is $? 1) "reload to a missing socket exits 1"
 THORP_CONSOLE=false "$THORP" run >/dev/null 2>"$work/e3" & h=$!; pids+=("$h")
-for _ in $(seq 200); do grep -q "thorp running" "$work/e3" && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do grep -q "thorp running" "$work/e3" && break; sleep 0.05; done
 grep -q "thorp running" "$work/e3" && [ ! -e "$sock" ]; check $? "THORP_CONSOLE=false runs without a console"
 kill -TERM $h; wait $h
 

@@ -114,7 +114,7 @@ import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 srv.serve_forever()
 PY
 python3 "$work/upstream.py" "$work/uport" "$work/seen" &
-for _ in $(seq 200); do [ -s "$work/uport" ] && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do [ -s "$work/uport" ] && break; sleep 0.05; done
 uport=$(cat "$work/uport")
 cat >"$work/hdr.lua" <<LUA
 return { rpc = { endpoints = { { name = "keyed", url = "http://127.0.0.1:$uport/", headers = { ["x-api-key"] = "HDRSECRET77" } } } } }

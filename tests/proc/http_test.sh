@@ -9,7 +9,6 @@ THORP_SIM=$(realpath "${THORP_SIM:-$(dirname "$THORP")/build/thorp-sim}")
 command -v curl >/dev/null || { echo "FAIL - curl is needed (scripts/install-deps)"; echo "0 passed, 1 failed"; exit 1; }
 unset HELIUS_RPC_URL CHAINSTACK_RPC_URL PUBLIC_RPC_URL THORP_HTTP THORP_HTTP_HOST
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 "$THORP_SIM" --count 3 --base-port 0 >"$work/sim.out" 2>&1 &
 wait_for SIM_READY "$work/sim.out"; check $? "the simulator starts"
 IFS=, read -r u1 u2 u3 <<<"$(sed -n 's/^SIM_READY //p' "$work/sim.out")"
@@ -29,7 +28,7 @@ export THORP_RPC_URLS="a=$u1,b=$u2,c=$u3"
 THORP_HTTP_PORT=$port THORP_HTTP_MAX_BODY=65536 THORP_HTTP_MAX_INFLIGHT_BYTES=1048576 SHUTDOWN_TIMEOUT_MS=10000 "$THORP" run "$work/policy.lua" >"$work/host.log" 2>&1 &
 host=$!
 ready=1
-for _ in $(seq 200); do curl -sf "$base/ready" >/dev/null 2>&1 && { ready=0; break; }; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do curl -sf "$base/ready" >/dev/null 2>&1 && { ready=0; break; }; sleep 0.05; done
 check $ready "thorp run serves /ready on THORP_HTTP_PORT"
 grep -q '"msg":"http listening"' "$work/host.log"; check $? "and logs the address it listens on"
 
@@ -183,7 +182,7 @@ time.sleep(15)
 PY
 flood=$!
 for _ in $(seq 600); do grep -q SENT "$work/flood" && break; sleep 0.1; done # 9,000 connects: up to a minute on a loaded box
-for _ in $(seq 200); do p=$(metric thorp_http_pending); [ "${p:-0}" -ge 8000 ] && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do p=$(metric thorp_http_pending); [ "${p:-0}" -ge 8000 ] && break; sleep 0.05; done
 [ "${p:-0}" -ge 8000 ]; check $? "thousands of front-door requests are pending ($p)"
 code=$(curl -s -m 3 -o "$work/h" -w '%{http_code}' "$base/health")
 grep -q '"status"' "$work/h"; check $? "/health still answers under 9,000 pending requests ($code $(head -c 80 "$work/h"))"
@@ -205,7 +204,7 @@ else
 fi
 kill $flood 2>/dev/null; wait $flood 2>/dev/null
 for u in "$u1" "$u2" "$u3"; do fault "$u" '{"hang":false}'; fault "$u" '{"reset":true}'; done
-for _ in $(seq 200); do p=$(metric thorp_http_pending); [ "${p:-1}" -le 1 ] && break; sleep 0.1; done
+for _ in $(seq "$WAIT_TRIES"); do p=$(metric thorp_http_pending); [ "${p:-1}" -le 1 ] && break; sleep 0.1; done
 check $(is "$(metric thorp_http_pending)" 1) "pending requests drain once the clients are gone (only the scrape left)"
 
 # --- Memory under big concurrent bodies, and bearer-token auth --------------
@@ -214,7 +213,7 @@ for u in "$u1" "$u2" "$u3"; do fault "$u" '{"latency_ms":300}'; done
 THORP_STATE_DIR="$work/state3" THORP_HTTP_PORT=$port2 THORP_HTTP_MAX_INFLIGHT_BYTES=33554432 \
   THORP_HTTP_TOKEN=tok-0123456789abcdefXYZ "$THORP" run >"$work/host2.log" 2>&1 &
 host2=$!
-for _ in $(seq 200); do curl -sf "$base2/health" >/dev/null 2>&1 && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do curl -sf "$base2/health" >/dev/null 2>&1 && break; sleep 0.05; done
 rss() { awk -v k="$1:" '$1 == k { print $2 }' /proc/$host2/status; }
 before=$(rss VmRSS)
 python3 - "$port2" >"$work/big" <<'PY'
@@ -274,7 +273,7 @@ port3=$(free_port)
 THORP_STATE_DIR="$work/state5" THORP_HTTP_PORT=$port3 THORP_RPC_URLS="x=http://bob:PW5ecretZ@127.0.0.1:1/k3y.Tok" \
   "$THORP" run >"$work/host3.log" 2>&1 &
 host3=$!
-for _ in $(seq 200); do curl -s "http://127.0.0.1:$port3/health" >/dev/null 2>&1 && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do curl -s "http://127.0.0.1:$port3/health" >/dev/null 2>&1 && break; sleep 0.05; done
 out=$(curl -s -d '{"jsonrpc":"2.0","id":1,"method":"getSlot"}' "http://127.0.0.1:$port3/")
 echo "$out" | grep -q '"error"' && ! echo "$out" | grep -q 'PW5ecretZ\|k3y.Tok\|bob'
 check $? "a failing upstream's error reaches the client without its password or path token ($out)"
@@ -292,7 +291,7 @@ sends0=$(sim_sends "$u1" "$u2" "$u3")
 rpc '{"jsonrpc":"2.0","id":"slow","method":"sendTransaction","params":["AQAB"]}' >"$work/slow.out" &
 slow=$!
 # until it is in flight upstream (admitted by the front door is not enough: Lua may not have taken it yet)
-for _ in $(seq 200); do [ "$(sim_sends "$u1" "$u2" "$u3")" -gt "$sends0" ] && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do [ "$(sim_sends "$u1" "$u2" "$u3")" -gt "$sends0" ] && break; sleep 0.05; done
 kill -TERM $host
 for _ in $(seq 100); do
   out=$(curl -s -w ' %{http_code}' "$base/health")

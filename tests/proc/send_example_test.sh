@@ -15,7 +15,7 @@ count() { grep -c "$1" "$2" 2>/dev/null || true; }
 
 "$THORP" run "$root/policies/default.lua" "$root/examples/memecoin_policy.lua" >"$work/a.out" 2>"$work/a.log" &
 pid=$!
-for _ in $(seq 200); do [ "$(count '"trade confirmed"' "$work/a.log")" -ge 3 ] && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do [ "$(count '"trade confirmed"' "$work/a.log")" -ge 3 ] && break; sleep 0.05; done
 n=$(count '"trade confirmed"' "$work/a.log")
 [ "$n" -ge 3 ]; check $? "the example confirms signed trades ($n)"
 wallet="$THORP_STATE_DIR/demo-wallet.json"
@@ -38,15 +38,15 @@ check $(is "$out" true) "and keeps the same module instance ($out)"
 # trade is journaled before its first send)
 curl -s -d '{"drop_all":true}' "$u1/admin/chain" >/dev/null
 before=$(sim_sends "$u1" "$u2")
-for _ in $(seq 200); do [ "$(sim_sends "$u1" "$u2")" -gt "$before" ] && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do [ "$(sim_sends "$u1" "$u2")" -gt "$before" ] && break; sleep 0.05; done
 [ "$(sim_sends "$u1" "$u2")" -gt "$before" ]; check $? "a trade is sent while the leader drops everything"
 kill -9 "$pid"; wait "$pid" 2>/dev/null
 curl -s -d '{"drop_all":false}' "$u1/admin/chain" >/dev/null
 THORP_DEMO_FEED=0 "$THORP" run "$root/policies/default.lua" "$root/examples/memecoin_policy.lua" >"$work/b.out" 2>"$work/b.log" &
 pid=$!
-for _ in $(seq 200); do grep -q '"open trade reconciled"' "$work/b.log" && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do grep -q '"open trade reconciled"' "$work/b.log" && break; sleep 0.05; done
 grep -q '"open trade reconciled"' "$work/b.log"; check $? "the next start's recover() reconciles the trade the crash left open"
-for _ in $(seq 200); do grep '"open trade reconciled"' "$work/b.log" | grep -q '"status":"confirmed"' && break; sleep 0.05; done
+for _ in $(seq "$WAIT_TRIES"); do grep '"open trade reconciled"' "$work/b.log" | grep -q '"status":"confirmed"' && break; sleep 0.05; done
 grep '"open trade reconciled"' "$work/b.log" | grep -q '"status":"confirmed"'
 check $? "and completed as confirmed (it landed, or was rebroadcast from the journal until it did)"
 kill -TERM "$pid"; wait "$pid"; rc=$?

@@ -143,7 +143,7 @@ thorp.timer.every(20, function()
 end)
 LUA
 rm -rf "$THORP_STATE_DIR"
-port=$((20000 + RANDOM % 20000))
+port=$(free_port)
 # output through pipes: the file-size limit must only hit the journal
 ( THORP_HTTP_PORT=$port "$THORP" exec "$work/io.lua" 2> >(cat >"$work/io.err") | cat >"$work/io.out" ) &
 wait_for "REG ok" "$work/io.out"
