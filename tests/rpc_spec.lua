@@ -469,11 +469,11 @@ describe("rpc pool", function()
     { "an empty array", '[]' },
     { "an empty object", '{}' },
     { "a wrong id", '{"jsonrpc":"2.0","id":987654321,"result":7}' },
-    { "the id as a string", '{"jsonrpc":"2.0","id":"$id","result":7}' },
-    { "no id", '{"jsonrpc":"2.0","result":7}' },
+    { "the id as a string", '{"jsonrpc":"2.0","id":"$id","result":7}', 'wrong id "' },
+    { "no id", '{"jsonrpc":"2.0","result":7}', "wrong id missing" },
     { "a bare number", '31337' },
     { "a bare string", '"ok"' },
-    { "null", 'null' },
+    { "null", 'null', "not a JSON object" },
     { "not JSON", '<html><body>Bad Gateway</body></html>' },
     { "truncated JSON", '{"jsonrpc":"2.0","id":$id,"result":{"value":' },
   }
@@ -489,7 +489,7 @@ describe("rpc pool", function()
       r = p:call("getBalance", { "w" }, { endpoint = "a" })
       assert.is_false(r.ok)
       assert.are.equal("BAD_RESPONSE", r.error.code)
-      assert.truthy(r.error.message:find("malformed JSON-RPC answer", 1, true))
+      assert.truthy(r.error.message:find("malformed JSON-RPC answer: " .. (sh[3] or ""), 1, true), r.error.message)
       assert.are.equal("OPEN", ep(p, "a").state)
     end)
   end

@@ -41,9 +41,12 @@ local NULL = json.null
 
 -- why d is not a sane JSON-RPC answer to request id (nil when it is), and its error object
 local function insane(d, id)
-  if type(d) ~= "table" then return "not a JSON object" end
+  if type(d) ~= "table" or d == NULL then return "not a JSON object" end
   if d[1] ~= nil then return "an array where one answer was expected" end
-  if d.id ~= id then return ("wrong id %s (asked %s)"):format(tostring(d.id), tostring(id)) end
+  if d.id ~= id then
+    local got = type(d.id) == "string" and ("%q"):format(d.id) or d.id == nil and "missing" or tostring(d.id)
+    return ("wrong id %s (asked %s)"):format(got, tostring(id))
+  end
   local e = d.error
   if e == NULL then e = nil end
   local has_result = d.result ~= nil
