@@ -386,8 +386,11 @@ static void status_json(struct evbuffer *out, const tx_rec *r, long slot) {
 }
 
 /* Accept one decoded transaction into the ledger. Returns NULL (accepted,
- * sig_b58 set) or the preflight error message with *code. */
-static const char *ledger_accept(const stx *t, int preflight, char *sig_b58, int *code, int in_bundle) {
+ * sig_b58 set) or the preflight error message with *code. Preflight runs on
+ * the node's own view, `lag` slots behind: a node that lags has not seen the
+ * newest blockhashes yet ("Blockhash not found"), while what it forwards
+ * without preflight meets the leader's view. */
+static const char *ledger_accept(const stx *t, int preflight, long lag, char *sig_b58, int *code, int in_bundle) {
     long slot = simtx_slot(), height = height_of(slot);
     b58_encode(t->sigs, 64, sig_b58);
     n_sends++;
@@ -396,7 +399,7 @@ static const char *ledger_accept(const stx *t, int preflight, char *sig_b58, int
         if (preflight) { *code = -32003; return "Transaction signature verification failure"; }
         return NULL; /* the leader drops it */
     }
-    if (!blockhash_valid(t->blockhash, height)) {
+    if (!blockhash_valid(t->blockhash, preflight ? height_of(slot - lag) : height)) {
         n_refused++;
         if (preflight) { *code = -32002; return "Transaction simulation failed: Blockhash not found"; }
         return NULL;
@@ -434,7 +437,7 @@ static const char *ledger_accept(const stx *t, int preflight, char *sig_b58, int
     return NULL;
 }
 
-static int do_send(const char *id, int idlen, span *par, int np, struct evbuffer *out) {
+static int do_send(const char *id, int idlen, span *par, int np, long lag, struct evbuffer *out) {
     static uint8_t buf[2048];
     size_t len;
     stx t;
@@ -442,7 +445,7 @@ static int do_send(const char *id, int idlen, span *par, int np, struct evbuffer
     if (np < 1 || !decode_wire(par[0], opts, buf, &len) || !parse_tx(buf, len, &t)) return 0;
     char sig[100];
     int code = 0;
-    const char *err = ledger_accept(&t, !opt_flag(opts, "skipPreflight"), sig, &code, 0);
+    const char *err = ledger_accept(&t, !opt_flag(opts, "skipPreflight"), lag, sig, &code, 0);
     if (err) rpc_error(out, id, idlen, code, err);
     else evbuffer_add_printf(out, PRE "\"%s\"}", idlen, id, sig);
     return 2; /* a sendTransaction: sim.c counts it */
@@ -458,7 +461,7 @@ static int do_simulate(const char *id, int idlen, span *par, int np, long slot, 
     char errbuf[128];
     outcome o = { "", 0, 0 };
     if (opt_flag(opts, "sigVerify") && !verify_sigs(&t)) err = "\"SignatureFailure\"";
-    else if (!opt_flag(opts, "replaceRecentBlockhash") && !blockhash_valid(t.blockhash, height_of(simtx_slot())))
+    else if (!opt_flag(opts, "replaceRecentBlockhash") && !blockhash_valid(t.blockhash, height_of(slot)))
         err = "\"BlockhashNotFound\"";
     else {
         const char *why = NULL;
@@ -509,7 +512,7 @@ static const bundle *find_bundle(const char *id, size_t len) {
     return b;
 }
 
-static int do_bundle(const char *id, int idlen, span *par, int np, struct evbuffer *out) {
+static int do_bundle(const char *id, int idlen, span *par, int np, long lag, struct evbuffer *out) {
     static span items[8];
     static uint8_t bufs[5][2048];
     static stx ts[5];
@@ -544,7 +547,7 @@ static int do_bundle(const char *id, int idlen, span *par, int np, struct evbuff
     for (int i = 0; i < n && ok; i++) {
         int code;
         char sig[100];
-        if (ledger_accept(&ts[i], 1, sig, &code, 1)) ok = 0;
+        if (ledger_accept(&ts[i], 1, lag, sig, &code, 1)) ok = 0;
         else snprintf(b->sigs[i], sizeof b->sigs[i], "%s", sig);
     }
     if (!ok) { if (drop_next > 0) drop_next--; n_dropped++; b->slot = -1; }
@@ -614,10 +617,10 @@ int simtx_rpc(const char *method, const char *id, int idlen, const char *ps, con
                             blockhash_valid(bh, height) ? "true" : "false");
         return 1;
     }
-    if (!strcmp(method, "sendTransaction")) return do_send(id, idlen, par, np, out);
+    if (!strcmp(method, "sendTransaction")) return do_send(id, idlen, par, np, lag, out);
     if (!strcmp(method, "simulateTransaction")) return do_simulate(id, idlen, par, np, slot, out);
     if (!strcmp(method, "getSignatureStatuses")) return do_statuses(id, idlen, par, np, slot, out);
-    if (!strcmp(method, "sendBundle")) return do_bundle(id, idlen, par, np, out);
+    if (!strcmp(method, "sendBundle")) return do_bundle(id, idlen, par, np, lag, out);
     if (!strcmp(method, "getBundleStatuses")) return do_bundle_statuses(id, idlen, par, np, slot, out);
     if (!strcmp(method, "getBalance")) {
         const char *s;
