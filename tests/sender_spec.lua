@@ -164,6 +164,26 @@ describe("send_and_confirm", function()
     assert.truthy(res.error.message:find("signature verification", 1, true), res.error.message)
   end)
 
+  it("sends at once without preflight when the endpoint has not seen the blockhash yet, and lands", function()
+    -- a blockhash fresher than the nodes' view: both lag the chain by 25 slots, so their
+    -- preflight answers "Blockhash not found" while the leaders know it
+    local v = pool:call("getLatestBlockhash", {}).result.value
+    sim:fault(1, { slot_lag = 25 })
+    sim:fault(2, { slot_lag = 25 })
+    local before = chain{}
+    local ok, res = pcall(thorp.solana.send_and_confirm, transfer(6, { blockhash = v }),
+                          with{ last_valid_block_height = v.lastValidBlockHeight })
+    sim:fault(1, { reset = true })
+    sim:fault(2, { reset = true })
+    assert.is_true(ok, res)
+    assert.is_true(res.ok, res.status .. " " .. tostring(res.error and res.error.message))
+    assert.are.equal("confirmed", res.status)
+    assert.is_true(res.sends >= 2, "sends " .. res.sends) -- the refused first send, then without preflight
+    local after = chain{}
+    assert.are.equal(1, after.transactions - before.transactions)
+    assert.is_true(after.refused - before.refused >= 1, "the first send was refused by preflight")
+  end)
+
   it("refuses what is not a signed transaction, sending nothing", function()
     local before = chain{}.sends
     local r = thorp.solana.send_and_confirm("not a transaction", with())

@@ -410,15 +410,24 @@ function M.send_and_confirm(tx, opts)
   if not first.ok then
     local e = first.error or {}
     local msg = tostring(e.message or "")
-    if e.code == "RPC_ERROR" and not msg:find("already been processed", 1, true) then
+    local unseen = msg:find("Blockhash not found", 1, true) or is_table(e.data) and e.data.err == "BlockhashNotFound"
+    if unseen then
+      -- that node has not seen the blockhash yet (it lags the one that gave it): the
+      -- others and the leaders may have; send at once without preflight, and let the
+      -- rebroadcasts and the expiry check decide
+      log.warn("first send: the endpoint does not know the blockhash yet; sending without preflight",
+               { signature = signature, endpoint = first.endpoint or e.endpoint })
+      rebroadcast(entry)
+    elseif e.code == "RPC_ERROR" and not msg:find("already been processed", 1, true) then
       -- preflight refused it: it never reached a leader
       entry.status, entry.error = "failed", e
       entry.err = is_table(e.data) and e.data.err or msg
       local res = result(entry, t0)
       if opts.trade then complete_trade(tostring(opts.trade), { status = "failed", err = msg, signature = signature }) end
       return res
+    else
+      log.warn("first send failed; rebroadcasting", { signature = signature, error = msg })
     end
-    log.warn("first send failed; rebroadcasting", { signature = signature, error = msg })
   end
   local P = track(entry)
   local sub = subscribe(entry, P)
