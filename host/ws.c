@@ -124,7 +124,10 @@ static int64_t ws_sub_id(const char *d, size_t len, size_t *at) {
             if (p >= e || !isdigit((unsigned char)*p)) return -1;
             *at = i;
             int64_t v = 0;
-            while (p < e && isdigit((unsigned char)*p)) v = v * 10 + (*p++ - '0');
+            while (p < e && isdigit((unsigned char)*p)) {
+                if (v > (INT64_MAX - 9) / 10) return -1; /* no id we handed out is that large */
+                v = v * 10 + (*p++ - '0');
+            }
             return v;
         }
         if (i == 0) break;
