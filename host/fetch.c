@@ -131,20 +131,7 @@ int64_t thorp_fetch_start(const char *url, const char *method, const char *heade
     }
     r->max_body = max_body > 0 ? (size_t)max_body : (64u << 20);
     r->res->id = F.next_id++;
-    for (const char *p = headers; p && *p;) {
-        const char *e = strchr(p, '\n');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
-        char line[8192];
-        if (n > 0 && n < sizeof line) {
-            memcpy(line, p, n);
-            line[n] = 0;
-            struct curl_slist *s = curl_slist_append(r->hdrs, line);
-            if (s) r->hdrs = s;
-        }
-        p += n + (e ? 1 : 0);
-    }
-    struct curl_slist *s = curl_slist_append(r->hdrs, "Expect:");
-    if (s) r->hdrs = s;
+    r->hdrs = pool_headers_append(pool_headers_append(NULL, headers), "Expect:");
     CURL *e = r->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);

@@ -241,6 +241,22 @@ static void pool_finish(req *r, int cancelled) {
     else loop_post(TEV_RPC, res->id, res->curl_code, res->total_ms, res);
 }
 
+struct curl_slist *pool_headers_append(struct curl_slist *list, const char *lines) {
+    for (const char *p = lines; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        char line[8192];
+        if (n > 0 && n < sizeof line) {
+            memcpy(line, p, n);
+            line[n] = 0;
+            struct curl_slist *l = curl_slist_append(list, line);
+            if (l) list = l;
+        }
+        p += n + (nl ? 1 : 0);
+    }
+    return list;
+}
+
 static int (*foreign_done)(void *easy, int curl_code);
 void pool_set_foreign_done(int (*fn)(void *easy, int curl_code)) { foreign_done = fn; }
 void *pool_multi(void) { return pool_init() == 0 ? pool.multi : NULL; }
@@ -328,19 +344,9 @@ int64_t thorp_pool_request_headers(const char *url, const char *body, size_t len
         pool.headers = curl_slist_append(pool.headers, "Expect:");
     }
     curl_easy_setopt(e, CURLOPT_URL, url);
-    if (headers && *headers) { /* the endpoint's own headers (API keys), then the common two */
-        for (struct curl_slist *h = pool.headers; h; h = h->next) r->hdrs = curl_slist_append(r->hdrs, h->data);
-        for (const char *p = headers; *p;) {
-            const char *nl = strchr(p, '\n');
-            size_t n = nl ? (size_t)(nl - p) : strlen(p);
-            char line[1024];
-            if (n > 0 && n < sizeof line) {
-                memcpy(line, p, n);
-                line[n] = 0;
-                r->hdrs = curl_slist_append(r->hdrs, line);
-            }
-            p += n + (nl ? 1 : 0);
-        }
+    if (headers && *headers) { /* the common two, then the endpoint's own headers (API keys) */
+        for (struct curl_slist *h = pool.headers; h; h = h->next) r->hdrs = pool_headers_append(r->hdrs, h->data);
+        r->hdrs = pool_headers_append(r->hdrs, headers);
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs ? r->hdrs : pool.headers);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);

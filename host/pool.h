@@ -69,5 +69,9 @@ double thorp_pool_parse_retry_after(const char *s, size_t len, double now_wall_m
  * returns 1 when the handle was its own). */
 void *pool_multi(void);
 void pool_set_foreign_done(int (*fn)(void *easy, int curl_code));
+/* Each non-empty line of `lines` ("Name: value\n"...; NULL for none) appended
+ * to a curl header list; a line over 8 KiB, or one curl cannot copy, is left
+ * out and the list so far kept. */
+struct curl_slist *pool_headers_append(struct curl_slist *list, const char *lines);
 
 #endif
