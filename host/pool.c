@@ -182,7 +182,7 @@ double thorp_pool_parse_retry_after(const char *s, size_t len, double now_wall_m
     char buf[64];
     while (len > 0 && (*s == ' ' || *s == '\t')) s++, len--;
     while (len > 0 && isspace((unsigned char)s[len - 1])) len--;
-    if (len == 0 || len >= sizeof buf) return -1;
+    if (len == 0 || len >= sizeof buf || memchr(s, 0, len)) return -1; /* strptime would stop at a NUL */
     memcpy(buf, s, len);
     buf[len] = 0;
     if (isdigit((unsigned char)buf[0])) {
