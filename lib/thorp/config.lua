@@ -44,6 +44,8 @@ local SETTINGS = {
   { "journal.synchronous", "THORP_JOURNAL_SYNC", "enum", "NORMAL", values = { "OFF", "NORMAL", "FULL" } },
   { "journal.history_retention_ms", "JOURNAL_HISTORY_RETENTION_MS", "int", 7 * 86400000, min = 0, max = 1e13,
     note = "finished trades are kept this long for thorp.journal.history" },
+  { "journal.check_interval_ms", "THORP_JOURNAL_CHECK_MS", "int", 5000, min = 0, max = 3600000,
+    note = "a test write this often while idle, so /health learns of a failing disk before a trade does (0 = off)" },
   { "rpc.timeout_ms", "RPC_TIMEOUT_MS", "int", 5000, min = 1, max = 600000 },
   { "rpc.health_interval_ms", "THORP_HEALTH_INTERVAL_MS", "int", 400, min = 0, max = 600000,
     note = "0 turns the slot checker off" },

@@ -18,7 +18,8 @@
 -- host down: the failing operation returns { code = "JOURNAL_ERROR" }, the
 -- failure is logged and counted (thorp_journal_errors_total), healthy()
 -- turns false (/health answers 503), and the journal is reopened every
--- second until a real write succeeds. A completion that could not be
+-- second until a real write succeeds. An idle host learns of a failing disk
+-- too: a test write runs every THORP_JOURNAL_CHECK_MS (5 s). A completion that could not be
 -- written is kept and written after the reopen; if any trade could not be
 -- journaled at all, shutdown exits 1.
 -- Durability: THORP_JOURNAL_SYNC = NORMAL (default; safe against process
@@ -243,6 +244,13 @@ function J:compact()
   return n
 end
 
+--- j:check() -> true | nil, err: a test write (the probe row); a failure is
+--- handled like any failed operation (logged, counted, unhealthy, reopened)
+function J:check()
+  if C.thorp_journal_probe(self.h, sched.wall()) ~= 0 then return failed(self) end
+  return true
+end
+
 --- j:recover() -> true when the database could be reopened and written to
 function J:recover()
   if C.thorp_journal_reopen(self.h) ~= 0 or C.thorp_journal_probe(self.h, sched.wall()) ~= 0 then
@@ -261,7 +269,7 @@ end
 
 -- The host's journal ------------------------------------------------------
 
-local compactor, reopener
+local compactor, reopener, checker
 local pending = {}   -- completions that could not be written: { id, status, outcome }
 local refused = 0    -- trades refused because the journal could not write them
 
@@ -304,11 +312,16 @@ function M.start(cfg, mode)
                                                      signature = t.signature })
   end
   compactor = sched.daemon_every(600000, function() j:compact() end, "journal.compact")
+  local every = jc.check_interval_ms or 5000
+  if every > 0 then
+    checker = sched.daemon_every(every, function() if j.healthy then j:check() end end, "journal.check")
+  end
   return true
 end
 
 function M.stop()
   if compactor then compactor:cancel(); compactor = nil end
+  if checker then checker:cancel(); checker = nil end
   if reopener then reopener:cancel(); reopener = nil end
   local j = M.default
   if j then

@@ -165,6 +165,28 @@ kill -TERM "$pid"; for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; 
 wait; grep -q '"exit_code":1' "$work/io.err"; check $? "shutdown exits 1: some trades could not be journaled"
 kill -0 "$pid" 2>/dev/null; check $(is $? 1) "the host is gone after SIGTERM"
 
+# An idle host learns of the failure too: the periodic test write (THORP_JOURNAL_CHECK_MS)
+# fails, /health turns 503 before any trade is tried, and it recovers the same way.
+cat >"$work/idle.lua" <<'LUA'
+io.stdout:write("PID ", require("thorp.sys").getpid(), "\n"); io.stdout:flush()
+while true do thorp.sleep(1000) end
+LUA
+rm -rf "$THORP_STATE_DIR"
+port=$(free_port)
+( THORP_HTTP_PORT=$port THORP_JOURNAL_CHECK_MS=100 "$THORP" exec "$work/idle.lua" 2> >(cat >"$work/idle.err") | cat >"$work/idle.out" ) &
+wait_for "PID " "$work/idle.out"
+pid=$(awk '/^PID / {print $2; exit}' "$work/idle.out")
+for _ in $(seq "$WAIT_TRIES"); do h=$(curl -s "http://127.0.0.1:$port/health") && break; sleep 0.05; done
+case "$h" in *journal*) r=1 ;; *) r=0 ;; esac; check $r "an idle host's /health does not name a working journal ($h)"
+prlimit --pid "$pid" --fsize=1:unlimited
+wait_for '"msg":"journal write failed' "$work/idle.err"; check $? "an idle host's test write finds the failing journal"
+h=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$port/health")
+case "$h" in *"journal failing"*" 503") r=0 ;; *) r=1 ;; esac; check $r "and /health answers 503 with no trade tried ($h)"
+prlimit --pid "$pid" --fsize=unlimited:unlimited
+wait_for "journal recovered" "$work/idle.err"; check $? "it recovers once writes work again"
+kill -TERM "$pid"; for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+wait; grep -q '"exit_code":0' "$work/idle.err"; check $? "and exits 0: no trade was refused"
+
 # A corrupt journal stops the start with a clear message.
 rm -rf "$THORP_STATE_DIR"; mkdir -p "$THORP_STATE_DIR"
 head -c 8192 /dev/urandom >"$THORP_STATE_DIR/journal.db"
