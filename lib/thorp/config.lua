@@ -262,6 +262,10 @@ function M.run_bounded(chunk, file, timeout_ms, what, exit_code)
   C.thorp_watchdog_guard(nil, 0, 0)
   if jit_was_on then jit.on() end
   rawset(os, "exit", exit)
+  -- the load's time was its deadline's to judge: the task's watchdog clock starts
+  -- again (a new seq) before the exit limit comes back, or the rest of this resume
+  -- would be charged the whole load and end the host
+  wd.seq = wd.seq + 1
   wd.exit_after_ms = wd_exit
   return unpack(res, 1, 2)
 end

@@ -132,6 +132,20 @@ grep -q 'exiting 1 so the supervisor restarts the host' "$work/frozen.err"; chec
 out=$("$THORP" exec -e 'for _, t in ipairs(thorp.journal.open_trades()) do print(t.id) end' 2>/dev/null)
 check $(is "$out" frozen-trade) "the open trade is in the journal for the next run ($out)"
 
+# A load stopped by its deadline is not charged to the task that ran it: the rest of
+# the same resume (here 200 ms, under the 300 ms exit limit) must not end the host.
+# It did, at random, when a reload's reply was slow: the watchdog counted the load too.
+cat >"$work/after-load.lua" <<'LUA'
+local config, sched = require "thorp.config", require "thorp.sched"
+local ok, err = config.run_bounded(function() while true do end end, "loop.lua", 500, "a test load", 1)
+io.stdout:write("LOAD ", tostring(ok), " ", tostring(err):match("loop.lua: still running") or tostring(err), "\n")
+local t0 = sched.now()
+while sched.now() - t0 < 200 do end
+io.stdout:write("SURVIVED\n")
+LUA
+out=$(THORP_WATCHDOG_MS=100 THORP_WATCHDOG_EXIT_MULTIPLE=3 timeout 20 "$THORP" exec "$work/after-load.lua" 2>/dev/null | tr '\n' ' ')
+check $(is "$out" "LOAD false loop.lua: still running SURVIVED ") "the watchdog's clock starts again after a stopped load ($out)"
+
 # A reload stuck in C cannot be stopped: the host exits 1, its trade stays journaled.
 printf 'return { on_start = function() assert(thorp.shutdown.register("TRADE", "stuck-trade", {})) end }\n' >"$work/r.lua"
 THORP_STATE_DIR="$work/stuck-state" THORP_LOAD_TIMEOUT_MS=300 timeout 20 "$THORP" run "$work/r.lua" >/dev/null 2>"$work/stuck.err" &
