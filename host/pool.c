@@ -247,9 +247,11 @@ struct curl_slist *pool_headers_append(struct curl_slist *list, const char *line
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
         char line[8192];
         if (n > 0 && n < sizeof line) {
-            memcpy(line, p, n);
-            line[n] = 0;
-            struct curl_slist *l = curl_slist_append(list, line);
+            if (nl) { /* curl copies a C string: only a line with more after it needs its own */
+                memcpy(line, p, n);
+                line[n] = 0;
+            }
+            struct curl_slist *l = curl_slist_append(list, nl ? line : p);
             if (l) list = l;
         }
         p += n + (nl ? 1 : 0);
